@@ -1,0 +1,146 @@
+"""The Django admin for the network, scoped so a group admin sees only their group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from network import selectors, services
+from network.models import (
+    Facility,
+    FacilityAETitle,
+    FacilityPrivilege,
+    Jurisdiction,
+    License,
+    Radiologist,
+    ReadingGroup,
+    Region,
+    Shift,
+    Subspecialty,
+)
+
+
+class GroupScopedAdmin(admin.ModelAdmin[Any]):
+    """Shows and edits only the objects of the reading groups the user administers;
+    saves and deletes go through the audited services."""
+
+    group_path = "reading_group"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        groups = selectors.reading_groups_administered(user=request.user)
+        return qs.filter(**{f"{self.group_path}__in": groups})
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if not request.user.is_superuser:
+            groups = selectors.reading_groups_administered(user=request.user)
+            scoped = {
+                "reading_group": groups,
+                "facility": Facility.objects.filter(reading_group__in=groups),
+                "radiologist": Radiologist.objects.filter(reading_group__in=groups),
+            }
+            if db_field.name in scoped:
+                kwargs["queryset"] = scoped[db_field.name]
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        before = None
+        if change and obj.pk:
+            before = services.snapshot(type(obj).objects.get(pk=obj.pk))
+        services.network_object_save(
+            actor=request.user,  # type: ignore[arg-type]
+            instance=obj,
+            before=before,
+            ip_address=request.META.get("REMOTE_ADDR"),
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        services.network_object_delete(actor=request.user, instance=obj)  # type: ignore[arg-type]
+
+
+class FacilityAETitleInline(admin.TabularInline[FacilityAETitle, Facility]):
+    model = FacilityAETitle
+    extra = 1
+
+
+@admin.register(Facility)
+class FacilityAdmin(GroupScopedAdmin):
+    list_display = ["name", "reading_group", "jurisdiction", "region", "timezone", "is_active"]
+    list_filter = ["is_active", "reading_group", "jurisdiction__country"]
+    search_fields = ["name", "ae_titles__ae_title"]
+    inlines = [FacilityAETitleInline]
+
+
+@admin.register(Radiologist)
+class RadiologistAdmin(GroupScopedAdmin):
+    list_display = [
+        "display_name",
+        "reading_group",
+        "home_region",
+        "timezone",
+        "workload_cap",
+        "is_active",
+        "is_available",
+    ]
+    list_filter = ["is_active", "is_available", "subspecialties", "reading_group"]
+    search_fields = ["display_name", "user__username"]
+    filter_horizontal = ["subspecialties"]
+
+
+@admin.register(License)
+class LicenseAdmin(GroupScopedAdmin):
+    group_path = "radiologist__reading_group"
+    list_display = [
+        "radiologist",
+        "jurisdiction",
+        "number",
+        "scope",
+        "status",
+        "valid_from",
+        "valid_to",
+    ]
+    list_filter = ["status", "scope", "jurisdiction__country"]
+    search_fields = ["number", "radiologist__display_name"]
+
+
+@admin.register(FacilityPrivilege)
+class FacilityPrivilegeAdmin(GroupScopedAdmin):
+    group_path = "radiologist__reading_group"
+    list_display = ["radiologist", "facility", "status", "valid_from", "valid_to"]
+    list_filter = ["status", "facility"]
+
+
+@admin.register(Shift)
+class ShiftAdmin(GroupScopedAdmin):
+    group_path = "radiologist__reading_group"
+    list_display = ["radiologist", "starts_at", "ends_at"]
+    date_hierarchy = "starts_at"
+
+
+@admin.register(ReadingGroup)
+class ReadingGroupAdmin(admin.ModelAdmin[ReadingGroup]):
+    list_display = ["name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ReadingGroup]:
+        return selectors.reading_groups_administered(user=request.user)
+
+
+@admin.register(Jurisdiction)
+class JurisdictionAdmin(admin.ModelAdmin[Jurisdiction]):
+    list_display = ["code", "name", "country"]
+    search_fields = ["code", "name"]
+
+
+@admin.register(Region)
+class RegionAdmin(admin.ModelAdmin[Region]):
+    list_display = ["code", "name", "country"]
+
+
+@admin.register(Subspecialty)
+class SubspecialtyAdmin(admin.ModelAdmin[Subspecialty]):
+    list_display = ["code", "name"]

@@ -1,0 +1,237 @@
+"""The reading network API: group admins manage it; others read their own part."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db import models, transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.views import APIView
+
+from network import selectors, services
+from network.models import (
+    Facility,
+    FacilityPrivilege,
+    Jurisdiction,
+    License,
+    Radiologist,
+    Region,
+    Shift,
+    Subspecialty,
+)
+from network.permissions import ReadScopedWriteGroupAdmin, ReferenceDataPermission
+from network.serializers import (
+    FacilityPrivilegeSerializer,
+    FacilitySerializer,
+    JurisdictionSerializer,
+    LicenseSerializer,
+    MeSerializer,
+    RadiologistSerializer,
+    RegionSerializer,
+    ShiftSerializer,
+    SubspecialtySerializer,
+)
+from teleradiology.api import client_ip
+
+
+class NetworkViewSet(viewsets.ModelViewSet[Any]):
+    """CRUD where every write goes through the audited network services."""
+
+    permission_classes = [ReadScopedWriteGroupAdmin]
+
+    def _save(self, serializer: BaseSerializer[Any], **extra: Any) -> models.Model:
+        data = {**serializer.validated_data, **extra}
+        many = {k: data.pop(k) for k in list(data) if isinstance(data[k], list)}
+        existing: models.Model | None = serializer.instance
+        before = services.snapshot(existing) if existing is not None else None
+        instance: models.Model = (
+            existing if existing is not None else serializer.Meta.model()  # type: ignore[attr-defined]
+        )
+        for name, value in data.items():
+            setattr(instance, name, value)
+        with transaction.atomic():
+            services.network_object_save(
+                actor=self.request.user,  # type: ignore[arg-type]
+                instance=instance,
+                before=before,
+                ip_address=client_ip(self.request),
+            )
+            for name, values in many.items():
+                self.save_many(instance, name, values)
+        serializer.instance = instance
+        return instance
+
+    def save_many(self, instance: models.Model, name: str, values: list[Any]) -> None:
+        getattr(instance, name).set(values)
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        self._save(serializer)
+
+    def perform_update(self, serializer: BaseSerializer[Any]) -> None:
+        self._save(serializer)
+
+    def perform_destroy(self, instance: models.Model) -> None:
+        services.network_object_delete(
+            actor=self.request.user,  # type: ignore[arg-type]
+            instance=instance,
+            ip_address=client_ip(self.request),
+        )
+
+
+class FacilityFilter(django_filters.FilterSet):
+    jurisdiction = django_filters.CharFilter(field_name="jurisdiction__code")
+    region = django_filters.CharFilter(field_name="region__code")
+    ae_title = django_filters.CharFilter(field_name="ae_titles__ae_title")
+
+    class Meta:
+        model = Facility
+        fields = ["reading_group", "is_active", "jurisdiction", "region", "ae_title"]
+
+
+class FacilityViewSet(NetworkViewSet):
+    serializer_class = FacilitySerializer
+    filterset_class = FacilityFilter
+    ordering_fields = ["name", "created_at"]
+
+    def get_queryset(self) -> models.QuerySet[Facility]:
+        return (
+            selectors.facility_list_visible(user=self.request.user)
+            .select_related("jurisdiction", "region")
+            .prefetch_related("ae_titles")
+            .order_by("name", "id")
+        )
+
+    def save_many(self, instance: models.Model, name: str, values: list[Any]) -> None:
+        if name == "ae_titles":
+            services.facility_set_ae_titles(
+                actor=self.request.user,  # type: ignore[arg-type]
+                facility=instance,  # type: ignore[arg-type]
+                ae_titles=values,
+            )
+        else:
+            super().save_many(instance, name, values)
+
+
+class RadiologistFilter(django_filters.FilterSet):
+    subspecialty = django_filters.CharFilter(field_name="subspecialties__code")
+    home_region = django_filters.CharFilter(field_name="home_region__code")
+
+    class Meta:
+        model = Radiologist
+        fields = ["reading_group", "is_active", "is_available", "subspecialty", "home_region"]
+
+
+class RadiologistViewSet(NetworkViewSet):
+    serializer_class = RadiologistSerializer
+    filterset_class = RadiologistFilter
+    ordering_fields = ["display_name"]
+
+    def get_queryset(self) -> models.QuerySet[Radiologist]:
+        return (
+            selectors.radiologist_list_visible(user=self.request.user)
+            .select_related("user", "home_region")
+            .prefetch_related("subspecialties")
+            .order_by("display_name", "id")
+        )
+
+
+class LicenseFilter(django_filters.FilterSet):
+    jurisdiction = django_filters.CharFilter(field_name="jurisdiction__code")
+    valid_on = django_filters.DateFilter(method="filter_valid_on")
+
+    class Meta:
+        model = License
+        fields = ["radiologist", "jurisdiction", "status", "scope"]
+
+    def filter_valid_on(self, queryset: Any, name: str, value: Any) -> Any:
+        return queryset.filter(valid_from__lte=value, valid_to__gte=value)
+
+
+class LicenseViewSet(NetworkViewSet):
+    serializer_class = LicenseSerializer
+    filterset_class = LicenseFilter
+    ordering_fields = ["valid_to", "valid_from"]
+
+    def get_queryset(self) -> models.QuerySet[License]:
+        return selectors.license_list_visible(user=self.request.user).order_by("id")
+
+
+class FacilityPrivilegeViewSet(NetworkViewSet):
+    serializer_class = FacilityPrivilegeSerializer
+    filterset_fields = ["radiologist", "facility", "status"]
+    ordering_fields = ["valid_to", "valid_from"]
+
+    def get_queryset(self) -> models.QuerySet[FacilityPrivilege]:
+        return selectors.privilege_list_visible(user=self.request.user).order_by("id")
+
+
+class ShiftFilter(django_filters.FilterSet):
+    on_duty_at = django_filters.IsoDateTimeFilter(method="filter_on_duty_at")
+
+    class Meta:
+        model = Shift
+        fields = ["radiologist"]
+
+    def filter_on_duty_at(self, queryset: Any, name: str, value: Any) -> Any:
+        return queryset.filter(starts_at__lte=value, ends_at__gt=value)
+
+
+class ShiftViewSet(NetworkViewSet):
+    serializer_class = ShiftSerializer
+    filterset_class = ShiftFilter
+    ordering_fields = ["starts_at"]
+
+    def get_queryset(self) -> models.QuerySet[Shift]:
+        return selectors.shift_list_visible(user=self.request.user).order_by("starts_at", "id")
+
+
+class ReferenceViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Any]
+):
+    permission_classes = [ReferenceDataPermission]
+
+
+class JurisdictionViewSet(ReferenceViewSet):
+    queryset = Jurisdiction.objects.order_by("code")
+    serializer_class = JurisdictionSerializer
+    filterset_fields = ["country"]
+
+
+class RegionViewSet(ReferenceViewSet):
+    queryset = Region.objects.order_by("code")
+    serializer_class = RegionSerializer
+    filterset_fields = ["country"]
+
+
+class SubspecialtyViewSet(ReferenceViewSet):
+    queryset = Subspecialty.objects.order_by("code")
+    serializer_class = SubspecialtySerializer
+
+
+class MeApi(APIView):
+    """Who am I: my roles and what I am granted."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=MeSerializer)
+    def get(self, request: Request) -> Response:
+        user = request.user
+        reader = selectors.radiologist_for_user(user=user)
+        data = {
+            "username": user.get_username(),
+            "roles": selectors.user_roles(user=user),
+            "radiologist_id": reader.pk if reader else None,
+            "facilities": list(
+                selectors.facilities_staffed(user=user).values_list("pk", flat=True)
+            ),
+            "reading_groups": list(
+                selectors.reading_groups_administered(user=user).values_list("pk", flat=True)
+            ),
+        }
+        return Response(MeSerializer(data).data)

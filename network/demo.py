@@ -1,0 +1,468 @@
+"""A believable demo network: two reading groups, facilities in four US states and
+three other countries, thirty readers around the clock, and a login per role.
+
+Idempotent: every row is found by a natural key before it is created, so a
+second run changes nothing.  Shifts cover a window around today.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.contrib.auth.models import Permission, User
+from django.db import transaction
+from django.utils import timezone
+
+from network import services
+from network.models import (
+    CredentialStatus,
+    Facility,
+    FacilityAETitle,
+    FacilityPrivilege,
+    Jurisdiction,
+    License,
+    Priority,
+    Radiologist,
+    ReadingGroup,
+    Region,
+    Shift,
+    Subspecialty,
+)
+from studies.models import Study
+from studies.services import study_create, study_transition
+from studies.states import StudyStatus
+
+DEMO_PASSWORD = "demo-pass-2026"
+
+JURISDICTIONS = [
+    ("US-TX", "Texas"),
+    ("US-NY", "New York"),
+    ("US-CA", "California"),
+    ("US-FL", "Florida"),
+    ("US-IL", "Illinois"),
+    ("US-WA", "Washington"),
+    ("US-MA", "Massachusetts"),
+    ("IN-KA", "Karnataka"),
+    ("IN-MH", "Maharashtra"),
+    ("GB-ENG", "England"),
+    ("AU-NSW", "New South Wales"),
+]
+
+REGIONS = [
+    ("us-tx-north", "North Texas", "US"),
+    ("us-tx-south", "South Texas", "US"),
+    ("us-northeast", "US Northeast", "US"),
+    ("us-west", "US West Coast", "US"),
+    ("us-southeast", "US Southeast", "US"),
+    ("us-midwest", "US Midwest", "US"),
+    ("in-south", "South India", "IN"),
+    ("gb-south", "Southern England", "GB"),
+    ("au-east", "Eastern Australia", "AU"),
+]
+
+
+@dataclass(frozen=True)
+class DemoFacility:
+    name: str
+    group: str
+    jurisdiction: str
+    region: str
+    tz: str
+    lat: str
+    lon: str
+    ae_titles: tuple[str, ...]
+    staff: str
+
+
+MERIDIAN = "Meridian Teleradiology"
+HARBOUR = "Harbour Reading Partners"
+
+FACILITIES = [
+    DemoFacility(
+        "St. Mary's Regional Medical Center",
+        MERIDIAN,
+        "US-TX",
+        "us-tx-north",
+        "America/Chicago",
+        "32.7767",
+        "-96.7970",
+        ("STMARY_CT", "STMARY_MR"),
+        "staff.stmary",
+    ),
+    DemoFacility(
+        "Gulf Coast Imaging Center",
+        MERIDIAN,
+        "US-TX",
+        "us-tx-south",
+        "America/Chicago",
+        "29.7604",
+        "-95.3698",
+        ("GULFCOAST",),
+        "staff.gulfcoast",
+    ),
+    DemoFacility(
+        "Hudson Valley Hospital",
+        MERIDIAN,
+        "US-NY",
+        "us-northeast",
+        "America/New_York",
+        "41.7004",
+        "-73.9210",
+        ("HUDSONVH",),
+        "staff.hudson",
+    ),
+    DemoFacility(
+        "Brooklyn Community Imaging",
+        MERIDIAN,
+        "US-NY",
+        "us-northeast",
+        "America/New_York",
+        "40.6782",
+        "-73.9442",
+        ("BKLYN_IMG",),
+        "staff.brooklyn",
+    ),
+    DemoFacility(
+        "Pacific Coast Medical Center",
+        MERIDIAN,
+        "US-CA",
+        "us-west",
+        "America/Los_Angeles",
+        "34.0522",
+        "-118.2437",
+        ("PACCOAST", "PACCOAST_ER"),
+        "staff.pacific",
+    ),
+    DemoFacility(
+        "Sunshine Orthopedic Clinic",
+        MERIDIAN,
+        "US-FL",
+        "us-southeast",
+        "America/New_York",
+        "25.7617",
+        "-80.1918",
+        ("SUNORTHO",),
+        "staff.sunshine",
+    ),
+    DemoFacility(
+        "Lakeshore Children's Hospital",
+        MERIDIAN,
+        "US-IL",
+        "us-midwest",
+        "America/Chicago",
+        "41.8781",
+        "-87.6298",
+        ("LAKESHORE",),
+        "staff.lakeshore",
+    ),
+    DemoFacility(
+        "Bengaluru Diagnostic Centre",
+        MERIDIAN,
+        "IN-KA",
+        "in-south",
+        "Asia/Kolkata",
+        "12.9716",
+        "77.5946",
+        ("BLR_DIAG",),
+        "staff.bengaluru",
+    ),
+    DemoFacility(
+        "Thames Valley Imaging",
+        HARBOUR,
+        "GB-ENG",
+        "gb-south",
+        "Europe/London",
+        "51.4543",
+        "-0.9781",
+        ("THAMESVAL",),
+        "staff.thames",
+    ),
+    DemoFacility(
+        "Harbour City Radiology",
+        HARBOUR,
+        "AU-NSW",
+        "au-east",
+        "Australia/Sydney",
+        "-33.8688",
+        "151.2093",
+        ("HARBOURCITY",),
+        "staff.harbour",
+    ),
+]
+
+# (given name, family name, home region, time zone, subspecialties, group)
+READERS = [
+    ("Amelia", "Chen", "us-tx-north", "America/Chicago", ["neuro"], MERIDIAN),
+    ("Marcus", "Okafor", "us-tx-south", "America/Chicago", ["msk", "emergency"], MERIDIAN),
+    ("Priya", "Raman", "us-northeast", "America/New_York", ["body"], MERIDIAN),
+    ("Daniel", "Whitaker", "us-northeast", "America/New_York", ["chest", "cardiac"], MERIDIAN),
+    ("Sofia", "Alvarez", "us-west", "America/Los_Angeles", ["breast"], MERIDIAN),
+    ("Jonah", "Feldman", "us-west", "America/Los_Angeles", ["neuro", "pediatric"], MERIDIAN),
+    ("Grace", "Nakamura", "us-midwest", "America/Chicago", ["pediatric"], MERIDIAN),
+    ("Tobias", "Lindqvist", "us-southeast", "America/New_York", ["msk"], MERIDIAN),
+    ("Hannah", "Mbeki", "us-tx-north", "America/Chicago", ["emergency", "general"], MERIDIAN),
+    ("Rafael", "Souza", "us-tx-south", "America/Chicago", ["body", "interventional"], MERIDIAN),
+    ("Leah", "Goldberg", "us-northeast", "America/New_York", ["nuclear"], MERIDIAN),
+    ("Omar", "Haddad", "us-midwest", "America/Chicago", ["chest"], MERIDIAN),
+    ("Claire", "Dubois", "us-west", "America/Los_Angeles", ["general"], MERIDIAN),
+    ("Ethan", "Brooks", "us-southeast", "America/New_York", ["neuro"], MERIDIAN),
+    ("Mei", "Tanaka", "us-west", "America/Los_Angeles", ["body", "general"], MERIDIAN),
+    ("Samuel", "Adeyemi", "us-tx-north", "America/Chicago", ["cardiac"], MERIDIAN),
+    ("Isabel", "Moreno", "us-southeast", "America/New_York", ["breast", "general"], MERIDIAN),
+    ("Victor", "Petrov", "us-northeast", "America/New_York", ["msk", "general"], MERIDIAN),
+    ("Ananya", "Iyer", "in-south", "Asia/Kolkata", ["neuro", "general"], MERIDIAN),
+    ("Rohan", "Kulkarni", "in-south", "Asia/Kolkata", ["body", "emergency"], MERIDIAN),
+    ("Kavya", "Menon", "in-south", "Asia/Kolkata", ["chest", "general"], MERIDIAN),
+    ("Arjun", "Reddy", "in-south", "Asia/Kolkata", ["msk"], MERIDIAN),
+    ("Deepa", "Nair", "in-south", "Asia/Kolkata", ["emergency", "general"], MERIDIAN),
+    ("Oliver", "Hughes", "gb-south", "Europe/London", ["neuro"], HARBOUR),
+    ("Charlotte", "Evans", "gb-south", "Europe/London", ["body", "general"], HARBOUR),
+    ("Harry", "Patel", "gb-south", "Europe/London", ["msk", "emergency"], HARBOUR),
+    ("Isla", "Campbell", "au-east", "Australia/Sydney", ["chest", "general"], HARBOUR),
+    ("Jack", "Nguyen", "au-east", "Australia/Sydney", ["emergency"], HARBOUR),
+    ("Ruby", "Thompson", "au-east", "Australia/Sydney", ["breast", "general"], HARBOUR),
+    ("Liam", "OConnor", "au-east", "Australia/Sydney", ["neuro", "msk"], HARBOUR),
+]
+
+US_STATES = ["US-TX", "US-NY", "US-CA", "US-FL", "US-IL", "US-WA", "US-MA"]
+SHIFT_BANDS_UTC = [(0, 8), (8, 16), (16, 24)]
+SHIFT_DAYS_BEFORE, SHIFT_DAYS_AFTER = 1, 13
+
+DEMO_STUDIES = [
+    # (facility index, modality, body part, description, priority, patient)
+    (0, "CT", "HEAD", "CT HEAD WO CONTRAST", Priority.STAT, ("TX-100234", "DOE^JANE", "F")),
+    (
+        0,
+        "MR",
+        "BRAIN",
+        "MRI BRAIN W WO CONTRAST",
+        Priority.ROUTINE,
+        ("TX-100877", "SMITH^ROBERT", "M"),
+    ),
+    (1, "CR", "CHEST", "XR CHEST 2 VIEWS", Priority.URGENT, ("GC-55012", "NGUYEN^LINH", "F")),
+    (
+        2,
+        "CT",
+        "ABDOMEN",
+        "CT ABDOMEN PELVIS W CONTRAST",
+        Priority.URGENT,
+        ("HV-7781", "KOWALSKI^ADAM", "M"),
+    ),
+    (
+        3,
+        "US",
+        "ABDOMEN",
+        "US ABDOMEN COMPLETE",
+        Priority.ROUTINE,
+        ("BK-44120", "GARCIA^MARIA", "F"),
+    ),
+    (4, "CT", "CHEST", "CT CHEST PE PROTOCOL", Priority.STAT, ("PC-90001", "LEE^DAVID", "M")),
+    (5, "MR", "KNEE", "MRI KNEE WO CONTRAST", Priority.ROUTINE, ("SO-3321", "JOHNSON^EMILY", "F")),
+    (6, "DX", "CHEST", "XR CHEST PEDIATRIC", Priority.URGENT, ("LC-12009", "BROWN^NOAH", "M")),
+    (7, "CT", "HEAD", "CT HEAD TRAUMA", Priority.STAT, ("BLR-88120", "SHARMA^RAVI", "M")),
+    (
+        8,
+        "MG",
+        "BREAST",
+        "MAMMOGRAPHY SCREENING BILATERAL",
+        Priority.ROUTINE,
+        ("TV-61234", "TAYLOR^SARAH", "F"),
+    ),
+    (9, "CT", "ABDOMEN", "CT ABDOMEN ACUTE", Priority.URGENT, ("HC-20456", "WILSON^JAMES", "M")),
+]
+
+
+def _user(username: str, *, first: str = "", last: str = "", email: str = "") -> User:
+    user, created = User.objects.get_or_create(
+        username=username,
+        defaults={
+            "first_name": first,
+            "last_name": last,
+            "email": email or f"{username}@demo.test",
+        },
+    )
+    if created:
+        user.set_password(DEMO_PASSWORD)
+        user.save(update_fields=["password"])
+    return user
+
+
+@transaction.atomic
+def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Build (or leave as is) the demo network; returns row counts for the caller."""
+    now = now or timezone.now()
+    today = now.date()
+    rng = random.Random(2026)  # noqa: S311 - demo data, not security
+
+    for code, name in JURISDICTIONS:
+        Jurisdiction.objects.get_or_create(code=code, defaults={"country": code[:2], "name": name})
+    for code, name, country in REGIONS:
+        Region.objects.get_or_create(code=code, defaults={"name": name, "country": country})
+    groups = {
+        name: ReadingGroup.objects.get_or_create(name=name)[0] for name in (MERIDIAN, HARBOUR)
+    }
+
+    superuser = _user("superuser", first="Site", last="Operator")
+    if not superuser.is_superuser:
+        superuser.is_superuser = superuser.is_staff = True
+        superuser.save(update_fields=["is_superuser", "is_staff"])
+    admin = _user("admin", first="Morgan", last="Reyes")
+    services.reading_group_admin_grant(actor=None, user=admin, group=groups[MERIDIAN])
+    admin.user_permissions.add(
+        Permission.objects.get(content_type__app_label="audit", codename="view_auditevent")
+    )
+    harbour_admin = _user("admin.harbour", first="Alex", last="Morgan")
+    services.reading_group_admin_grant(actor=None, user=harbour_admin, group=groups[HARBOUR])
+
+    facilities = []
+    for spec in FACILITIES:
+        facility, _ = Facility.objects.get_or_create(
+            reading_group=groups[spec.group],
+            name=spec.name,
+            defaults={
+                "jurisdiction": Jurisdiction.objects.get(code=spec.jurisdiction),
+                "region": Region.objects.get(code=spec.region),
+                "timezone": spec.tz,
+                "latitude": Decimal(spec.lat),
+                "longitude": Decimal(spec.lon),
+                "tat_stat_minutes": 30 if spec.jurisdiction.startswith("US") else 60,
+                "tat_urgent_minutes": 120,
+                "tat_routine_minutes": 720 if "Children" in spec.name else 1440,
+            },
+        )
+        for title in spec.ae_titles:
+            FacilityAETitle.objects.get_or_create(ae_title=title, defaults={"facility": facility})
+        staff = _user(spec.staff)
+        services.facility_staff_grant(actor=None, user=staff, facility=facility)
+        facilities.append(facility)
+
+    subspecialties = {s.code: s for s in Subspecialty.objects.all()}
+    readers = []
+    for index, (given, family, region, tz, subs, group_name) in enumerate(READERS):
+        user = _user(f"dr.{family.lower()}", first=given, last=family)
+        reader, created = Radiologist.objects.get_or_create(
+            user=user,
+            defaults={
+                "reading_group": groups[group_name],
+                "display_name": f"Dr. {given} {family}",
+                "home_region": Region.objects.get(code=region),
+                "timezone": tz,
+                "workload_cap": 4 + index % 5,
+            },
+        )
+        if created:
+            reader.subspecialties.set([subspecialties[s] for s in subs])
+        readers.append(reader)
+        _seed_credentials(reader, index=index, rng=rng, today=today, facilities=facilities)
+        _seed_shifts(reader, index=index, today=today)
+
+    _seed_studies(facilities, now=now)
+    return {
+        "facilities": Facility.objects.count(),
+        "radiologists": Radiologist.objects.count(),
+        "licenses": License.objects.count(),
+        "privileges": FacilityPrivilege.objects.count(),
+        "shifts": Shift.objects.count(),
+        "studies": Study.objects.count(),
+    }
+
+
+def _seed_credentials(
+    reader: Radiologist,
+    *,
+    index: int,
+    rng: random.Random,
+    today: dt.date,
+    facilities: list[Facility],
+) -> None:
+    home_country = reader.home_region.country
+    if home_country == "US":
+        jurisdictions = rng.sample(US_STATES, k=2 + index % 4)
+    elif home_country == "IN":
+        # Offshore nighthawks: licensed at home, preliminary reads for US sites.
+        jurisdictions = ["IN-KA", "US-TX", "US-NY"]
+    elif home_country == "GB":
+        jurisdictions = ["GB-ENG"]
+    else:
+        jurisdictions = ["AU-NSW"]
+    for n, code in enumerate(jurisdictions):
+        scope = License.Scope.FINAL
+        if home_country == "IN" and code.startswith("US"):
+            scope = License.Scope.PRELIMINARY
+        valid_to = today + dt.timedelta(days=365 + 30 * n)
+        if index % 7 == 3 and n == 0:
+            valid_to = today - dt.timedelta(days=20)  # lapsed: must never be offered there
+        elif index % 9 == 4 and n == 0:
+            valid_to = today + dt.timedelta(days=12)  # expiring soon: credential alerts
+        License.objects.get_or_create(
+            jurisdiction=Jurisdiction.objects.get(code=code),
+            number=f"{code.split('-')[1]}-{10000 + index * 13 + n}",
+            defaults={
+                "radiologist": reader,
+                "valid_from": today - dt.timedelta(days=700),
+                "valid_to": valid_to,
+                "scope": scope,
+            },
+        )
+    licensed = {j for j in jurisdictions}
+    for facility in facilities:
+        if facility.reading_group_id != reader.reading_group_id:
+            continue
+        if facility.jurisdiction.code not in licensed and rng.random() > 0.15:
+            continue
+        status = (
+            CredentialStatus.PENDING
+            if (index + facility.pk) % 11 == 0
+            else (CredentialStatus.ACTIVE)
+        )
+        FacilityPrivilege.objects.get_or_create(
+            radiologist=reader,
+            facility=facility,
+            defaults={
+                "status": status,
+                "valid_from": today - dt.timedelta(days=365),
+                "valid_to": today + dt.timedelta(days=365 * 2),
+            },
+        )
+
+
+def _seed_shifts(reader: Radiologist, *, index: int, today: dt.date) -> None:
+    # Three 8-hour bands cover every hour of the UTC day; readers rotate
+    # through them so each band has about ten readers across subspecialties.
+    start_hour, end_hour = SHIFT_BANDS_UTC[index % len(SHIFT_BANDS_UTC)]
+    for offset in range(-SHIFT_DAYS_BEFORE, SHIFT_DAYS_AFTER + 1):
+        day = today + dt.timedelta(days=offset)
+        starts = dt.datetime.combine(day, dt.time(start_hour), tzinfo=dt.UTC)
+        ends = starts + dt.timedelta(hours=end_hour - start_hour)
+        Shift.objects.get_or_create(
+            radiologist=reader, starts_at=starts, defaults={"ends_at": ends}
+        )
+
+
+def _seed_studies(facilities: list[Facility], *, now: dt.datetime) -> None:
+    for n, (fac_index, modality, body, description, priority, patient) in enumerate(
+        DEMO_STUDIES, start=1
+    ):
+        uid = f"2.25.{2026112200000 + n}"
+        if Study.objects.filter(study_instance_uid=uid).exists():
+            continue
+        patient_id, name, sex = patient
+        study = study_create(
+            facility=facilities[fac_index],
+            study_instance_uid=uid,
+            received_at=now - dt.timedelta(minutes=5 * n),
+            priority=priority,
+            accession_number=f"DEMO{n:05d}",
+            patient_id=patient_id,
+            patient_name=name,
+            patient_sex=sex,
+            patient_birth_date=dt.date(1950 + 3 * n, 1 + n % 12, 1 + n),
+            modality=modality,
+            body_part=body,
+            study_description=description,
+            study_date=now.date(),
+        )
+        study_transition(study_id=study.pk, to_status=StudyStatus.READY, reason="demo seed")

@@ -1,0 +1,328 @@
+"""The reading network: who reads for whom, where, and under which licenses."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Length
+
+from network.validators import (
+    validate_ae_title,
+    validate_country_code,
+    validate_jurisdiction_code,
+    validate_timezone,
+)
+
+# `__length` in the check constraints below.
+models.CharField.register_lookup(Length)
+
+
+class Priority(models.IntegerChoices):
+    """Reading priority; a lower value is more urgent, so it sorts first."""
+
+    STAT = 1, "STAT"
+    URGENT = 2, "Urgent"
+    ROUTINE = 3, "Routine"
+
+
+class Jurisdiction(models.Model):
+    """A licensing jurisdiction: an ISO 3166-2 subdivision such as US-TX."""
+
+    code = models.CharField(max_length=6, unique=True, validators=[validate_jurisdiction_code])
+    country = models.CharField(max_length=2, validators=[validate_country_code])
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(condition=Q(country__length=2), name="jurisdiction_country_len"),
+            models.CheckConstraint(
+                condition=Q(code__startswith=F("country")), name="jurisdiction_code_in_country"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Region(models.Model):
+    """A geographic area used for the hyperlocal tier (e.g. north Texas)."""
+
+    code = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    country = models.CharField(max_length=2, validators=[validate_country_code])
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(condition=Q(country__length=2), name="region_country_len"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ReadingGroup(models.Model):
+    """A radiology group: its admins configure the network and its routing."""
+
+    name = models.CharField(max_length=200, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("administer_readinggroup", "Administer the reading group")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Subspecialty(models.Model):
+    """A reading subspecialty (neuro, MSK, ...); rows are seeded by a migration."""
+
+    code = models.SlugField(max_length=30, unique=True)
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "subspecialties"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Facility(models.Model):
+    """A hospital, clinic or imaging centre that sends studies to a reading group."""
+
+    name = models.CharField(max_length=200)
+    reading_group = models.ForeignKey(
+        ReadingGroup, on_delete=models.PROTECT, related_name="facilities"
+    )
+    jurisdiction = models.ForeignKey(
+        Jurisdiction, on_delete=models.PROTECT, related_name="facilities"
+    )
+    timezone = models.CharField(max_length=64, validators=[validate_timezone])
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="facilities")
+    latitude = models.DecimalField(max_digits=8, decimal_places=5, null=True, blank=True)
+    longitude = models.DecimalField(max_digits=8, decimal_places=5, null=True, blank=True)
+    # Contracted turnaround targets, in minutes from receipt to final report.
+    tat_stat_minutes = models.PositiveIntegerField(default=60)
+    tat_urgent_minutes = models.PositiveIntegerField(default=240)
+    tat_routine_minutes = models.PositiveIntegerField(default=1440)
+    default_priority = models.PositiveSmallIntegerField(
+        choices=Priority.choices, default=Priority.ROUTINE
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "facilities"
+        permissions = [("access_facility", "Access the facility's studies as its staff")]
+        constraints = [
+            models.UniqueConstraint(fields=["reading_group", "name"], name="facility_name_unique"),
+            models.CheckConstraint(
+                condition=Q(tat_stat_minutes__gt=0)
+                & Q(tat_stat_minutes__lte=F("tat_urgent_minutes"))
+                & Q(tat_urgent_minutes__lte=F("tat_routine_minutes")),
+                name="facility_tat_ordered",
+                violation_error_message=(
+                    "Turnaround targets must be positive and STAT <= urgent <= routine."
+                ),
+            ),
+            models.CheckConstraint(
+                condition=Q(default_priority__in=Priority.values), name="facility_priority_valid"
+            ),
+            models.CheckConstraint(
+                condition=(Q(latitude__isnull=True) | Q(latitude__gte=-90, latitude__lte=90))
+                & (Q(longitude__isnull=True) | Q(longitude__gte=-180, longitude__lte=180)),
+                name="facility_coordinates_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def tat_minutes(self, priority: int) -> int:
+        """The contracted turnaround for a priority, in minutes."""
+        return {
+            Priority.STAT: self.tat_stat_minutes,
+            Priority.URGENT: self.tat_urgent_minutes,
+            Priority.ROUTINE: self.tat_routine_minutes,
+        }[Priority(priority)]
+
+
+class FacilityAETitle(models.Model):
+    """A DICOM AE title a facility sends from; unique across all facilities."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="ae_titles")
+    ae_title = models.CharField(max_length=16, unique=True, validators=[validate_ae_title])
+
+    class Meta:
+        ordering = ["ae_title"]
+        verbose_name = "facility AE title"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ae_title__length__gte=1), name="facility_ae_title_not_empty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.ae_title
+
+
+class Radiologist(models.Model):
+    """A reader: their subspecialties, home, time zone and how much they may hold."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="radiologist"
+    )
+    reading_group = models.ForeignKey(
+        ReadingGroup, on_delete=models.PROTECT, related_name="radiologists"
+    )
+    display_name = models.CharField(max_length=200)
+    subspecialties = models.ManyToManyField(Subspecialty, related_name="radiologists")
+    home_region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="radiologists")
+    latitude = models.DecimalField(max_digits=8, decimal_places=5, null=True, blank=True)
+    longitude = models.DecimalField(max_digits=8, decimal_places=5, null=True, blank=True)
+    timezone = models.CharField(max_length=64, validators=[validate_timezone])
+    workload_cap = models.PositiveSmallIntegerField(
+        default=5, help_text="Most cases this reader may hold claimed at once."
+    )
+    is_active = models.BooleanField(default=True, help_text="Employed and credentialed.")
+    is_available = models.BooleanField(
+        default=True, help_text="Accepting new cases (a reader may pause while on shift)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["display_name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(workload_cap__gte=1), name="radiologist_cap_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+
+class CredentialStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    PENDING = "pending", "Pending"
+    SUSPENDED = "suspended", "Suspended"
+    REVOKED = "revoked", "Revoked"
+
+
+class License(models.Model):
+    """A medical license: the law says who may read a patient's images."""
+
+    class Scope(models.TextChoices):
+        FINAL = "final", "Final reads"
+        PRELIMINARY = "preliminary", "Preliminary reads only"
+
+    radiologist = models.ForeignKey(Radiologist, on_delete=models.CASCADE, related_name="licenses")
+    jurisdiction = models.ForeignKey(Jurisdiction, on_delete=models.PROTECT, related_name="+")
+    number = models.CharField(max_length=50)
+    valid_from = models.DateField()
+    valid_to = models.DateField()
+    status = models.CharField(
+        max_length=12, choices=CredentialStatus.choices, default=CredentialStatus.ACTIVE
+    )
+    scope = models.CharField(max_length=12, choices=Scope.choices, default=Scope.FINAL)
+
+    class Meta:
+        ordering = ["jurisdiction__code", "valid_to"]
+        indexes = [
+            models.Index(
+                fields=["jurisdiction", "radiologist", "valid_to"], name="license_lookup_idx"
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["jurisdiction", "number"], name="license_number_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(valid_to__gte=F("valid_from")),
+                name="license_dates_ordered",
+                violation_error_message="A license cannot end before it starts.",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=CredentialStatus.values), name="license_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(scope__in=["final", "preliminary"]), name="license_scope_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.jurisdiction} {self.number}"
+
+    def is_valid_on(self, day: dt.date) -> bool:
+        return self.status == CredentialStatus.ACTIVE and self.valid_from <= day <= self.valid_to
+
+
+class FacilityPrivilege(models.Model):
+    """Credentialing: the facility has granted this reader privileges for a period."""
+
+    radiologist = models.ForeignKey(
+        Radiologist, on_delete=models.CASCADE, related_name="privileges"
+    )
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="privileges")
+    status = models.CharField(
+        max_length=12, choices=CredentialStatus.choices, default=CredentialStatus.ACTIVE
+    )
+    valid_from = models.DateField()
+    valid_to = models.DateField()
+
+    class Meta:
+        ordering = ["facility__name", "valid_to"]
+        indexes = [
+            models.Index(
+                fields=["facility", "radiologist", "valid_to"], name="privilege_lookup_idx"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_to__gte=F("valid_from")),
+                name="privilege_dates_ordered",
+                violation_error_message="A privilege cannot end before it starts.",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=CredentialStatus.values), name="privilege_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.radiologist} @ {self.facility}"
+
+    def is_valid_on(self, day: dt.date) -> bool:
+        return self.status == CredentialStatus.ACTIVE and self.valid_from <= day <= self.valid_to
+
+
+class Shift(models.Model):
+    """A period a reader works; "who is on now" is one range query on the index."""
+
+    radiologist = models.ForeignKey(Radiologist, on_delete=models.CASCADE, related_name="shifts")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["starts_at"]
+        indexes = [
+            models.Index(fields=["ends_at", "starts_at"], name="shift_window_idx"),
+            models.Index(fields=["radiologist", "starts_at"], name="shift_reader_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=F("starts_at")),
+                name="shift_ends_after_start",
+                violation_error_message="A shift must end after it starts.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.radiologist} {self.starts_at:%Y-%m-%d %H:%M}-{self.ends_at:%H:%M}"

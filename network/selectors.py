@@ -1,0 +1,148 @@
+"""Reads of the reading network, and who a user is in it (their roles).
+
+A user's reach comes from a few grants, never from per-study rows:
+- group admin: guardian's ``administer_readinggroup`` on a ReadingGroup;
+- facility staff: guardian's ``access_facility`` on a Facility;
+- radiologist: a Radiologist profile linked to the user.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db.models import Q, QuerySet
+from guardian.shortcuts import get_objects_for_user
+
+from network.models import (
+    Facility,
+    FacilityAETitle,
+    FacilityPrivilege,
+    License,
+    Radiologist,
+    ReadingGroup,
+    Shift,
+)
+
+AnyUser = User | AnonymousUser
+
+
+def _is_superuser(user: AnyUser) -> bool:
+    return bool(getattr(user, "is_superuser", False)) and user.is_active
+
+
+def reading_groups_administered(*, user: AnyUser) -> QuerySet[ReadingGroup]:
+    """The reading groups this user administers (all of them for a superuser)."""
+    if not user.is_authenticated or not user.is_active:
+        return ReadingGroup.objects.none()
+    if _is_superuser(user):
+        return ReadingGroup.objects.all()
+    return get_objects_for_user(
+        user,
+        "network.administer_readinggroup",
+        klass=ReadingGroup,
+        accept_global_perms=False,
+        with_superuser=False,
+    )
+
+
+def facilities_staffed(*, user: AnyUser) -> QuerySet[Facility]:
+    """The facilities whose studies this user sees as facility staff."""
+    if not user.is_authenticated or not user.is_active:
+        return Facility.objects.none()
+    return get_objects_for_user(
+        user,
+        "network.access_facility",
+        klass=Facility,
+        accept_global_perms=False,
+        with_superuser=False,
+    )
+
+
+def radiologist_for_user(*, user: AnyUser) -> Radiologist | None:
+    """The user's radiologist profile, if they are a reader."""
+    if not user.is_authenticated or not user.is_active:
+        return None
+    return Radiologist.objects.filter(user_id=user.pk).first()
+
+
+def user_roles(*, user: AnyUser) -> list[str]:
+    """The roles a user holds, for the API and the pages."""
+    roles = []
+    if reading_groups_administered(user=user).exists():
+        roles.append("group_admin")
+    if radiologist_for_user(user=user) is not None:
+        roles.append("radiologist")
+    if facilities_staffed(user=user).exists():
+        roles.append("facility_staff")
+    return roles
+
+
+def is_group_admin(*, user: AnyUser) -> bool:
+    return reading_groups_administered(user=user).exists()
+
+
+# --- Scoped querysets for the network API -----------------------------------
+def facility_list_visible(*, user: AnyUser) -> QuerySet[Facility]:
+    """Facilities the user may see: their group's, their own, or where they read."""
+    if _is_superuser(user):
+        return Facility.objects.all()
+    reach = Q(reading_group__in=reading_groups_administered(user=user)) | Q(
+        pk__in=facilities_staffed(user=user).values("pk")
+    )
+    reader = radiologist_for_user(user=user)
+    if reader is not None:
+        reach |= Q(pk__in=FacilityPrivilege.objects.filter(radiologist=reader).values("facility"))
+    return Facility.objects.filter(reach)
+
+
+def facility_list_administered(*, user: AnyUser) -> QuerySet[Facility]:
+    return Facility.objects.filter(reading_group__in=reading_groups_administered(user=user))
+
+
+def radiologist_list_visible(*, user: AnyUser) -> QuerySet[Radiologist]:
+    """Readers the user may see: their group's as admin, or themselves."""
+    if _is_superuser(user):
+        return Radiologist.objects.all()
+    return Radiologist.objects.filter(
+        Q(reading_group__in=reading_groups_administered(user=user)) | Q(user_id=user.pk)
+    )
+
+
+def _credential_scope(user: AnyUser) -> Q:
+    if _is_superuser(user):
+        return Q()
+    return Q(radiologist__reading_group__in=reading_groups_administered(user=user)) | Q(
+        radiologist__user_id=user.pk
+    )
+
+
+def license_list_visible(*, user: AnyUser) -> QuerySet[License]:
+    return License.objects.filter(_credential_scope(user)).select_related(
+        "jurisdiction", "radiologist"
+    )
+
+
+def privilege_list_visible(*, user: AnyUser) -> QuerySet[FacilityPrivilege]:
+    return FacilityPrivilege.objects.filter(_credential_scope(user)).select_related(
+        "facility", "radiologist"
+    )
+
+
+def shift_list_visible(*, user: AnyUser) -> QuerySet[Shift]:
+    return Shift.objects.filter(_credential_scope(user)).select_related("radiologist")
+
+
+def shift_list_on_duty(*, at: dt.datetime) -> QuerySet[Shift]:
+    """Shifts running at ``at``: one range query on the shift window index."""
+    return Shift.objects.filter(starts_at__lte=at, ends_at__gt=at)
+
+
+def facility_for_ae_title(*, ae_title: str) -> Facility | None:
+    """The active facility that sends from this AE title, if any."""
+    row = (
+        FacilityAETitle.objects.select_related("facility")
+        .filter(ae_title=ae_title, facility__is_active=True)
+        .first()
+    )
+    return row.facility if row is not None else None

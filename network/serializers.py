@@ -1,0 +1,209 @@
+"""API shapes of the reading network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from network.models import (
+    Facility,
+    FacilityPrivilege,
+    Jurisdiction,
+    License,
+    Priority,
+    Radiologist,
+    ReadingGroup,
+    Region,
+    Shift,
+    Subspecialty,
+)
+from network.selectors import reading_groups_administered
+from network.validators import validate_ae_title
+
+
+class ScopedRelatedFieldsMixin:
+    """Limit writable related fields to what the requesting admin administers, so
+    an admin cannot attach objects to another group's facility or reader."""
+
+    def scope_related_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        request = self.context.get("request")  # type: ignore[attr-defined]
+        if request is None:
+            return fields
+        groups = reading_groups_administered(user=request.user)
+        scoped = {
+            "reading_group": groups,
+            "facility": Facility.objects.filter(reading_group__in=groups),
+            "radiologist": Radiologist.objects.filter(reading_group__in=groups),
+        }
+        for name, queryset in scoped.items():
+            field = fields.get(name)
+            if field is not None and not field.read_only:
+                field.queryset = queryset
+        return fields
+
+
+class JurisdictionSerializer(serializers.ModelSerializer[Jurisdiction]):
+    class Meta:
+        model = Jurisdiction
+        fields = ["id", "code", "country", "name"]
+
+
+class RegionSerializer(serializers.ModelSerializer[Region]):
+    class Meta:
+        model = Region
+        fields = ["id", "code", "name", "country"]
+
+
+class SubspecialtySerializer(serializers.ModelSerializer[Subspecialty]):
+    class Meta:
+        model = Subspecialty
+        fields = ["id", "code", "name"]
+
+
+class ReadingGroupSerializer(serializers.ModelSerializer[ReadingGroup]):
+    class Meta:
+        model = ReadingGroup
+        fields = ["id", "name"]
+
+
+class AETitleListField(serializers.ListField):
+    """Facility AE titles as a list of strings, written through facility services."""
+
+    def get_attribute(self, instance: Facility) -> list[str]:
+        return [row.ae_title for row in instance.ae_titles.all()]
+
+
+class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Facility]):
+    ae_titles = AETitleListField(
+        child=serializers.CharField(max_length=16, validators=[validate_ae_title]),
+        required=False,
+        help_text="DICOM AE titles the facility sends from; unique across facilities.",
+    )
+    jurisdiction = serializers.SlugRelatedField(
+        slug_field="code", queryset=Jurisdiction.objects.all()
+    )
+    region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.all())
+    default_priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+
+    class Meta:
+        model = Facility
+        fields = [
+            "id",
+            "name",
+            "reading_group",
+            "ae_titles",
+            "jurisdiction",
+            "timezone",
+            "region",
+            "latitude",
+            "longitude",
+            "tat_stat_minutes",
+            "tat_urgent_minutes",
+            "tat_routine_minutes",
+            "default_priority",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def get_fields(self) -> dict[str, Any]:
+        return self.scope_related_fields(super().get_fields())
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The model's turnaround ordering rule, reported against the field.
+        base = self.instance or Facility()
+        stat, urgent, routine = (
+            attrs.get(name, getattr(base, name))
+            for name in ("tat_stat_minutes", "tat_urgent_minutes", "tat_routine_minutes")
+        )
+        if not 0 < stat <= urgent <= routine:
+            raise serializers.ValidationError(
+                {
+                    "tat_stat_minutes": "Turnaround targets must be positive and "
+                    "STAT <= urgent <= routine."
+                }
+            )
+        return attrs
+
+
+class RadiologistSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Radiologist]):
+    user = serializers.SlugRelatedField(
+        slug_field="username", queryset=get_user_model().objects.all()
+    )
+    subspecialties = serializers.SlugRelatedField(
+        slug_field="code", many=True, queryset=Subspecialty.objects.all()
+    )
+    home_region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.all())
+
+    class Meta:
+        model = Radiologist
+        fields = [
+            "id",
+            "user",
+            "display_name",
+            "reading_group",
+            "subspecialties",
+            "home_region",
+            "latitude",
+            "longitude",
+            "timezone",
+            "workload_cap",
+            "is_active",
+            "is_available",
+        ]
+
+    def get_fields(self) -> dict[str, Any]:
+        return self.scope_related_fields(super().get_fields())
+
+
+class LicenseSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[License]):
+    jurisdiction = serializers.SlugRelatedField(
+        slug_field="code", queryset=Jurisdiction.objects.all()
+    )
+
+    class Meta:
+        model = License
+        fields = [
+            "id",
+            "radiologist",
+            "jurisdiction",
+            "number",
+            "valid_from",
+            "valid_to",
+            "status",
+            "scope",
+        ]
+
+    def get_fields(self) -> dict[str, Any]:
+        return self.scope_related_fields(super().get_fields())
+
+
+class FacilityPrivilegeSerializer(
+    ScopedRelatedFieldsMixin, serializers.ModelSerializer[FacilityPrivilege]
+):
+    class Meta:
+        model = FacilityPrivilege
+        fields = ["id", "radiologist", "facility", "status", "valid_from", "valid_to"]
+
+    def get_fields(self) -> dict[str, Any]:
+        return self.scope_related_fields(super().get_fields())
+
+
+class ShiftSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Shift]):
+    class Meta:
+        model = Shift
+        fields = ["id", "radiologist", "starts_at", "ends_at"]
+
+    def get_fields(self) -> dict[str, Any]:
+        return self.scope_related_fields(super().get_fields())
+
+
+class MeSerializer(serializers.Serializer[Any]):
+    username = serializers.CharField()
+    roles = serializers.ListField(child=serializers.CharField())
+    radiologist_id = serializers.IntegerField(allow_null=True)
+    facilities = serializers.ListField(child=serializers.IntegerField())
+    reading_groups = serializers.ListField(child=serializers.IntegerField())

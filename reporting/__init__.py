@@ -1,0 +1,1 @@
+"""Reporting: structured reports, critical results and delivery (issue 6)."""

@@ -1,0 +1,125 @@
+"""Imaging studies and the record of every state they passed through."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from network.models import Facility, Jurisdiction, Priority, Radiologist
+from studies.states import LIVE_STATES, StudyStatus
+from studies.validators import validate_uid
+
+
+class Study(models.Model):
+    """One imaging study from a facility, and where it stands."""
+
+    class Sex(models.TextChoices):
+        MALE = "M", "Male"
+        FEMALE = "F", "Female"
+        OTHER = "O", "Other"
+        UNKNOWN = "", "Unknown"
+
+    study_instance_uid = models.CharField(max_length=64, unique=True, validators=[validate_uid])
+    accession_number = models.CharField(max_length=16, blank=True, db_index=True)
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="studies")
+
+    patient_id = models.CharField(max_length=64, blank=True)
+    patient_name = models.CharField(max_length=200, blank=True)
+    patient_birth_date = models.DateField(null=True, blank=True)
+    patient_sex = models.CharField(max_length=1, choices=Sex.choices, blank=True)
+    patient_jurisdiction = models.ForeignKey(
+        Jurisdiction, on_delete=models.PROTECT, related_name="+"
+    )
+
+    modality = models.CharField(max_length=16, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    study_description = models.CharField(max_length=200, blank=True)
+    procedure_code = models.CharField(max_length=64, blank=True)
+    study_date = models.DateField(null=True, blank=True)
+    referring_physician = models.CharField(max_length=200, blank=True)
+    # Set by triage (e.g. AI flags) and matched by routing rules.
+    flags = models.JSONField(default=list, blank=True)
+
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.ROUTINE)
+    status = models.CharField(
+        max_length=12, choices=StudyStatus.choices, default=StudyStatus.RECEIVING
+    )
+    assigned_radiologist = models.ForeignKey(
+        Radiologist, null=True, blank=True, on_delete=models.PROTECT, related_name="claimed_studies"
+    )
+
+    received_at = models.DateTimeField()
+    last_instance_at = models.DateTimeField()
+    ready_at = models.DateTimeField(null=True, blank=True)
+    offered_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    preliminary_at = models.DateTimeField(null=True, blank=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    sla_due_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "sla_due_at", "id"]
+        verbose_name_plural = "studies"
+        indexes = [
+            models.Index(fields=["facility", "received_at"], name="study_facility_received_idx"),
+            models.Index(
+                fields=["priority", "sla_due_at", "id"],
+                name="study_live_queue_idx",
+                condition=Q(status__in=sorted(LIVE_STATES)),
+            ),
+            models.Index(
+                fields=["last_instance_at"],
+                name="study_receiving_idx",
+                condition=Q(status=StudyStatus.RECEIVING),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=StudyStatus.values), name="study_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__in=Priority.values), name="study_priority_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(sla_due_at__gt=models.F("received_at")), name="study_sla_after_receipt"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=[StudyStatus.CLAIMED, StudyStatus.PRELIMINARY])
+                | Q(assigned_radiologist__isnull=False),
+                name="study_claimed_has_reader",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=StudyStatus.FINAL) | Q(finalized_at__isnull=False),
+                name="study_final_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=StudyStatus.CANCELLED) | Q(cancelled_at__isnull=False),
+                name="study_cancelled_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number or self.study_instance_uid} ({self.get_status_display()})"
+
+
+class StudyTransition(models.Model):
+    """One state change of a study: the timeline that turnaround is measured from."""
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="transitions")
+    from_status = models.CharField(max_length=12, choices=StudyStatus.choices)
+    to_status = models.CharField(max_length=12, choices=StudyStatus.choices)
+    at = models.DateTimeField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["study", "at"], name="transition_study_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}: {self.from_status} -> {self.to_status}"

@@ -1,0 +1,61 @@
+"""Which studies a user may see: the one place study visibility is decided.
+
+- superuser: all;
+- group admin: studies of the facilities their reading groups serve;
+- facility staff: their facilities' studies;
+- radiologist: studies currently offered to them or claimed by them.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+from rest_framework.exceptions import NotFound
+
+from network.selectors import (
+    AnyUser,
+    facilities_staffed,
+    radiologist_for_user,
+    reading_groups_administered,
+)
+from studies.models import Study
+from worklist.models import Offer
+
+
+def study_visibility_filter(*, user: AnyUser) -> Q | None:
+    """A filter for the studies ``user`` may see; None means everything."""
+    if not user.is_authenticated or not user.is_active:
+        return Q(pk__in=[])
+    if getattr(user, "is_superuser", False):
+        return None
+    reach = Q(facility__reading_group__in=reading_groups_administered(user=user)) | Q(
+        facility__in=facilities_staffed(user=user).values("pk")
+    )
+    reader = radiologist_for_user(user=user)
+    if reader is not None:
+        reach |= Q(assigned_radiologist=reader) | Q(
+            pk__in=Offer.objects.filter(radiologist=reader, withdrawn_at__isnull=True).values(
+                "study_id"
+            )
+        )
+    return reach
+
+
+def study_list_visible(*, user: AnyUser) -> QuerySet[Study]:
+    """Studies ``user`` may see, with what the list needs joined in."""
+    qs = Study.objects.select_related("facility", "patient_jurisdiction", "assigned_radiologist")
+    reach = study_visibility_filter(user=user)
+    return qs if reach is None else qs.filter(reach)
+
+
+def study_get_visible(*, user: AnyUser, study_id: int) -> Study:
+    """One study if ``user`` may see it; otherwise 404, so its existence does not leak."""
+    study = study_list_visible(user=user).filter(pk=study_id).first()
+    if study is None:
+        raise NotFound("No such study.")
+    return study
+
+
+def study_offer_counts(*, study: Study) -> dict[str, int]:
+    return Offer.objects.filter(study=study).aggregate(
+        open=Count("pk", filter=Q(withdrawn_at__isnull=True)), total=Count("pk")
+    )

@@ -1,0 +1,102 @@
+"""Writes to studies: creation and the only path for a status change."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from network.models import Facility, Jurisdiction, Priority
+from studies import states
+from studies.models import Study, StudyTransition
+from studies.sla import sla_due_at
+from teleradiology.errors import InvalidTransition
+
+
+def study_create(
+    *,
+    facility: Facility,
+    study_instance_uid: str,
+    received_at: dt.datetime | None = None,
+    priority: int | None = None,
+    patient_jurisdiction: Jurisdiction | None = None,
+    **fields: Any,
+) -> Study:
+    """Create a receiving study; priority, jurisdiction and SLA default from the facility."""
+    received_at = received_at or timezone.now()
+    priority = int(priority if priority is not None else facility.default_priority)
+    study = Study(
+        facility=facility,
+        study_instance_uid=study_instance_uid,
+        received_at=received_at,
+        last_instance_at=received_at,
+        priority=priority,
+        patient_jurisdiction=patient_jurisdiction or facility.jurisdiction,
+        sla_due_at=sla_due_at(received_at=received_at, tat_minutes=facility.tat_minutes(priority)),
+        **fields,
+    )
+    study.full_clean()
+    with transaction.atomic():
+        study.save()
+        audit_record(
+            actor=None,
+            action=AuditEvent.Action.CREATE,
+            obj=study,
+            patient_id=study.patient_id,
+            detail={"facility": facility.pk, "priority": Priority(priority).label},
+        )
+    return study
+
+
+def study_transition(
+    *,
+    study_id: int,
+    to_status: str,
+    actor: User | None = None,
+    reason: str = "",
+    ip_address: str | None = None,
+    at: dt.datetime | None = None,
+    **changes: Any,
+) -> Study:
+    """Move a study to ``to_status`` if the state machine allows it, recording when and why.
+
+    The row is locked for the change, so two concurrent transitions from the
+    same state cannot both succeed.  ``changes`` are other fields set in the
+    same write (e.g. the assigned radiologist on claim).
+    """
+    at = at or timezone.now()
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study_id)
+        refusal = states.transition_refusal(study.status, to_status)
+        if refusal is not None:
+            raise InvalidTransition(refusal, code="invalid_transition")
+        from_status = study.status
+        study.status = to_status
+        stamp = states.TIMESTAMP_FIELD.get(to_status)
+        if stamp is not None:
+            setattr(study, stamp, at)
+        for name, value in changes.items():
+            setattr(study, name, value)
+        study.save()
+        StudyTransition.objects.create(
+            study=study,
+            from_status=from_status,
+            to_status=to_status,
+            at=at,
+            actor=actor,
+            reason=reason,
+        )
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.TRANSITION,
+            obj=study,
+            patient_id=study.patient_id,
+            ip_address=ip_address,
+            detail={"from": from_status, "to": to_status, "reason": reason},
+        )
+    return study

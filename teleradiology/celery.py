@@ -1,0 +1,17 @@
+"""The Celery application: a worker and beat share this configuration."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teleradiology.settings")
+
+app = Celery("teleradiology")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# Periodic sweeps: every durable timer lives in the database and is found by
+# one of these, so a restarted worker or beat loses nothing.
+app.conf.beat_schedule = {
+    "health-heartbeat": {"task": "health.tasks.heartbeat_record", "schedule": 30.0},
+}

@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from audit.api import AuditEventViewSet
+from health.views import healthz
+from network import api as network_api
+from studies.api import StudyViewSet
+
+router = DefaultRouter()
+router.register("facilities", network_api.FacilityViewSet, basename="facility")
+router.register("radiologists", network_api.RadiologistViewSet, basename="radiologist")
+router.register("licenses", network_api.LicenseViewSet, basename="license")
+router.register("privileges", network_api.FacilityPrivilegeViewSet, basename="privilege")
+router.register("shifts", network_api.ShiftViewSet, basename="shift")
+router.register("jurisdictions", network_api.JurisdictionViewSet, basename="jurisdiction")
+router.register("regions", network_api.RegionViewSet, basename="region")
+router.register("subspecialties", network_api.SubspecialtyViewSet, basename="subspecialty")
+router.register("studies", StudyViewSet, basename="study")
+router.register("audit-events", AuditEventViewSet, basename="audit-event")
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(router.urls)),
+    path("api/v1/me/", network_api.MeApi.as_view(), name="me"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api-auth/", include("rest_framework.urls")),
+    path("healthz", healthz, name="healthz"),
+]

@@ -1,0 +1,130 @@
+"""Personas shared by every test: who is asking decides what they may see.
+
+- group_admin administers reading group A (facilities A and B);
+- other_admin administers reading group C (facility C);
+- staff_a / staff_b are facility staff of facility A / B;
+- licensed_reader is licensed in A's jurisdiction, privileged at A, on shift;
+- unlicensed_reader is in group A with no license and no privilege.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from network.services import facility_staff_grant, reading_group_admin_grant
+from tests import factories as f
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # Real hashing costs ~0.25 s a user; what is tested here is access, not hashing.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def group_a(db: Any) -> Any:
+    return f.ReadingGroupFactory(name="Group A")
+
+
+@pytest.fixture
+def group_c(db: Any) -> Any:
+    return f.ReadingGroupFactory(name="Group C")
+
+
+@pytest.fixture
+def facility_a(group_a: Any) -> Any:
+    return f.FacilityFactory(name="Facility A", reading_group=group_a, ae_titles=["FAC_A"])
+
+
+@pytest.fixture
+def facility_b(group_a: Any) -> Any:
+    return f.FacilityFactory(
+        name="Facility B",
+        reading_group=group_a,
+        ae_titles=["FAC_B"],
+        jurisdiction=f.JurisdictionFactory(code="US-NY"),
+    )
+
+
+@pytest.fixture
+def facility_c(group_c: Any) -> Any:
+    return f.FacilityFactory(name="Facility C", reading_group=group_c, ae_titles=["FAC_C"])
+
+
+@pytest.fixture
+def group_admin(group_a: Any) -> Any:
+    user = f.UserFactory(username="admin_a")
+    reading_group_admin_grant(actor=None, user=user, group=group_a)
+    return user
+
+
+@pytest.fixture
+def other_admin(group_c: Any) -> Any:
+    user = f.UserFactory(username="admin_c")
+    reading_group_admin_grant(actor=None, user=user, group=group_c)
+    return user
+
+
+@pytest.fixture
+def staff_a(facility_a: Any) -> Any:
+    user = f.UserFactory(username="staff_a")
+    facility_staff_grant(actor=None, user=user, facility=facility_a)
+    return user
+
+
+@pytest.fixture
+def staff_b(facility_b: Any) -> Any:
+    user = f.UserFactory(username="staff_b")
+    facility_staff_grant(actor=None, user=user, facility=facility_b)
+    return user
+
+
+@pytest.fixture
+def licensed_reader(group_a: Any, facility_a: Any) -> Any:
+    reader = f.RadiologistFactory(
+        user=f.UserFactory(username="dr_licensed"), reading_group=group_a, subspecialties=["neuro"]
+    )
+    f.LicenseFactory(radiologist=reader, jurisdiction=facility_a.jurisdiction)
+    f.PrivilegeFactory(radiologist=reader, facility=facility_a)
+    f.ShiftFactory(radiologist=reader)
+    return reader
+
+
+@pytest.fixture
+def unlicensed_reader(group_a: Any) -> Any:
+    return f.RadiologistFactory(user=f.UserFactory(username="dr_unlicensed"), reading_group=group_a)
+
+
+@pytest.fixture
+def api() -> Callable[[Any], APIClient]:
+    """An API client signed in as the given user (None: anonymous)."""
+
+    def make(user: Any) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user=user)
+        return client
+
+    return make
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Row-lock races and database triggers are PostgreSQL behaviour: CI runs them
+    against PostgreSQL; the embedded SQLite profile reports them as skipped."""
+    import os
+
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    if os.environ.get("EXPECT_POSTGRES"):
+        # CI's PostgreSQL run must never quietly fall back to SQLite.
+        raise pytest.UsageError("EXPECT_POSTGRES is set but the database is not PostgreSQL")
+    skip = pytest.mark.skip(reason="needs PostgreSQL (DATABASE_URL=postgres://...)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,1 @@
+"""The worklist: which studies are offered to which radiologist, and claims."""
