@@ -13,6 +13,7 @@ from network.validators import (
     validate_ae_title,
     validate_country_code,
     validate_jurisdiction_code,
+    validate_networks,
     validate_timezone,
 )
 
@@ -112,6 +113,13 @@ class Facility(models.Model):
     tat_routine_minutes = models.PositiveIntegerField(default=1440)
     default_priority = models.PositiveSmallIntegerField(
         choices=Priority.choices, default=Priority.ROUTINE
+    )
+    # Optional DICOM allow-list: addresses or CIDR networks the facility sends from.
+    dicom_allowed_networks = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_networks],
+        help_text='e.g. ["10.20.0.0/16", "203.0.113.7"]; empty allows any address.',
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

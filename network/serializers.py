@@ -103,6 +103,7 @@ class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[F
             "tat_urgent_minutes",
             "tat_routine_minutes",
             "default_priority",
+            "dicom_allowed_networks",
             "is_active",
             "created_at",
             "updated_at",

@@ -1,5 +1,6 @@
 """Validators for the reading network's identifiers."""
 
+import ipaddress
 import re
 import zoneinfo
 from functools import cache
@@ -43,3 +44,24 @@ def validate_ae_title(value: str) -> None:
             "no leading or trailing spaces.",
             code="ae_title",
         )
+
+
+def validate_networks(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("A list of IP addresses or CIDR networks.", code="networks")
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ValidationError(f"'{item}' is not an IP address or network.") from exc
+
+
+def address_allowed(address: str, networks: list[str]) -> bool:
+    """True when ``networks`` is empty or contains ``address``."""
+    if not networks:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)

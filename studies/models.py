@@ -58,6 +58,8 @@ class Study(models.Model):
     finalized_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     sla_due_at = models.DateTimeField()
+    # Instances that arrived after the study was declared ready.
+    late_instance_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -123,3 +125,54 @@ class StudyTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.study_id}: {self.from_status} -> {self.to_status}"
+
+
+class Series(models.Model):
+    """A series of a study, as its instances' headers describe it."""
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="series")
+    series_instance_uid = models.CharField(max_length=64, unique=True, validators=[validate_uid])
+    modality = models.CharField(max_length=16, blank=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    series_description = models.CharField(max_length=200, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["series_number", "id"]
+        verbose_name_plural = "series"
+
+    def __str__(self) -> str:
+        return f"{self.modality} {self.series_number or ''} {self.series_description}".strip()
+
+
+class Instance(models.Model):
+    """One stored DICOM object; the file lives in storage under ``storage_key``."""
+
+    series = models.ForeignKey(Series, on_delete=models.PROTECT, related_name="instances")
+    sop_instance_uid = models.CharField(max_length=64, unique=True, validators=[validate_uid])
+    sop_class_uid = models.CharField(max_length=64, validators=[validate_uid])
+    transfer_syntax_uid = models.CharField(max_length=64, blank=True)
+    instance_number = models.IntegerField(null=True, blank=True)
+    number_of_frames = models.PositiveIntegerField(default=1)
+    size_bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    storage_key = models.CharField(max_length=300)
+    calling_ae = models.CharField(max_length=16, blank=True)
+    received_at = models.DateTimeField()
+    # A re-send with different content keeps the newest; these say it happened.
+    replaced_count = models.PositiveIntegerField(default=0)
+    replaced_at = models.DateTimeField(null=True, blank=True)
+    after_ready = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["instance_number", "id"]
+        indexes = [models.Index(fields=["series", "instance_number"], name="instance_series_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(number_of_frames__gte=1), name="instance_frames_pos"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.sop_instance_uid

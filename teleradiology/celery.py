@@ -12,6 +12,12 @@ app.autodiscover_tasks()
 
 # Periodic sweeps: every durable timer lives in the database and is found by
 # one of these, so a restarted worker or beat loses nothing.
+from django.conf import settings  # noqa: E402
+
 app.conf.beat_schedule = {
+    "ingest-studies-mark-ready": {
+        "task": "ingest.studies_mark_ready",
+        "schedule": settings.STUDY_READY_SWEEP_SECONDS,
+    },
     "health-heartbeat": {"task": "health.tasks.heartbeat_record", "schedule": 30.0},
 }

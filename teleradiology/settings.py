@@ -57,9 +57,11 @@ INSTALLED_APPS = [
     "audit",
     "network",
     "studies",
+    "ingest",
     "routing",
     "worklist",
     "reporting",
+    "alerts",
     "health",
 ]
 
@@ -222,6 +224,16 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="teleradiology@localh
 
 # --- DICOM ------------------------------------------------------------------
 DICOM_STORAGE_ROOT = Path(env.str("DICOM_STORAGE_ROOT", default=str(VAR_DIR / "dicom")))
+DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="TELERAD")
+DICOM_PORT = env.int("DICOM_PORT", default=11112)
+# Largest PDU we accept; a peer announcing more is cut off (bounded memory).
+DICOM_MAX_PDU_BYTES = env.int("DICOM_MAX_PDU_BYTES", default=262144)
+DICOM_TLS_CERT = env.str("DICOM_TLS_CERT", default="")
+DICOM_TLS_KEY = env.str("DICOM_TLS_KEY", default="")
+DICOM_TLS_CA = env.str("DICOM_TLS_CA", default="")  # set to require client certificates
+# A study is ready when no instance has arrived for this long.
+STUDY_QUIET_SECONDS = env.float("STUDY_QUIET_SECONDS", default=10.0)
+STUDY_READY_SWEEP_SECONDS = env.float("STUDY_READY_SWEEP_SECONDS", default=2.0)
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {
@@ -230,6 +242,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # pynetdicom logs every C-STORE at INFO: too chatty (and slow) for a gateway.
+    "loggers": {"pynetdicom": {"level": env.str("PYNETDICOM_LOG_LEVEL", default="WARNING")}},
 }
 
 # --- Production guard -------------------------------------------------------

@@ -1,0 +1,30 @@
+"""Alerts for group admins: raised once per cause, shown in the admin and the API, mailed."""
+
+from django.db import models
+
+
+class Alert(models.Model):
+    class Kind(models.TextChoices):
+        IMAGES_AFTER_FINAL = "images_after_final", "New images after the final report"
+        UNROUTABLE = "unroutable", "Study cannot be routed"
+        SLA = "sla", "Turnaround at risk"
+        CREDENTIAL_EXPIRY = "credential_expiry", "Credential expiring"
+
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    reading_group = models.ForeignKey(
+        "network.ReadingGroup", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    study = models.ForeignKey(
+        "studies.Study", null=True, blank=True, on_delete=models.PROTECT, related_name="alerts"
+    )
+    message = models.CharField(max_length=1000)
+    # Raising the same alert twice (a retried task, two sweepers) is a no-op.
+    dedupe_key = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.message}"

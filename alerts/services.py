@@ -1,0 +1,71 @@
+"""Raising alerts: once per cause, recorded in the database, mailed after commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import cast
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from guardian.shortcuts import get_users_with_perms
+
+from alerts.models import Alert
+from network.models import ReadingGroup
+from studies.models import Study
+
+
+def alert_raise(
+    *,
+    kind: str,
+    dedupe_key: str,
+    message: str,
+    reading_group: ReadingGroup | None = None,
+    study: Study | None = None,
+) -> Alert | None:
+    """Record an alert unless one with ``dedupe_key`` exists; mail the group's admins
+    after commit.  Returns the new alert, or None when it was already raised."""
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                kind=kind,
+                dedupe_key=dedupe_key,
+                message=message,
+                reading_group=reading_group,
+                study=study,
+            )
+    except IntegrityError:
+        return None
+    transaction.on_commit(lambda: alert_send_email(alert=alert))
+    return alert
+
+
+def alert_recipients(*, reading_group: ReadingGroup | None) -> list[str]:
+    """E-mail addresses of the group's admins (the superusers' when no group)."""
+    users: Iterable[User]
+    if reading_group is None:
+        users = User.objects.filter(is_superuser=True, is_active=True)
+    else:
+        users = cast(
+            "Iterable[User]",
+            get_users_with_perms(
+                reading_group,
+                only_with_perms_in=["administer_readinggroup"],
+                with_superusers=False,
+            ),
+        )
+    return sorted({u.email for u in users if u.email and u.is_active})
+
+
+def alert_send_email(*, alert: Alert) -> None:
+    """Mail an alert; runs after commit, outside any transaction."""
+    recipients = alert_recipients(reading_group=alert.reading_group)
+    if recipients:
+        send_mail(
+            subject=f"[Teleradiology] {alert.get_kind_display()}",
+            message=alert.message,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=recipients,
+            fail_silently=True,
+        )

@@ -1,0 +1,1 @@
+"""DICOM ingest: the C-STORE gateway, object storage, quarantine, study completeness."""

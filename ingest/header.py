@@ -1,0 +1,163 @@
+"""Reading what routing and the worklist need from a DICOM header (no pixel data).
+
+Pure: a path in, a ``Header`` or an ``Unfileable`` reason out.  Values from the
+wire are untrusted: lengths are clamped to the columns', dates that do not parse
+become None, and every UID is validated before anything uses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from network.models import Priority
+from studies.validators import is_valid_uid
+
+# DICOM (0040,1003) Requested Procedure Priority and the retired (0032,000C)
+# Study Priority ID, mapped to reading priorities.
+PRIORITY_WORDS = {
+    "STAT": Priority.STAT,
+    "HIGH": Priority.URGENT,
+    "URGENT": Priority.URGENT,
+    "ROUTINE": Priority.ROUTINE,
+    "MEDIUM": Priority.ROUTINE,
+    "MED": Priority.ROUTINE,
+    "LOW": Priority.ROUTINE,
+}
+
+
+class Unfileable(Exception):
+    """The object cannot be filed under a study; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class Header:
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    body_part: str
+    study_description: str
+    series_description: str
+    series_number: int | None
+    instance_number: int | None
+    number_of_frames: int
+    accession_number: str
+    procedure_code: str
+    patient_id: str
+    patient_name: str
+    patient_birth_date: dt.date | None
+    patient_sex: str
+    study_date: dt.date | None
+    referring_physician: str
+    priority: int | None
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    return str(value).strip().replace("\x00", "")[:limit]
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(ds: Dataset, keyword: str) -> dt.date | None:
+    raw = str(ds.get(keyword) or "").strip()
+    try:
+        return dt.datetime.strptime(raw[:8], "%Y%m%d").date() if raw else None  # noqa: DTZ007
+    except ValueError:
+        return None
+
+
+def _procedure_code(ds: Dataset) -> str:
+    for keyword in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
+        seq = ds.get(keyword)
+        if seq:
+            return _text(seq[0], "CodeValue", 64)
+    return ""
+
+
+def _priority(ds: Dataset) -> int | None:
+    candidates: list[Any] = [ds.get("RequestedProcedurePriority")]
+    for item in ds.get("RequestAttributesSequence") or []:
+        candidates.append(item.get("RequestedProcedurePriority"))
+    candidates.append(ds.get((0x0032, 0x000C)))  # Study Priority ID (retired)
+    for value in candidates:
+        raw = getattr(value, "value", value)
+        word = str(raw or "").strip().upper()
+        if word in PRIORITY_WORDS:
+            return int(PRIORITY_WORDS[word])
+    return None
+
+
+def read_header(path: Path, *, expected_sop_instance_uid: str = "") -> Header:
+    """Parse the header of a stored object; raise ``Unfileable`` with the reason."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True)
+        # Touch the elements we need now, so a malformed value fails here.
+        uids = {
+            "StudyInstanceUID": str(ds.get("StudyInstanceUID") or "").strip(),
+            "SeriesInstanceUID": str(ds.get("SeriesInstanceUID") or "").strip(),
+            "SOPInstanceUID": str(ds.get("SOPInstanceUID") or "").strip(),
+            "SOPClassUID": str(ds.get("SOPClassUID") or "").strip(),
+        }
+    except InvalidDicomError as exc:
+        raise Unfileable(f"not a DICOM object: {exc}") from exc
+    except Exception as exc:  # pydicom raises many types on malformed data
+        raise Unfileable(f"cannot parse the DICOM header: {type(exc).__name__}: {exc}") from exc
+
+    for keyword, value in uids.items():
+        if not value:
+            raise Unfileable(f"missing {keyword}")
+        if not is_valid_uid(value):
+            raise Unfileable(f"invalid {keyword} {value[:80]!r}")
+    if expected_sop_instance_uid and uids["SOPInstanceUID"] != expected_sop_instance_uid:
+        raise Unfileable(
+            "SOPInstanceUID in the dataset differs from the C-STORE request's "
+            "Affected SOP Instance UID"
+        )
+
+    meta = getattr(ds, "file_meta", None)
+    try:
+        return Header(
+            study_instance_uid=uids["StudyInstanceUID"],
+            series_instance_uid=uids["SeriesInstanceUID"],
+            sop_instance_uid=uids["SOPInstanceUID"],
+            sop_class_uid=uids["SOPClassUID"],
+            transfer_syntax_uid=str(getattr(meta, "TransferSyntaxUID", "") or "")[:64],
+            modality=_text(ds, "Modality", 16),
+            body_part=_text(ds, "BodyPartExamined", 64),
+            study_description=_text(ds, "StudyDescription", 200),
+            series_description=_text(ds, "SeriesDescription", 200),
+            series_number=_int(ds, "SeriesNumber"),
+            instance_number=_int(ds, "InstanceNumber"),
+            number_of_frames=max(1, _int(ds, "NumberOfFrames") or 1),
+            accession_number=_text(ds, "AccessionNumber", 16),
+            procedure_code=_procedure_code(ds),
+            patient_id=_text(ds, "PatientID", 64),
+            patient_name=_text(ds, "PatientName", 200),
+            patient_birth_date=_date(ds, "PatientBirthDate"),
+            patient_sex=_text(ds, "PatientSex", 1).upper()
+            if _text(ds, "PatientSex", 1).upper() in {"M", "F", "O"}
+            else "",
+            study_date=_date(ds, "StudyDate"),
+            referring_physician=_text(ds, "ReferringPhysicianName", 200),
+            priority=_priority(ds),
+        )
+    except Exception as exc:
+        raise Unfileable(f"malformed header value: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,221 @@
+"""The DICOM gateway: a pynetdicom application entity that files C-STOREs.
+
+One process serves many associations (a thread each).  Several processes may
+share a port (SO_REUSEPORT, see the ``dicom_listener`` command) and several
+hosts may share the database: every write below is safe under concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, connections
+from pydicom import uid as dicom_uid
+from pynetdicom import AllStoragePresentationContexts, _config, evt
+from pynetdicom.ae import ApplicationEntity
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from ingest import services, status
+from ingest.storage import ObjectStorage, default_storage
+from network.models import Facility
+from network.validators import address_allowed
+
+logger = logging.getLogger("ingest.listener")
+
+# Stored as received, never transcoded: accept the uncompressed syntaxes and the
+# common compressed ones a modality or PACS may send.
+TRANSFER_SYNTAXES = [
+    dicom_uid.ExplicitVRLittleEndian,
+    dicom_uid.ImplicitVRLittleEndian,
+    dicom_uid.DeflatedExplicitVRLittleEndian,
+    dicom_uid.ExplicitVRBigEndian,
+    dicom_uid.JPEGBaseline8Bit,
+    dicom_uid.JPEGExtended12Bit,
+    dicom_uid.JPEGLossless,
+    dicom_uid.JPEGLosslessSV1,
+    dicom_uid.JPEGLSLossless,
+    dicom_uid.JPEGLSNearLossless,
+    dicom_uid.JPEG2000Lossless,
+    dicom_uid.JPEG2000,
+    dicom_uid.HTJ2KLossless,
+    dicom_uid.HTJ2KLosslessRPCL,
+    dicom_uid.HTJ2K,
+    dicom_uid.RLELossless,
+]
+
+_REFUSED = "\x00refused"
+
+
+class GatedApplicationEntity(ApplicationEntity):
+    """An AE whose accepted calling AE titles come from the facilities in the database.
+
+    pynetdicom checks ``require_calling_aet`` while negotiating, in the
+    association's own thread; answering per association lets us use the calling
+    AE title and the peer address together (per-facility IP allow-lists) and
+    remember the facility for the C-STORE handler.
+    """
+
+    @property
+    def require_calling_aet(self) -> list[str]:
+        assoc = threading.current_thread()
+        if not isinstance(assoc, Association) or not assoc.is_acceptor:
+            return [_REFUSED]
+        request = assoc.requestor.primitive
+        if request is None:
+            return [_REFUSED]
+        calling = str(request.calling_ae_title).strip()
+        address = assoc.requestor.address
+        verdict = facility_admission(calling_ae=calling, address=address)
+        if isinstance(verdict, str):
+            logger.warning("rejected association from %s (%s): %s", calling, address, verdict)
+            return [_REFUSED]
+        assoc.facility_id = verdict  # type: ignore[attr-defined]
+        return [calling]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        # Fixed lists are not used: admission comes from the database.
+        pass
+
+
+def facility_admission(*, calling_ae: str, address: str) -> int | str:
+    """The facility id an association is admitted for, or the reason it is refused."""
+    try:
+        facility = (
+            Facility.objects.filter(ae_titles__ae_title=calling_ae)
+            .only("pk", "is_active", "dicom_allowed_networks")
+            .first()
+        )
+    except Exception as exc:  # database down: refuse, the sender retries
+        connection.close()
+        return f"cannot check the facility ({type(exc).__name__})"
+    if facility is None:
+        return f"calling AE title {calling_ae!r} belongs to no facility"
+    if not facility.is_active:
+        return f"facility {facility.pk} is inactive"
+    if not address_allowed(address, facility.dicom_allowed_networks):
+        return f"address {address} is not on facility {facility.pk}'s allow-list"
+    return facility.pk
+
+
+class BoundedAssociationSocket(AssociationSocket):
+    """Refuses to read a PDU larger than we accept, so a peer cannot make us buffer
+    gigabytes by announcing a huge PDU length."""
+
+    max_pdu_bytes = 262144
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        # An A-ASSOCIATE-RQ may exceed the P-DATA limit a little (many contexts).
+        if nr_bytes > max(self.max_pdu_bytes + 16, 1 << 20):
+            logger.warning("closing an association that announced a %d-byte PDU", nr_bytes)
+            self.close()
+            return bytearray()
+        return super().recv(nr_bytes)
+
+
+class BoundedRequestHandler(RequestHandler):
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        # The subclass adds no state, only a bounded recv(); re-classing the
+        # wrapper pynetdicom just made keeps its connection state intact.
+        if assoc.dul.socket is not None:
+            assoc.dul.socket.__class__ = BoundedAssociationSocket
+        return assoc
+
+
+class ReusePortServer(ThreadedAssociationServer):
+    """Several listener processes may bind the same port; the kernel spreads
+    connections among them."""
+
+    allow_reuse_port = True
+
+
+def handle_echo(event: evt.Event) -> int:
+    """C-ECHO: the gateway is up."""
+    return status.SUCCESS
+
+
+def handle_store(event: evt.Event, storage: ObjectStorage) -> int:
+    """C-STORE: file the staged object (stored, duplicate, replaced or quarantined)."""
+    assoc = event.assoc
+    facility_id = getattr(assoc, "facility_id", None)
+    staged = Path(event.dataset_path)
+    if facility_id is None:  # cannot happen after admission; refuse rather than guess
+        return status.OUT_OF_RESOURCES
+    result = services.instance_receive(
+        storage=storage,
+        staged_path=staged,
+        facility_id=facility_id,
+        calling_ae=str(assoc.requestor.ae_title).strip(),
+        peer_address=assoc.requestor.address,
+        expected_sop_instance_uid=str(getattr(event.request, "AffectedSOPInstanceUID", "") or ""),
+    )
+    return result.status
+
+
+def handle_association_end(event: evt.Event) -> None:
+    """Release this association thread's database connection."""
+    connections.close_all()
+
+
+def build_ssl_context() -> ssl.SSLContext | None:
+    if not (settings.DICOM_TLS_CERT and settings.DICOM_TLS_KEY):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.DICOM_TLS_CERT, settings.DICOM_TLS_KEY)
+    if settings.DICOM_TLS_CA:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(settings.DICOM_TLS_CA)
+    return context
+
+
+def make_server(
+    *,
+    host: str,
+    port: int,
+    ae_title: str,
+    storage: ObjectStorage | None = None,
+    reuse_port: bool = False,
+) -> ThreadedAssociationServer:
+    """Build (and bind) the gateway's association server; call ``serve_forever``."""
+    storage = storage or default_storage()
+    # Received datasets go to a file as they arrive (bounded memory), in a
+    # staging folder on the storage's filesystem so filing is a rename.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    tempfile.tempdir = str(storage.staging_dir())
+    BoundedAssociationSocket.max_pdu_bytes = settings.DICOM_MAX_PDU_BYTES
+
+    ae = GatedApplicationEntity(ae_title=ae_title)
+    ae.maximum_pdu_size = settings.DICOM_MAX_PDU_BYTES
+    ae.maximum_associations = 64
+    ae.network_timeout = 60
+    ae.dimse_timeout = 60
+    ae.acse_timeout = 30
+    ae.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        if context.abstract_syntax is not None:
+            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+
+    handlers: list[Any] = [
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [storage]),
+        (evt.EVT_RELEASED, handle_association_end),
+        (evt.EVT_ABORTED, handle_association_end),
+    ]
+    return ae.make_server(
+        (host, port),
+        ae_title=ae_title,
+        evt_handlers=handlers,
+        ssl_context=build_ssl_context(),
+        server_class=ReusePortServer if reuse_port else ThreadedAssociationServer,
+        request_handler=BoundedRequestHandler,
+    )

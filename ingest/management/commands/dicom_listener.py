@@ -1,0 +1,89 @@
+"""Run the DICOM gateway: ``manage.py dicom_listener [--port 11112] [--ae-title TELERAD]``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
+
+
+class Command(BaseCommand):
+    help = "Accept C-ECHO and C-STORE from the facilities' AE titles and file the studies."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a network service
+        parser.add_argument("--port", type=int, default=settings.DICOM_PORT)
+        parser.add_argument("--ae-title", default=settings.DICOM_AE_TITLE)
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help="Listener processes sharing the port (SO_REUSEPORT); each runs its own "
+            "interpreter, so several associations are filed in parallel.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from ingest.listener import make_server
+
+        processes = max(1, options["processes"])
+        host, port, ae_title = options["host"], options["port"], options["ae_title"]
+        self.stdout.write(
+            f"DICOM listener {ae_title} on {host}:{port} ({processes} process(es)); "
+            f"storing under {settings.DICOM_STORAGE_ROOT}"
+        )
+        self.stdout.flush()
+        if processes == 1:
+            server = make_server(host=host, port=port, ae_title=ae_title)
+            self._serve(server)
+            return
+
+        connections.close_all()  # never share a database connection across fork
+        children: dict[int, int] = {}
+
+        def spawn(slot: int) -> None:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    server = make_server(host=host, port=port, ae_title=ae_title, reuse_port=True)
+                    self._serve(server)
+                finally:
+                    os._exit(0)
+            children[pid] = slot
+
+        def stop(signum: int, frame: Any) -> None:
+            for pid in list(children):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        for slot in range(processes):
+            spawn(slot)
+        # Supervise: a listener process that dies is replaced.
+        while True:
+            pid, _ = os.wait()
+            if pid in children:
+                slot = children.pop(pid)
+                self.stderr.write(f"listener process {pid} exited; restarting")
+                time.sleep(1)
+                spawn(slot)
+
+    def _serve(self, server: Any) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()

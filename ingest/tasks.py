@@ -1,0 +1,54 @@
+"""Ingest's background work: the completeness sweep and late-image checks."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+from django.db import DatabaseError
+
+from alerts.models import Alert
+from alerts.services import alert_raise
+from ingest import services
+from studies.models import Study
+from studies.states import StudyStatus
+
+
+@shared_task(
+    name="ingest.studies_mark_ready",
+    soft_time_limit=20,
+    time_limit=30,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=3,
+)
+def studies_mark_ready() -> int:
+    """Beat sweep: declare ready the studies whose quiet period has passed (idempotent)."""
+    return len(services.studies_mark_ready(quiet_seconds=settings.STUDY_QUIET_SECONDS))
+
+
+@shared_task(
+    name="ingest.study_check_images_after_report",
+    acks_late=True,
+    soft_time_limit=20,
+    time_limit=30,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def study_check_images_after_report(study_id: int) -> bool:
+    """Alert the group's admins once if images arrived after the study's final report."""
+    study = Study.objects.select_related("facility").get(pk=study_id)
+    if study.status != StudyStatus.FINAL:
+        return False
+    raised = alert_raise(
+        kind=Alert.Kind.IMAGES_AFTER_FINAL,
+        dedupe_key=f"images-after-final:{study.pk}:{study.late_instance_count}",
+        message=(
+            f"New images arrived for study {study.accession_number or study.study_instance_uid} "
+            f"({study.facility.name}) after its final report; "
+            f"{study.late_instance_count} late instance(s) so far."
+        ),
+        reading_group=study.facility.reading_group,
+        study=study,
+    )
+    return raised is not None
