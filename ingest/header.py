@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -30,6 +31,11 @@ PRIORITY_WORDS = {
     "MED": Priority.ROUTINE,
     "LOW": Priority.ROUTINE,
 }
+
+
+# Senders' values are often slightly off-standard; we validate what we use
+# ourselves instead of logging a warning per element per object.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 
 class Unfileable(Exception):

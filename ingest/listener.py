@@ -11,11 +11,12 @@ import logging
 import ssl
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 from pydicom import uid as dicom_uid
 from pynetdicom import AllStoragePresentationContexts, _config, evt
 from pynetdicom.ae import ApplicationEntity
@@ -86,17 +87,37 @@ class GatedApplicationEntity(ApplicationEntity):
         pass
 
 
+# calling AE -> (facility or None, when it was read).  Fresh entries save a query
+# per association; during a database outage a stale entry still admits a known
+# facility, so its C-STOREs get "out of resources" (retry) rather than a
+# permanent rejection.
+_admissions: dict[str, tuple[Facility | None, float]] = {}
+_admissions_lock = threading.Lock()
+ADMISSION_FRESH_SECONDS = 15.0
+ADMISSION_STALE_SECONDS = 3600.0
+
+
 def facility_admission(*, calling_ae: str, address: str) -> int | str:
     """The facility id an association is admitted for, or the reason it is refused."""
-    try:
-        facility = (
-            Facility.objects.filter(ae_titles__ae_title=calling_ae)
-            .only("pk", "is_active", "dicom_allowed_networks")
-            .first()
-        )
-    except Exception as exc:  # database down: refuse, the sender retries
-        connection.close()
-        return f"cannot check the facility ({type(exc).__name__})"
+    now = time.monotonic()
+    with _admissions_lock:
+        cached = _admissions.get(calling_ae)
+    if cached is not None and now - cached[1] < ADMISSION_FRESH_SECONDS:
+        facility = cached[0]
+    else:
+        try:
+            facility = (
+                Facility.objects.filter(ae_titles__ae_title=calling_ae)
+                .only("pk", "is_active", "dicom_allowed_networks")
+                .first()
+            )
+            with _admissions_lock:
+                _admissions[calling_ae] = (facility, now)
+        except DatabaseError as exc:
+            connection.close()
+            if cached is None or now - cached[1] > ADMISSION_STALE_SECONDS:
+                return f"cannot check the facility ({type(exc).__name__})"
+            facility = cached[0]
     if facility is None:
         return f"calling AE title {calling_ae!r} belongs to no facility"
     if not facility.is_active:

@@ -30,6 +30,10 @@ _GROUP_ADMIN_PERMS = [
     "network.view_region",
     "network.view_subspecialty",
     "studies.view_study",
+    "ingest.view_quarantinedobject",
+    "ingest.change_quarantinedobject",
+    "alerts.view_alert",
+    "alerts.change_alert",
 ]
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import django_filters
 from django.db import models, transaction
+from django.db.models import Count, Prefetch
 from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,7 +15,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Priority, Radiologist
 from studies import selectors
-from studies.models import Study, StudyTransition
+from studies.models import Series, Study, StudyTransition
 from studies.states import StudyStatus
 from teleradiology.api import client_ip
 
@@ -58,8 +59,33 @@ class StudyListSerializer(serializers.ModelSerializer[Study]):
         ]
 
 
+class SeriesSerializer(serializers.ModelSerializer[Series]):
+    instance_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Series
+        fields = [
+            "id",
+            "series_instance_uid",
+            "modality",
+            "series_number",
+            "series_description",
+            "body_part",
+            "instance_count",
+        ]
+
+
 class StudyDetailSerializer(StudyListSerializer):
     transitions = StudyTransitionSerializer(many=True, read_only=True)
+    series = SeriesSerializer(many=True, read_only=True)
+    series_count = serializers.SerializerMethodField()
+    instance_count = serializers.SerializerMethodField()
+
+    def get_series_count(self, study: Study) -> int:
+        return len(study.series.all())
+
+    def get_instance_count(self, study: Study) -> int:
+        return sum(s.instance_count for s in study.series.all())  # type: ignore[attr-defined]
 
     class Meta(StudyListSerializer.Meta):
         fields = [
@@ -74,6 +100,10 @@ class StudyDetailSerializer(StudyListSerializer):
             "preliminary_at",
             "finalized_at",
             "cancelled_at",
+            "late_instance_count",
+            "series_count",
+            "instance_count",
+            "series",
             "transitions",
         ]
 
@@ -100,7 +130,15 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet[Study]):
     def get_queryset(self) -> models.QuerySet[Study]:
         qs = selectors.study_list_visible(user=self.request.user)
         if self.action == "retrieve":
-            qs = qs.prefetch_related("transitions")
+            qs = qs.prefetch_related(
+                "transitions",
+                Prefetch(
+                    "series",
+                    queryset=Series.objects.annotate(instance_count=Count("instances")).order_by(
+                        "series_number", "id"
+                    ),
+                ),
+            )
         return qs.order_by("priority", "sla_due_at", "id")
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer[Study]]:

@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from audit.api import AuditEventViewSet
 from health.views import healthz
+from ingest.api import QuarantineViewSet
 from network import api as network_api
 from studies.api import StudyViewSet
 
@@ -19,6 +20,7 @@ router.register("regions", network_api.RegionViewSet, basename="region")
 router.register("subspecialties", network_api.SubspecialtyViewSet, basename="subspecialty")
 router.register("studies", StudyViewSet, basename="study")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
+router.register("quarantine", QuarantineViewSet, basename="quarantine")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

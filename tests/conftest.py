@@ -18,6 +18,8 @@ from rest_framework.test import APIClient
 from network.services import facility_staff_grant, reading_group_admin_grant
 from tests import factories as f
 
+pytest_plugins = ["tests.processes"]
+
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:

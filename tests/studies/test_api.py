@@ -128,3 +128,29 @@ def test_list_query_count_does_not_grow_with_rows(
     with django_assert_max_num_queries(8):
         response = api(group_admin).get("/api/v1/studies/")
     assert response.json()["count"] == 12
+
+
+def test_detail_shows_series_and_instance_counts(api, group_admin, facility_a):
+    from django.utils import timezone
+
+    from studies.models import Instance, Series
+
+    study = f.StudyFactory(facility=facility_a)
+    for n, count in ((1, 3), (2, 2)):
+        series = Series.objects.create(
+            study=study, series_instance_uid=f"1.2.9.{n}", modality="CT", series_number=n
+        )
+        for i in range(count):
+            Instance.objects.create(
+                series=series,
+                sop_instance_uid=f"1.2.9.{n}.{i}",
+                sop_class_uid="1.2.3",
+                size_bytes=1,
+                sha256="0" * 64,
+                storage_key="k",
+                received_at=timezone.now(),
+            )
+    body = api(group_admin).get(f"/api/v1/studies/{study.pk}/").json()
+    assert body["series_count"] == 2
+    assert body["instance_count"] == 5
+    assert [s["instance_count"] for s in body["series"]] == [3, 2]
