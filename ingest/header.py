@@ -8,14 +8,19 @@ become None, and every UID is validated before anything uses it.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from network.models import Priority
 from studies.validators import is_valid_uid
@@ -111,10 +116,80 @@ def _priority(ds: Dataset) -> int | None:
     return None
 
 
+# pydicom inflates a deflated dataset whole, in memory: a few MB on the wire can
+# become gigabytes (a decompression bomb).  We inflate at most this much, which is
+# far more than any header before the pixel data needs.
+DEFLATED_HEADER_LIMIT = 32 * 1024 * 1024
+
+
+def _meta_end(raw: BinaryIO) -> int:
+    """Offset of the dataset after the preamble and file meta group."""
+    raw.seek(128)
+    if raw.read(4) != b"DICM":
+        raise Unfileable("not a DICOM file (no DICM prefix)")
+    tag_vr_len = raw.read(8)
+    if tag_vr_len[:6] != b"\x02\x00\x00\x00UL":
+        raise Unfileable("file meta information has no group length")
+    group_length = int.from_bytes(raw.read(4), "little")
+    return 144 + group_length
+
+
+def _inflated_header(path: Path) -> Dataset:
+    """Read a deflated object's header, inflating no more than the limit."""
+    meta = read_file_meta_info(path)
+    with path.open("rb") as raw:
+        raw.seek(_meta_end(raw))
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        out = bytearray()
+        while len(out) < DEFLATED_HEADER_LIMIT:
+            chunk = raw.read(1 << 16)
+            if not chunk:
+                break
+            out += inflater.decompress(chunk, DEFLATED_HEADER_LIMIT - len(out))
+            if inflater.unconsumed_tail:
+                break  # the limit was reached mid-chunk
+    # Re-label the inflated bytes as explicit VR little endian and parse those.
+    meta.TransferSyntaxUID = UID(ExplicitVRLittleEndian)
+    buffer = BytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=False)
+    buffer.write(bytes(out))
+    buffer.seek(0)
+    truncated = len(out) >= DEFLATED_HEADER_LIMIT
+    bomb = Unfileable(
+        f"deflated dataset inflates beyond {DEFLATED_HEADER_LIMIT} bytes before its "
+        "identifying elements (possible decompression bomb)"
+    )
+    try:
+        ds = dcmread(buffer, stop_before_pixels=True)
+    except Exception as exc:
+        if truncated:
+            raise bomb from exc
+        raise
+    # A large image legitimately passes the limit inside its pixel data; the
+    # header before it must still be complete.
+    required = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+    if truncated and not all(k in ds for k in required):
+        raise bomb
+    ds.file_meta.TransferSyntaxUID = UID(DeflatedExplicitVRLittleEndian)
+    return ds
+
+
+def _is_deflated(path: Path) -> bool:
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:
+        return False
+    return str(meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
+
+
 def read_header(path: Path, *, expected_sop_instance_uid: str = "") -> Header:
     """Parse the header of a stored object; raise ``Unfileable`` with the reason."""
     try:
-        ds = dcmread(path, stop_before_pixels=True)
+        if _is_deflated(path):
+            ds = _inflated_header(path)
+        else:
+            ds = dcmread(path, stop_before_pixels=True)
         # Touch the elements we need now, so a malformed value fails here.
         uids = {
             "StudyInstanceUID": str(ds.get("StudyInstanceUID") or "").strip(),
@@ -122,6 +197,8 @@ def read_header(path: Path, *, expected_sop_instance_uid: str = "") -> Header:
             "SOPInstanceUID": str(ds.get("SOPInstanceUID") or "").strip(),
             "SOPClassUID": str(ds.get("SOPClassUID") or "").strip(),
         }
+    except Unfileable:
+        raise
     except InvalidDicomError as exc:
         raise Unfileable(f"not a DICOM object: {exc}") from exc
     except Exception as exc:  # pydicom raises many types on malformed data

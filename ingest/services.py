@@ -101,8 +101,10 @@ def instance_receive(
         logger.error("storage failure for %s: %s", header.sop_instance_uid, exc)
         return ReceiveResult(status.OUT_OF_RESOURCES, "failed", str(exc))
     except DatabaseError as exc:
-        # The file may already be in place; the sender retries and the retry
-        # overwrites it with the same bytes, so nothing is lost or doubled.
+        # Database down, or (IntegrityError) another association filed the same
+        # SOP Instance in the same instant.  The file may already be in place;
+        # the sender retries, and the retry takes the duplicate-or-replace path,
+        # so nothing is lost or doubled.
         logger.error("database failure for %s: %s", header.sop_instance_uid, exc)
         return ReceiveResult(status.OUT_OF_RESOURCES, "failed", f"database: {exc}")
 

@@ -102,3 +102,72 @@ def test_storage_put_is_a_rename_into_place(tmp_path):
 def test_storage_refuses_keys_that_could_escape_the_root(tmp_path, key):
     with pytest.raises(ValueError, match="unsafe"):
         FileSystemStorage(tmp_path).path(key)
+
+
+def _deflated(ds: Dataset, path: Path) -> Path:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_deflated_object_is_read(tmp_path):
+    ds = make_instance(StudySpec(priority="STAT"), series_uid="1.2.3", number=1, rows=64,
+                       columns=64)
+    header = read_header(_deflated(ds, tmp_path / "d.dcm"))
+    assert header.priority == Priority.STAT
+    assert header.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
+    assert header.study_instance_uid == ds.StudyInstanceUID
+
+
+def _write_bomb(path: Path, zeros: int) -> None:
+    """A deflated object whose private element inflates to ``zeros`` bytes, written
+    streaming so the test itself never holds it in memory."""
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = make_instance(StudySpec(), series_uid="1.2.3", number=1, rows=4, columns=4)
+
+    def encode(part: Dataset) -> bytes:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        write_dataset(buffer, part)
+        return buffer.getvalue()
+
+    early = Dataset()
+    late = Dataset()
+    for element in ds:
+        (early if element.tag.group < 0x0009 else late).add(element)
+    # (0009,1010) OB with a 32-bit length: tag, "OB", 2 reserved bytes, length.
+    element_header = b"\x09\x00\x10\x10OB\x00\x00" + zeros.to_bytes(4, "little")
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    with path.open("wb") as out:
+        out.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(out, ds.file_meta)
+        deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        out.write(deflater.compress(encode(early) + element_header))
+        block = bytes(1 << 20)
+        for _ in range(zeros // len(block)):
+            out.write(deflater.compress(block))
+        out.write(deflater.compress(encode(late)))
+        out.write(deflater.flush())
+
+
+def test_a_deflate_bomb_is_refused_with_bounded_memory(tmp_path, monkeypatch):
+    import resource
+
+    from ingest import header as header_module
+
+    monkeypatch.setattr(header_module, "DEFLATED_HEADER_LIMIT", 4 * 1024 * 1024)
+    path = tmp_path / "bomb.dcm"
+    _write_bomb(path, zeros=512 * 1024 * 1024)
+    assert path.stat().st_size < 2 * 1024 * 1024  # ~0.5 MB that inflates to 512 MB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(Unfileable, match="decompression bomb"):
+        read_header(path)
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 64 * 1024, f"peak memory grew by {grown_kb} KB"
