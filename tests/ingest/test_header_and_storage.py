@@ -113,8 +113,9 @@ def _deflated(ds: Dataset, path: Path) -> Path:
 
 
 def test_a_deflated_object_is_read(tmp_path):
-    ds = make_instance(StudySpec(priority="STAT"), series_uid="1.2.3", number=1, rows=64,
-                       columns=64)
+    ds = make_instance(
+        StudySpec(priority="STAT"), series_uid="1.2.3", number=1, rows=64, columns=64
+    )
     header = read_header(_deflated(ds, tmp_path / "d.dcm"))
     assert header.priority == Priority.STAT
     assert header.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
