@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -18,6 +17,7 @@ from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
@@ -150,7 +150,7 @@ def _inflated_header(path: Path) -> Dataset:
                 break  # the limit was reached mid-chunk
     # Re-label the inflated bytes as explicit VR little endian and parse those.
     meta.TransferSyntaxUID = UID(ExplicitVRLittleEndian)
-    buffer = BytesIO()
+    buffer = DicomBytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=False)
     buffer.write(bytes(out))
