@@ -123,12 +123,11 @@ def _wait_for_port(port: int, process: subprocess.Popen[Any], log_path: Path) ->
     raise RuntimeError("listener did not open its port within 60 s")
 
 
-@pytest.fixture
-def dicom_listener(transactional_db: Any, tmp_path: Path) -> Iterator[Listener]:
-    """``manage.py dicom_listener`` on a free port, storing under ``tmp_path``."""
+def start_listener(tmp_path: Path, **env: str) -> Listener:
+    """Start ``manage.py dicom_listener`` on a free port, storing under ``tmp_path``."""
     port = free_port()
     storage_root = tmp_path / "dicom"
-    log_path = tmp_path / "listener.log"
+    log_path = tmp_path / f"listener-{port}.log"
     url = database_url()
     if url.startswith("postgres"):
         url += "?application_name=telerad-listener"
@@ -149,13 +148,29 @@ def dicom_listener(transactional_db: Any, tmp_path: Path) -> Iterator[Listener]:
                 "DATABASE_URL": url,
                 "DICOM_STORAGE_ROOT": str(storage_root),
                 "DB_CONN_MAX_AGE": "60",
+                **env,
             },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         _wait_for_port(port, process, log_path)
-        yield Listener(port, storage_root, process, log_path)
-    finally:
+    except Exception:
         _stop(process)
-        connection.close()
+        raise
+    return Listener(port, storage_root, process, log_path)
+
+
+def stop_listener(listener: Listener) -> None:
+    _stop(listener.process)
+    connection.close()
+
+
+@pytest.fixture
+def dicom_listener(transactional_db: Any, tmp_path: Path) -> Iterator[Listener]:
+    """The DICOM gateway as a real process, on the test database."""
+    listener = start_listener(tmp_path)
+    try:
+        yield listener
+    finally:
+        stop_listener(listener)

@@ -267,3 +267,78 @@ def test_a_database_outage_answers_out_of_resources_and_the_retry_is_stored(
     retry = storescu(dicom_listener.port, [second], aet="GW_CT")
     assert retry.returncode == 0, retry.stdout + retry.stderr
     assert Instance.objects.count() == 2
+
+
+def test_an_oversized_pdu_is_cut_off_and_the_listener_keeps_serving(dicom_listener, facility):
+    import socket
+    import struct
+
+    # An A-ASSOCIATE-RQ header announcing a 4 GB PDU, then a trickle of bytes: a
+    # listener that buffered what was announced would try to hold 4 GB.
+    with socket.create_connection(("127.0.0.1", dicom_listener.port), timeout=10) as sock:
+        sock.sendall(struct.pack(">BBL", 0x01, 0x00, 0xFFFFFFF0) + b"\x00" * 4096)
+        sock.settimeout(10)
+        try:
+            closed = sock.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+    assert closed
+    assert "announced a" in dicom_listener.log()
+    assert echoscu(dicom_listener.port, aet="GW_CT").returncode == 0
+
+
+def test_tls_when_configured(transactional_db, facility, tmp_path):
+    import subprocess
+
+    from tests.ingest.dcmtk import ECHOSCU, ENV
+    from tests.processes import start_listener, stop_listener
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    listener = start_listener(tmp_path, DICOM_TLS_CERT=str(cert), DICOM_TLS_KEY=str(key))
+    try:
+
+        def echo(*tls_args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    ECHOSCU,
+                    *tls_args,
+                    "-aet",
+                    "GW_CT",
+                    "-aec",
+                    "TELERAD",
+                    "127.0.0.1",
+                    str(listener.port),
+                ],
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        secure = echo("+tla", "+cf", str(cert))
+        assert secure.returncode == 0, secure.stdout + secure.stderr
+        assert echo().returncode != 0  # plain TCP is not served on a TLS port
+    finally:
+        stop_listener(listener)
