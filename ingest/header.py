@@ -43,6 +43,36 @@ PRIORITY_WORDS = {
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 
+# Only these elements are decoded (pydicom skips the rest), which roughly halves
+# the cost of reading a header on the gateway's hot path.
+HEADER_TAGS: list[Any] = [
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "AccessionNumber",
+    "Modality",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "ProcedureCodeSequence",
+    "SeriesDescription",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "BodyPartExamined",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "InstanceNumber",
+    "NumberOfFrames",
+    (0x0032, 0x000C),
+    "RequestAttributesSequence",
+    "RequestedProcedureCodeSequence",
+    "RequestedProcedurePriority",
+]
+
+
 class Unfileable(Exception):
     """The object cannot be filed under a study; the message is the quarantine reason."""
 
@@ -161,7 +191,7 @@ def _inflated_header(path: Path) -> Dataset:
         "identifying elements (possible decompression bomb)"
     )
     try:
-        ds = dcmread(buffer, stop_before_pixels=True)
+        ds = dcmread(buffer, stop_before_pixels=True, specific_tags=HEADER_TAGS)
     except Exception as exc:
         if truncated:
             raise bomb from exc
@@ -189,7 +219,7 @@ def read_header(path: Path, *, expected_sop_instance_uid: str = "") -> Header:
         if _is_deflated(path):
             ds = _inflated_header(path)
         else:
-            ds = dcmread(path, stop_before_pixels=True)
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
         # Touch the elements we need now, so a malformed value fails here.
         uids = {
             "StudyInstanceUID": str(ds.get("StudyInstanceUID") or "").strip(),

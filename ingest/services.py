@@ -282,18 +282,14 @@ def _file(
             study_uid=header.study_instance_uid,
         )
 
-    existing = Instance.objects.filter(sop_instance_uid=header.sop_instance_uid).first()
-    if existing is not None and existing.sha256 == sha256:
-        staged_path.unlink(missing_ok=True)
-        return ReceiveResult(status.SUCCESS, "duplicate")
-
     key = instance_key(
         study_uid=header.study_instance_uid,
         series_uid=header.series_instance_uid,
         sop_uid=header.sop_instance_uid,
     )
+    # Into place before any row says it exists.  An identical re-send rewrites
+    # identical bytes (atomically), which costs less than asking first.
     storage.put_file(staged_path, key)
-
     fields = {
         "series_id": series_id,
         "sop_class_uid": header.sop_class_uid,
@@ -306,36 +302,47 @@ def _file(
         "calling_ae": calling_ae,
         "received_at": received_at,
     }
-    with transaction.atomic():
-        late = _touch_study(study_id, received_at)
-        if existing is None:
-            Instance.objects.create(
-                sop_instance_uid=header.sop_instance_uid, after_ready=late, **fields
-            )
-            outcome = "stored"
-        else:
-            Instance.objects.filter(pk=existing.pk).update(
-                replaced_count=F("replaced_count") + 1, replaced_at=received_at, **fields
-            )
-            audit_record(
-                actor=None,
-                action=AuditEvent.Action.UPDATE,
-                obj=existing,
-                patient_id=header.patient_id,
-                detail={
-                    "replaced": {
-                        "old_sha256": existing.sha256,
-                        "new_sha256": sha256,
-                        "calling_ae": calling_ae,
-                    }
-                },
-            )
-            outcome = "replaced"
-        if late:
-            from ingest.tasks import study_check_images_after_report
+    # The common case is two statements in autocommit: insert the instance, then
+    # record the arrival on the study.  (A crash between them leaves a stored,
+    # recorded instance whose study may be declared ready a little early; later
+    # instances are then filed as late, never lost.)
+    try:
+        instance = Instance.objects.create(sop_instance_uid=header.sop_instance_uid, **fields)
+    except IntegrityError:
+        return _file_again(header=header, fields=fields, sha256=sha256, calling_ae=calling_ae)
+    if _touch_study(study_id, received_at):
+        Instance.objects.filter(pk=instance.pk).update(after_ready=True)
+        from ingest.tasks import study_check_images_after_report
 
-            transaction.on_commit(lambda: study_check_images_after_report.delay(study_id))
-    return ReceiveResult(status.SUCCESS, outcome)
+        study_check_images_after_report.delay(study_id)
+    return ReceiveResult(status.SUCCESS, "stored")
+
+
+def _file_again(
+    *, header: Header, fields: dict[str, object], sha256: str, calling_ae: str
+) -> ReceiveResult:
+    """The SOP Instance was filed before: a duplicate, or a replacement to record."""
+    existing = Instance.objects.get(sop_instance_uid=header.sop_instance_uid)
+    if existing.sha256 == sha256:
+        return ReceiveResult(status.SUCCESS, "duplicate")
+    with transaction.atomic():
+        Instance.objects.filter(pk=existing.pk).update(
+            replaced_count=F("replaced_count") + 1, replaced_at=fields["received_at"], **fields
+        )
+        audit_record(
+            actor=None,
+            action=AuditEvent.Action.UPDATE,
+            obj=existing,
+            patient_id=header.patient_id,
+            detail={
+                "replaced": {
+                    "old_sha256": existing.sha256,
+                    "new_sha256": sha256,
+                    "calling_ae": calling_ae,
+                }
+            },
+        )
+    return ReceiveResult(status.SUCCESS, "replaced")
 
 
 def _touch_study(study_id: int, at: dt.datetime) -> bool:
