@@ -252,27 +252,19 @@ def _file(
     received_at: dt.datetime,
 ) -> ReceiveResult:
     study_id, study_facility_id = _study_for(header, facility_id, received_at)
+    misfiled = ""
     if study_facility_id != facility_id:
+        misfiled = f"study {header.study_instance_uid} belongs to another facility"
+    else:
+        series_id, series_study_id = _series_for(header, study_id)
+        if series_study_id != study_id:
+            misfiled = f"series {header.series_instance_uid} belongs to another study"
+    if misfiled:
         return _quarantine(
             storage=storage,
             staged_path=staged_path,
             facility_id=facility_id,
-            reason=f"study {header.study_instance_uid} belongs to another facility",
-            calling_ae=calling_ae,
-            peer_address=peer_address,
-            sha256=sha256,
-            size=size,
-            received_at=received_at,
-            sop_uid=header.sop_instance_uid,
-            study_uid=header.study_instance_uid,
-        )
-    series_id, series_study_id = _series_for(header, study_id)
-    if series_study_id != study_id:
-        return _quarantine(
-            storage=storage,
-            staged_path=staged_path,
-            facility_id=facility_id,
-            reason=f"series {header.series_instance_uid} belongs to another study",
+            reason=misfiled,
             calling_ae=calling_ae,
             peer_address=peer_address,
             sha256=sha256,

@@ -1,0 +1,82 @@
+"""Filing rules of the gateway's service, called directly with staged files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ingest import status
+from ingest.models import QuarantinedObject
+from ingest.services import instance_receive
+from ingest.storage import FileSystemStorage
+from ingest.synthetic import StudySpec, write_series
+from studies.models import Instance, Study
+from studies.services import study_transition
+from studies.states import StudyStatus as S
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return FileSystemStorage(tmp_path / "store")
+
+
+def _receive(storage, path: Path, facility, aet="FAC_A"):
+    staged = storage.staging_dir() / f"{path.name}.part"
+    shutil.copy(path, staged)
+    return instance_receive(
+        storage=storage, staged_path=staged, facility_id=facility.pk, calling_ae=aet
+    )
+
+
+def test_a_study_uid_sent_by_another_facility_is_quarantined(
+    storage, facility_a, facility_b, tmp_path
+):
+    first, second = write_series(StudySpec(), tmp_path / "s", count=2)
+    assert _receive(storage, first, facility_a).status == status.SUCCESS
+    result = _receive(storage, second, facility_b, aet="FAC_B")
+    assert result.status == status.CANNOT_UNDERSTAND
+    row = QuarantinedObject.objects.get()
+    assert "belongs to another facility" in row.reason
+    assert row.facility == facility_b
+    assert Instance.objects.count() == 1
+
+
+def test_instances_after_ready_are_added_and_flagged(storage, facility_a, tmp_path):
+    paths = write_series(StudySpec(), tmp_path / "s", count=3)
+    for path in paths[:2]:
+        assert _receive(storage, path, facility_a).status == status.SUCCESS
+    study = Study.objects.get()
+    study_transition(study_id=study.pk, to_status=S.READY)
+    assert _receive(storage, paths[2], facility_a).outcome == "stored"
+    study.refresh_from_db()
+    assert study.late_instance_count == 1
+    assert list(
+        Instance.objects.order_by("instance_number").values_list("after_ready", flat=True)
+    ) == [False, False, True]
+
+
+def test_duplicates_do_not_count_as_late_images(storage, facility_a, tmp_path):
+    (path,) = write_series(StudySpec(), tmp_path / "s", count=1)
+    _receive(storage, path, facility_a)
+    study_transition(study_id=Study.objects.get().pk, to_status=S.READY)
+    assert _receive(storage, path, facility_a).outcome == "duplicate"
+    assert Study.objects.get().late_instance_count == 0
+
+
+def test_a_storage_failure_is_out_of_resources_and_writes_no_row(
+    storage, facility_a, tmp_path, monkeypatch
+):
+    from ingest.storage import StorageError
+
+    def full_disk(*args, **kwargs):
+        raise StorageError("cannot store: No space left on device")
+
+    monkeypatch.setattr(storage, "put_file", full_disk)
+    (path,) = write_series(StudySpec(), tmp_path / "s", count=1)
+    result = _receive(storage, path, facility_a)
+    assert result.status == status.OUT_OF_RESOURCES
+    assert not Instance.objects.exists()
