@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from django.db import DatabaseError, IntegrityError, transaction
@@ -26,6 +27,7 @@ from ingest.header import Header, Unfileable, read_header
 from ingest.models import QuarantinedObject
 from ingest.storage import ObjectStorage, StorageError, instance_key
 from network.models import Facility
+from routing.tasks import route_study
 from studies.models import Instance, Series, Study
 from studies.services import study_create, study_transition
 from studies.states import StudyStatus
@@ -371,4 +373,8 @@ def studies_mark_ready(
                 at=now,
                 reason=f"no new instance for {quiet_seconds:g} s",
             )
+        # Routing is enqueued only once the ready state is committed; if the
+        # message is lost, the routing sweep picks the study up after a grace period.
+        for study_id in due:
+            transaction.on_commit(partial(route_study.delay, study_id))
     return due

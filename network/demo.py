@@ -359,6 +359,10 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
         _seed_credentials(reader, index=index, rng=rng, today=today, facilities=facilities)
         _seed_shifts(reader, index=index, today=today)
 
+    from routing.demo import seed_demo_rules
+
+    for group in groups.values():
+        seed_demo_rules(group)
     _seed_studies(facilities, now=now)
     return {
         "facilities": Facility.objects.count(),

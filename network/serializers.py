@@ -36,11 +36,13 @@ class ScopedRelatedFieldsMixin:
             "reading_group": groups,
             "facility": Facility.objects.filter(reading_group__in=groups),
             "radiologist": Radiologist.objects.filter(reading_group__in=groups),
+            "facilities": Facility.objects.filter(reading_group__in=groups),
         }
         for name, queryset in scoped.items():
             field = fields.get(name)
             if field is not None and not field.read_only:
-                field.queryset = queryset
+                target = getattr(field, "child_relation", field)  # many=True fields
+                target.queryset = queryset
         return fields
 
 

@@ -19,5 +19,10 @@ app.conf.beat_schedule = {
         "task": "ingest.studies_mark_ready",
         "schedule": settings.STUDY_READY_SWEEP_SECONDS,
     },
+    "routing-sweep": {"task": "routing.routing_sweep", "schedule": 5.0},
+    "routing-credentials-expiring": {
+        "task": "routing.credentials_alert_expiring",
+        "schedule": 24 * 3600.0,
+    },
     "health-heartbeat": {"task": "health.tasks.heartbeat_record", "schedule": 30.0},
 }

@@ -7,6 +7,7 @@ from audit.api import AuditEventViewSet
 from health.views import healthz
 from ingest.api import QuarantineViewSet
 from network import api as network_api
+from routing.api import RoutingRuleViewSet, StudyRoutingApi
 from studies.api import StudyViewSet
 
 router = DefaultRouter()
@@ -21,11 +22,13 @@ router.register("subspecialties", network_api.SubspecialtyViewSet, basename="sub
 router.register("studies", StudyViewSet, basename="study")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
 router.register("quarantine", QuarantineViewSet, basename="quarantine")
+router.register("routing-rules", RoutingRuleViewSet, basename="routing-rule")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/v1/me/", network_api.MeApi.as_view(), name="me"),
+    path("api/v1/studies/<int:study_id>/routing/", StudyRoutingApi.as_view(), name="study-routing"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),

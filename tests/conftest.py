@@ -27,6 +27,19 @@ def _fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _celery_eager_unless_real_worker(request: Any) -> Any:
+    """Tasks enqueued by services run inline, except in tests that run a real worker
+    (there, tasks must travel through the broker)."""
+    from teleradiology.celery import app
+
+    eager = "worker" not in request.keywords
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = eager
+    yield
+    app.conf.task_always_eager = previous
+
+
 @pytest.fixture
 def group_a(db: Any) -> Any:
     return f.ReadingGroupFactory(name="Group A")

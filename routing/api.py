@@ -1,0 +1,186 @@
+"""Routing configuration for group admins, and why a study went where it went."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from network.api import NetworkViewSet
+from network.models import Priority, Subspecialty
+from network.selectors import reading_groups_administered
+from network.serializers import ScopedRelatedFieldsMixin
+from routing import selectors, services
+from routing.models import RoutingDecision, RoutingRule, StudyRouting
+from studies.selectors import study_get_visible
+
+
+def _upper_words(value: list[Any], *, limit: int) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise serializers.ValidationError("A list of non-empty strings.")
+    if any(len(v) > limit for v in value):
+        raise serializers.ValidationError(f"Each value is at most {limit} characters.")
+    return sorted({v.strip().upper() for v in value})
+
+
+class RoutingRuleSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[RoutingRule]):
+    subspecialties = serializers.SlugRelatedField(
+        slug_field="code", many=True, queryset=Subspecialty.objects.all(), allow_empty=False
+    )
+    wait_stat_seconds = serializers.IntegerField(min_value=1, default=180)
+    wait_urgent_seconds = serializers.IntegerField(min_value=1, default=600)
+    wait_routine_seconds = serializers.IntegerField(min_value=1, default=1800)
+    accept_timeout_seconds = serializers.IntegerField(min_value=1, default=120)
+    relative_value = serializers.DecimalField(
+        max_digits=6, decimal_places=2, min_value=Decimal("0.01"), default=Decimal(1)
+    )
+
+    class Meta:
+        model = RoutingRule
+        fields = [
+            "id",
+            "reading_group",
+            "name",
+            "position",
+            "is_active",
+            "is_default",
+            "facilities",
+            "modalities",
+            "body_parts",
+            "description_pattern",
+            "procedure_code_pattern",
+            "priorities",
+            "flags",
+            "subspecialties",
+            "allow_general",
+            "allow_preliminary",
+            "bypass_cap_for_stat",
+            "relative_value",
+            "delivery",
+            "accept_timeout_seconds",
+            "next_case_only",
+            "wait_stat_seconds",
+            "wait_urgent_seconds",
+            "wait_routine_seconds",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def get_fields(self) -> dict[str, Any]:
+        return self.scope_related_fields(super().get_fields())
+
+    def _pattern(self, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise serializers.ValidationError(f"Not a valid regular expression: {exc}.") from exc
+        return value
+
+    def validate_description_pattern(self, value: str) -> str:
+        return self._pattern(value)
+
+    def validate_procedure_code_pattern(self, value: str) -> str:
+        return self._pattern(value)
+
+    def validate_modalities(self, value: list[Any]) -> list[str]:
+        return _upper_words(value, limit=16)
+
+    def validate_body_parts(self, value: list[Any]) -> list[str]:
+        return _upper_words(value, limit=64)
+
+    def validate_flags(self, value: list[Any]) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise serializers.ValidationError("A list of non-empty strings.")
+        return sorted(set(value))
+
+    def validate_priorities(self, value: list[Any]) -> list[int]:
+        if not isinstance(value, list) or not all(v in Priority.values for v in value):
+            raise serializers.ValidationError(
+                f"A list of priorities from {sorted(Priority.values)} (1 = STAT)."
+            )
+        return sorted(set(value))
+
+
+class RoutingRuleViewSet(NetworkViewSet):
+    """Ordered routing rules of the reading groups the caller administers; changes audited."""
+
+    serializer_class = RoutingRuleSerializer
+    filterset_fields = ["reading_group", "is_active", "is_default", "delivery"]
+    ordering_fields = ["position"]
+
+    def get_queryset(self) -> QuerySet[RoutingRule]:
+        return (
+            RoutingRule.objects.filter(
+                reading_group__in=reading_groups_administered(user=self.request.user)
+            )
+            .prefetch_related("facilities", "subspecialties")
+            .order_by("reading_group", "is_default", "position", "id")
+        )
+
+
+class RoutingDecisionSerializer(serializers.ModelSerializer[RoutingDecision]):
+    class Meta:
+        model = RoutingDecision
+        fields = [
+            "id",
+            "created_at",
+            "rule",
+            "rule_name",
+            "tier",
+            "outcome",
+            "reason",
+            "offered_to",
+            "verdicts",
+        ]
+
+
+class StudyRoutingApi(APIView):
+    """Why a study went where it went: every decision with each candidate's verdict;
+    ``?radiologist=ID`` adds the verdict for any reader, computed now."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("radiologist", int, required=False)],
+        responses={200: dict},
+    )
+    def get(self, request: Request, study_id: int) -> Response:
+        study = study_get_visible(user=request.user, study_id=study_id)
+        if not (
+            request.user.is_superuser
+            or reading_groups_administered(user=request.user)
+            .filter(pk=study.facility.reading_group_id)
+            .exists()
+        ):
+            raise NotFound("No such study.")
+        routing = StudyRouting.objects.filter(study=study).first()
+        body: dict[str, Any] = {
+            "study": study.pk,
+            "status": study.status,
+            "tier": routing.tier if routing else None,
+            "rule": routing.rule_id if routing else None,
+            "next_escalation_at": routing.next_escalation_at if routing else None,
+            "unroutable_reason": routing.unroutable_reason if routing else "",
+            "decisions": RoutingDecisionSerializer(
+                selectors.decisions_for_study(study=study), many=True
+            ).data,
+        }
+        reader = request.query_params.get("radiologist")
+        if reader:
+            if not reader.isdigit():
+                raise serializers.ValidationError({"radiologist": "A radiologist id."})
+            verdict = services.why_not(study=study, radiologist_id=int(reader))
+            if verdict is None:
+                raise NotFound("No such radiologist in this study's reading group.")
+            body["radiologist_verdict"] = verdict.as_dict()
+        return Response(body)

@@ -1,0 +1,249 @@
+"""Who may and who should read a study: a pure function over plain facts.
+
+No database, no Django: the selectors gather the facts with set-based queries,
+this module decides, and the services apply the decision.  Hard filters (law and
+contracts) are never relaxed by escalation; soft ranking only orders the
+eligible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+GENERAL = "general"
+# However close the due time, each tier gets at least this long to claim.
+MIN_TIER_WAIT = dt.timedelta(seconds=15)
+
+
+class Reason(StrEnum):
+    """Why a reader is excluded (or limited) for a study."""
+
+    INACTIVE = "inactive"
+    UNAVAILABLE = "unavailable"
+    OFF_SHIFT = "off_shift"
+    NOT_LICENSED = "not_licensed_in_jurisdiction"
+    LICENSE_EXPIRED = "license_expired"
+    LICENSE_NOT_ACTIVE = "license_not_active"
+    PRELIMINARY_ONLY = "license_preliminary_only"
+    NO_PRIVILEGE = "no_privilege_at_facility"
+    PRIVILEGE_EXPIRED = "privilege_expired"
+    PRIVILEGE_NOT_ACTIVE = "privilege_not_active"
+    WRONG_SUBSPECIALTY = "wrong_subspecialty"
+    AT_CAP = "at_workload_cap"
+    EXCLUDED = "excluded"  # e.g. the original reader of a second opinion
+
+
+REASON_TEXT = {
+    Reason.INACTIVE: "not an active reader",
+    Reason.UNAVAILABLE: "paused (not accepting cases)",
+    Reason.OFF_SHIFT: "off shift",
+    Reason.NOT_LICENSED: "not licensed in the patient's jurisdiction",
+    Reason.LICENSE_EXPIRED: "license in the jurisdiction expired or not yet valid",
+    Reason.LICENSE_NOT_ACTIVE: "license in the jurisdiction suspended, revoked or pending",
+    Reason.PRELIMINARY_ONLY: "license allows preliminary reads only",
+    Reason.NO_PRIVILEGE: "no privileges at the facility",
+    Reason.PRIVILEGE_EXPIRED: "privileges at the facility expired or not yet valid",
+    Reason.PRIVILEGE_NOT_ACTIVE: "privileges at the facility suspended, revoked or pending",
+    Reason.WRONG_SUBSPECIALTY: "none of the required subspecialties",
+    Reason.AT_CAP: "at the workload cap",
+    Reason.EXCLUDED: "excluded for this study",
+}
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A license (``key`` = jurisdiction code) or privilege (``key`` = facility id)."""
+
+    key: str
+    valid_from: dt.date
+    valid_to: dt.date
+    active: bool
+    final_scope: bool = True  # licenses: final reads allowed (False: preliminary only)
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    study_id: int
+    facility_id: int
+    jurisdiction: str
+    priority: int
+    read_date: dt.date
+    subspecialties: frozenset[str]
+    allow_general: bool = False
+    allow_preliminary: bool = False
+    bypass_cap: bool = False
+    excluded: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class CandidateFacts:
+    radiologist_id: int
+    name: str
+    tier: int
+    active: bool
+    available: bool
+    on_shift: bool
+    subspecialties: frozenset[str]
+    licenses: tuple[Credential, ...]
+    privileges: tuple[Credential, ...]
+    open_claims: int
+    workload_cap: int
+    recent_work: float = 0.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    radiologist_id: int
+    name: str
+    tier: int
+    eligible: bool
+    scope: str = ""  # "final" or "preliminary" when eligible
+    reasons: tuple[Reason, ...] = ()
+    fit: int = 0  # 2: a required subspecialty; 1: general fallback
+    load: float = 0.0
+    rank: int | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "radiologist_id": self.radiologist_id,
+            "name": self.name,
+            "tier": self.tier,
+            "eligible": self.eligible,
+            "scope": self.scope,
+            "reasons": [str(r) for r in self.reasons],
+            "explanation": "; ".join(REASON_TEXT[r] for r in self.reasons),
+            "fit": self.fit,
+            "load": round(self.load, 3),
+            "rank": self.rank,
+        }
+
+
+def _credential_check(
+    items: Iterable[Credential],
+    key: str,
+    day: dt.date,
+    *,
+    missing: Reason,
+    expired: Reason,
+    inactive: Reason,
+) -> tuple[Credential | None, Reason | None]:
+    matching = [c for c in items if c.key == key]
+    if not matching:
+        return None, missing
+    valid = [c for c in matching if c.active and c.valid_from <= day <= c.valid_to]
+    if valid:
+        # Prefer a credential that allows final reads.
+        return max(valid, key=lambda c: c.final_scope), None
+    if any(c.active for c in matching):
+        return None, expired
+    return None, inactive
+
+
+def judge(study: StudyFacts, candidate: CandidateFacts) -> Verdict:
+    """The verdict for one reader: every hard filter, with every reason that applies."""
+    reasons: list[Reason] = []
+    if candidate.radiologist_id in study.excluded:
+        reasons.append(Reason.EXCLUDED)
+    if not candidate.active:
+        reasons.append(Reason.INACTIVE)
+    if not candidate.available:
+        reasons.append(Reason.UNAVAILABLE)
+    if not candidate.on_shift:
+        reasons.append(Reason.OFF_SHIFT)
+
+    license_, license_problem = _credential_check(
+        candidate.licenses,
+        study.jurisdiction,
+        study.read_date,
+        missing=Reason.NOT_LICENSED,
+        expired=Reason.LICENSE_EXPIRED,
+        inactive=Reason.LICENSE_NOT_ACTIVE,
+    )
+    scope = ""
+    if license_problem is not None:
+        reasons.append(license_problem)
+    elif license_ is not None:
+        if license_.final_scope:
+            scope = "final"
+        elif study.allow_preliminary:
+            scope = "preliminary"
+        else:
+            reasons.append(Reason.PRELIMINARY_ONLY)
+
+    _, privilege_problem = _credential_check(
+        candidate.privileges,
+        str(study.facility_id),
+        study.read_date,
+        missing=Reason.NO_PRIVILEGE,
+        expired=Reason.PRIVILEGE_EXPIRED,
+        inactive=Reason.PRIVILEGE_NOT_ACTIVE,
+    )
+    if privilege_problem is not None:
+        reasons.append(privilege_problem)
+
+    fit = 0
+    if candidate.subspecialties & study.subspecialties:
+        fit = 2
+    elif study.allow_general and GENERAL in candidate.subspecialties:
+        fit = 1
+    else:
+        reasons.append(Reason.WRONG_SUBSPECIALTY)
+
+    if candidate.open_claims >= candidate.workload_cap and not study.bypass_cap:
+        reasons.append(Reason.AT_CAP)
+
+    cap = max(candidate.workload_cap, 1)
+    load = candidate.open_claims / cap + candidate.recent_work
+    return Verdict(
+        radiologist_id=candidate.radiologist_id,
+        name=candidate.name,
+        tier=candidate.tier,
+        eligible=not reasons,
+        scope=scope if not reasons else "",
+        reasons=tuple(reasons),
+        fit=fit,
+        load=load,
+    )
+
+
+def decide(study: StudyFacts, candidates: Sequence[CandidateFacts]) -> list[Verdict]:
+    """Verdicts for all candidates; the eligible ranked first (rank 1 = best).
+
+    Ranking is soft: nearer tier first, then subspecialty fit (a required
+    subspecialty before the general fallback), then final-read scope before
+    preliminary, then least load, then id for a stable order.
+    """
+    verdicts = [judge(study, c) for c in candidates]
+    eligible = sorted(
+        (v for v in verdicts if v.eligible),
+        key=lambda v: (v.tier, -v.fit, v.scope != "final", v.load, v.radiologist_id),
+    )
+    ranked = [Verdict(**{**v.__dict__, "rank": n}) for n, v in enumerate(eligible, start=1)]
+    excluded = sorted(
+        (v for v in verdicts if not v.eligible), key=lambda v: (v.tier, v.radiologist_id)
+    )
+    return ranked + excluded
+
+
+def escalation_waits(
+    *, tier_wait: dt.timedelta, tiers_left: int, now: dt.datetime, due_at: dt.datetime
+) -> dt.timedelta:
+    """How long to wait at this tier: the rule's wait, shortened so that every
+    remaining tier still gets an equal share of the time before the SLA is due."""
+    remaining = due_at - now
+    if remaining <= dt.timedelta(0):
+        return min(tier_wait, MIN_TIER_WAIT)
+    share = remaining / (max(tiers_left, 0) + 1)
+    return max(min(tier_wait, share), min(tier_wait, MIN_TIER_WAIT))
+
+
+def effective_priority(*, priority: int, waited: dt.timedelta, age_step: dt.timedelta) -> float:
+    """A study's priority for ordering, aged by its wait so that a flood of urgent
+    work cannot starve routine studies without bound (one level per ``age_step``)."""
+    if age_step <= dt.timedelta(0):
+        return float(priority)
+    return max(priority - waited / age_step, 0.0)

@@ -1,0 +1,187 @@
+"""Routing configuration (rules, pools) and its record (decisions, per-study state)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import models
+from django.db.models import Q
+
+from network.models import Priority
+
+TIERS = {0: "Hyperlocal", 1: "Regional", 2: "Global"}
+LAST_TIER = 2
+
+
+class ReaderPool(models.Model):
+    """A named set of readers an admin can make a facility's local or regional tier."""
+
+    reading_group = models.ForeignKey(
+        "network.ReadingGroup", on_delete=models.CASCADE, related_name="pools"
+    )
+    name = models.CharField(max_length=100)
+    radiologists = models.ManyToManyField("network.Radiologist", related_name="pools")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["reading_group", "name"], name="pool_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FacilityTierPool(models.Model):
+    """Overrides a facility's geographic tier 0 (local) or tier 1 (regional) with a pool."""
+
+    facility = models.ForeignKey(
+        "network.Facility", on_delete=models.CASCADE, related_name="tier_pools"
+    )
+    tier = models.PositiveSmallIntegerField(choices=[(0, TIERS[0]), (1, TIERS[1])])
+    pool = models.ForeignKey(ReaderPool, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["facility", "tier"], name="facility_tier_unique"),
+            models.CheckConstraint(condition=Q(tier__in=[0, 1]), name="facility_tier_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.facility} tier {self.tier}: {self.pool}"
+
+
+class RoutingRule(models.Model):
+    """An ordered rule: the first active rule that matches a study decides its routing."""
+
+    class Delivery(models.TextChoices):
+        OFFER = "offer", "Offer to a pool (claimed from the worklist)"
+        AUTO_ASSIGN = "auto_assign", "Auto-assign to the best reader (must accept)"
+
+    reading_group = models.ForeignKey(
+        "network.ReadingGroup", on_delete=models.CASCADE, related_name="routing_rules"
+    )
+    name = models.CharField(max_length=200)
+    position = models.PositiveIntegerField(default=100, help_text="Lower is tried first.")
+    is_active = models.BooleanField(default=True)
+    is_default = models.BooleanField(
+        default=False, help_text="Catches every study no other rule matches (one per group)."
+    )
+    # --- what it matches (empty = any) ---
+    facilities = models.ManyToManyField("network.Facility", blank=True, related_name="+")
+    modalities = models.JSONField(default=list, blank=True)
+    body_parts = models.JSONField(default=list, blank=True)
+    description_pattern = models.CharField(max_length=300, blank=True)
+    procedure_code_pattern = models.CharField(max_length=300, blank=True)
+    priorities = models.JSONField(default=list, blank=True)
+    flags = models.JSONField(default=list, blank=True, help_text="All must be set on the study.")
+    # --- what it says ---
+    subspecialties = models.ManyToManyField("network.Subspecialty", related_name="+")
+    allow_general = models.BooleanField(
+        default=False, help_text="General radiologists may read when no subspecialist does."
+    )
+    allow_preliminary = models.BooleanField(
+        default=False, help_text="Preliminary-only licenses may take a preliminary read."
+    )
+    bypass_cap_for_stat = models.BooleanField(default=False)
+    relative_value = models.DecimalField(max_digits=6, decimal_places=2, default=1)
+    delivery = models.CharField(max_length=12, choices=Delivery.choices, default=Delivery.OFFER)
+    accept_timeout_seconds = models.PositiveIntegerField(default=120)
+    next_case_only = models.BooleanField(
+        default=False, help_text="Readers get these through 'next case' only (no cherry-picking)."
+    )
+    wait_stat_seconds = models.PositiveIntegerField(default=180)
+    wait_urgent_seconds = models.PositiveIntegerField(default=600)
+    wait_routine_seconds = models.PositiveIntegerField(default=1800)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["reading_group", "is_default", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reading_group"],
+                condition=Q(is_default=True),
+                name="rule_one_default_per_group",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    wait_stat_seconds__gt=0,
+                    wait_urgent_seconds__gt=0,
+                    wait_routine_seconds__gt=0,
+                    accept_timeout_seconds__gt=0,
+                ),
+                name="rule_timers_positive",
+            ),
+            models.CheckConstraint(condition=Q(relative_value__gt=0), name="rule_rvu_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def tier_wait(self, priority: int) -> dt.timedelta:
+        seconds = {
+            Priority.STAT: self.wait_stat_seconds,
+            Priority.URGENT: self.wait_urgent_seconds,
+            Priority.ROUTINE: self.wait_routine_seconds,
+        }[Priority(priority)]
+        return dt.timedelta(seconds=seconds)
+
+
+class StudyRouting(models.Model):
+    """Where a study stands in routing; the escalation timer lives here, in the database."""
+
+    study = models.OneToOneField(
+        "studies.Study", on_delete=models.PROTECT, primary_key=True, related_name="routing"
+    )
+    rule = models.ForeignKey(
+        RoutingRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    tier = models.PositiveSmallIntegerField(default=0)
+    relative_value = models.DecimalField(max_digits=6, decimal_places=2, default=1)
+    next_escalation_at = models.DateTimeField(null=True, blank=True)
+    unroutable_at = models.DateTimeField(null=True, blank=True)
+    unroutable_reason = models.CharField(max_length=500, blank=True)
+    decided_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_escalation_at"],
+                name="routing_due_idx",
+                condition=Q(next_escalation_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"study {self.study_id} tier {self.tier}"
+
+
+class RoutingDecision(models.Model):
+    """One routing step (first offer, each escalation, unroutable), with every verdict."""
+
+    class Outcome(models.TextChoices):
+        OFFERED = "offered", "Offered"
+        ESCALATED = "escalated", "Escalated"
+        UNROUTABLE = "unroutable", "Unroutable"
+
+    study = models.ForeignKey(
+        "studies.Study", on_delete=models.PROTECT, related_name="routing_decisions"
+    )
+    rule = models.ForeignKey(
+        RoutingRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rule_name = models.CharField(max_length=200, blank=True)
+    tier = models.PositiveSmallIntegerField()
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    reason = models.CharField(max_length=500, blank=True)
+    offered_to = models.JSONField(default=list)
+    verdicts = models.JSONField(default=list)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["study", "created_at"], name="decision_study_idx")]
+
+    def __str__(self) -> str:
+        return f"study {self.study_id}: {self.outcome} at tier {self.tier}"

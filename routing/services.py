@@ -1,0 +1,380 @@
+"""Routing a study: match its rule, decide, offer, escalate, or flag it unroutable.
+
+Every step is stored as a RoutingDecision with the verdict on each candidate, and
+the next escalation time is a column swept by beat, never an in-memory timer.
+Locks are taken in one order everywhere: the study row, then its routing row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+
+from django.db import transaction
+from django.utils import timezone
+
+from alerts.models import Alert
+from alerts.services import alert_raise
+from network.models import Priority
+from routing import eligibility, selectors
+from routing.eligibility import Reason, StudyFacts, Verdict
+from routing.models import LAST_TIER, TIERS, RoutingDecision, RoutingRule, StudyRouting
+from routing.rules import StudyKey, first_match
+from studies.models import Study
+from studies.services import study_transition
+from studies.states import StudyStatus
+from worklist.models import Offer
+
+UNROUTABLE_RETRY = dt.timedelta(seconds=60)
+# A ready study with no routing decision after this long is routed by the sweep
+# (its route_study task was lost with a crashed worker or broker).
+ROUTE_GRACE = dt.timedelta(seconds=30)
+
+
+def _study_key(study: Study) -> StudyKey:
+    return StudyKey(
+        facility_id=study.facility_id,
+        modality=study.modality,
+        body_part=study.body_part,
+        description=study.study_description,
+        procedure_code=study.procedure_code,
+        priority=study.priority,
+        flags=frozenset(str(f) for f in (study.flags or [])),
+    )
+
+
+def rule_for_study(*, study: Study) -> RoutingRule | None:
+    """The first active rule of the facility's reading group that matches the study."""
+    keyed = selectors.rule_keys_for_group(reading_group_id=study.facility.reading_group_id)
+    match = first_match([k for k, _ in keyed], _study_key(study))
+    return next((r for k, r in keyed if match is not None and k.rule_id == match.rule_id), None)
+
+
+def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFacts:
+    return StudyFacts(
+        study_id=study.pk,
+        facility_id=study.facility_id,
+        jurisdiction=study.patient_jurisdiction.code,
+        priority=study.priority,
+        read_date=now.date(),
+        subspecialties=frozenset(s.code for s in rule.subspecialties.all()),
+        allow_general=rule.allow_general,
+        allow_preliminary=rule.allow_preliminary,
+        bypass_cap=rule.bypass_cap_for_stat and study.priority == Priority.STAT,
+    )
+
+
+def _lock_study(study_id: int, *, skip_locked: bool = False) -> Study | None:
+    return (
+        Study.objects.select_for_update(skip_locked=skip_locked)
+        .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
+        .filter(pk=study_id)
+        .first()
+    )
+
+
+def study_route(*, study_id: int, now: dt.datetime | None = None) -> RoutingDecision | None:
+    """Route a ready study: offer it at the nearest tier with eligible readers, or
+    flag it unroutable.  Idempotent: a study that is not ready is left alone."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        study = _lock_study(study_id)
+        if study is None or study.status != StudyStatus.READY:
+            return None
+        routing = StudyRouting.objects.filter(study=study).first()
+        if routing is not None and routing.next_escalation_at and routing.next_escalation_at > now:
+            return None  # already decided; its timer will bring it back
+        rule = rule_for_study(study=study)
+        if rule is None:
+            return _mark_unroutable(
+                study,
+                None,
+                tier=0,
+                now=now,
+                verdicts=[],
+                reason="no routing rule matches the study and the group has no default rule",
+            )
+        return _offer_from(study, rule, tier=0, now=now, outcome=RoutingDecision.Outcome.OFFERED)
+
+
+def _gather(study: Study, rule: RoutingRule, *, tier: int, now: dt.datetime) -> list[Verdict]:
+    facts = study_facts(study=study, rule=rule, now=now)
+    candidates = selectors.candidate_facts(
+        facility=study.facility, jurisdiction_code=facts.jurisdiction, max_tier=tier, at=now
+    )
+    return eligibility.decide(facts, candidates)
+
+
+def _offer_from(
+    study: Study,
+    rule: RoutingRule,
+    *,
+    tier: int,
+    now: dt.datetime,
+    outcome: str,
+    skip: frozenset[int] = frozenset(),
+) -> RoutingDecision | None:
+    """Offer at ``tier``, widening tier by tier until someone new is eligible."""
+    verdicts: list[Verdict] = []
+    fresh: list[Verdict] = []
+    while True:
+        verdicts = _gather(study, rule, tier=tier, now=now)
+        fresh = [v for v in verdicts if v.eligible and v.radiologist_id not in skip]
+        if fresh or tier >= LAST_TIER:
+            break
+        tier += 1
+    if not fresh:
+        if skip and outcome == RoutingDecision.Outcome.ESCALATED:
+            reason = "nobody claimed it in time at any tier"
+        else:
+            reason = unroutable_reason(study, verdicts)
+        return _mark_unroutable(study, rule, tier=tier, now=now, reason=reason, verdicts=verdicts)
+
+    chosen = fresh[:1] if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN else fresh
+    Offer.objects.bulk_create(
+        [
+            Offer(study=study, radiologist_id=v.radiologist_id, tier=tier, offered_at=now)
+            for v in chosen
+        ],
+        ignore_conflicts=True,  # an open offer already there stays (unique constraint)
+    )
+    if study.status == StudyStatus.READY:
+        study_transition(
+            study_id=study.pk,
+            to_status=StudyStatus.OFFERED,
+            at=now,
+            reason=f"rule '{rule.name}', {TIERS[tier].lower()} tier",
+        )
+    if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
+        wait = dt.timedelta(seconds=rule.accept_timeout_seconds)
+    else:
+        wait = eligibility.escalation_waits(
+            tier_wait=rule.tier_wait(study.priority),
+            tiers_left=LAST_TIER - tier,
+            now=now,
+            due_at=study.sla_due_at,
+        )
+    StudyRouting.objects.update_or_create(
+        study=study,
+        defaults={
+            "rule": rule,
+            "tier": tier,
+            "relative_value": rule.relative_value,
+            "next_escalation_at": now + wait,
+            "unroutable_at": None,
+            "unroutable_reason": "",
+            "decided_at": now,
+        },
+    )
+    return RoutingDecision.objects.create(
+        study=study,
+        rule=rule,
+        rule_name=rule.name,
+        tier=tier,
+        outcome=outcome,
+        offered_to=[v.radiologist_id for v in chosen],
+        verdicts=[v.as_dict() for v in verdicts],
+        created_at=now,
+        reason=f"offered to {len(chosen)} reader(s) at the {TIERS[tier].lower()} tier",
+    )
+
+
+def unroutable_reason(study: Study, verdicts: Sequence[Verdict]) -> str:
+    """A sentence an admin can act on, e.g. 'no radiologist licensed in US-TX is on shift'."""
+    group = study.facility.reading_group.name
+    jurisdiction = study.patient_jurisdiction.code
+    if not verdicts:
+        return f"no radiologist of {group} is on shift"
+    licensed = [
+        v
+        for v in verdicts
+        if not {Reason.NOT_LICENSED, Reason.LICENSE_EXPIRED, Reason.LICENSE_NOT_ACTIVE}
+        & set(v.reasons)
+    ]
+    if not licensed:
+        return f"no radiologist licensed in {jurisdiction} is on shift"
+    counts = Counter(r for v in verdicts for r in v.reasons)
+    detail = ", ".join(f"{n} {eligibility.REASON_TEXT[r]}" for r, n in counts.most_common(4))
+    return f"no eligible radiologist on shift ({len(verdicts)} considered: {detail})"
+
+
+def _mark_unroutable(
+    study: Study,
+    rule: RoutingRule | None,
+    *,
+    tier: int,
+    now: dt.datetime,
+    reason: str,
+    verdicts: Sequence[Verdict],
+) -> RoutingDecision | None:
+    if (
+        study.status == StudyStatus.OFFERED
+        and not Offer.objects.filter(study=study, withdrawn_at__isnull=True).exists()
+    ):
+        # On nobody's worklist any more: back to ready, so the retry routes it afresh.
+        study_transition(
+            study_id=study.pk,
+            to_status=StudyStatus.READY,
+            at=now,
+            reason="unroutable: no reader left to offer it to",
+        )
+    routing = StudyRouting.objects.filter(study=study).first()
+    first_time = routing is None or routing.unroutable_at is None
+    changed = first_time or (routing is not None and routing.unroutable_reason != reason[:500])
+    since = now if routing is None or routing.unroutable_at is None else routing.unroutable_at
+    StudyRouting.objects.update_or_create(
+        study=study,
+        defaults={
+            "rule": rule,
+            "tier": tier,
+            "relative_value": rule.relative_value if rule else 1,
+            # Retried periodically: a reader may come on shift or be credentialed.
+            "next_escalation_at": now + UNROUTABLE_RETRY,
+            "unroutable_at": since,
+            "unroutable_reason": reason[:500],
+            "decided_at": now,
+        },
+    )
+    alert_raise(
+        kind=Alert.Kind.UNROUTABLE,
+        dedupe_key=f"unroutable:{study.pk}:{since.isoformat()}",
+        message=(
+            f"Study {study.accession_number or study.study_instance_uid} from "
+            f"{study.facility.name} cannot be routed: {reason}."
+        ),
+        reading_group=study.facility.reading_group,
+        study=study,
+    )
+    if not changed:
+        return None
+    return RoutingDecision.objects.create(
+        study=study,
+        rule=rule,
+        rule_name=rule.name if rule else "",
+        tier=tier,
+        outcome=RoutingDecision.Outcome.UNROUTABLE,
+        reason=reason[:500],
+        verdicts=[v.as_dict() for v in verdicts],
+        created_at=now,
+    )
+
+
+def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingDecision | None:
+    """Act on a study whose routing timer is due: widen the offer to the next tier,
+    move an unanswered auto-assignment to the next reader, retry an unroutable
+    study, or clear the timer of a study someone has claimed."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        study = _lock_study(study_id, skip_locked=True)
+        if study is None:
+            return None  # another sweeper holds it
+        routing = StudyRouting.objects.select_for_update().filter(study=study).first()
+        if (
+            routing is None
+            or routing.next_escalation_at is None
+            or routing.next_escalation_at > now
+        ):
+            return None
+        if study.status == StudyStatus.READY:
+            routing.next_escalation_at = None
+            routing.save(update_fields=["next_escalation_at"])
+            rule = rule_for_study(study=study)
+            if rule is None:
+                return _mark_unroutable(
+                    study,
+                    None,
+                    tier=0,
+                    now=now,
+                    verdicts=[],
+                    reason="no routing rule matches the study and the group has no default rule",
+                )
+            return _offer_from(
+                study, rule, tier=0, now=now, outcome=RoutingDecision.Outcome.OFFERED
+            )
+        if study.status != StudyStatus.OFFERED:
+            routing.next_escalation_at = None
+            routing.save(update_fields=["next_escalation_at"])
+            return None
+        rule = routing.rule or rule_for_study(study=study)
+        if rule is None:
+            return _mark_unroutable(
+                study,
+                None,
+                tier=routing.tier,
+                now=now,
+                verdicts=[],
+                reason="its routing rule was deleted",
+            )
+        tried = frozenset(
+            Offer.objects.filter(study=study).values_list("radiologist_id", flat=True)
+        )
+        if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
+            Offer.objects.filter(study=study, withdrawn_at__isnull=True).update(
+                withdrawn_at=now, withdrawn_reason="not accepted in time"
+            )
+            return _offer_from(
+                study,
+                rule,
+                tier=routing.tier,
+                now=now,
+                skip=tried,
+                outcome=RoutingDecision.Outcome.ESCALATED,
+            )
+        if routing.tier >= LAST_TIER:
+            # Offers stay open (someone may still claim); admins are told now.
+            return _mark_unroutable(
+                study,
+                rule,
+                tier=routing.tier,
+                now=now,
+                verdicts=[],
+                reason="nobody claimed it in time at any tier",
+            )
+        return _offer_from(
+            study,
+            rule,
+            tier=routing.tier + 1,
+            now=now,
+            skip=tried,
+            outcome=RoutingDecision.Outcome.ESCALATED,
+        )
+
+
+def routing_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> dict[str, int]:
+    """Beat sweep: escalate every due study, and route ready studies whose routing
+    task was lost.  Safe with several sweepers (rows are locked with SKIP LOCKED)."""
+    now = now or timezone.now()
+    due = list(
+        StudyRouting.objects.filter(next_escalation_at__lte=now)
+        .order_by("next_escalation_at")
+        .values_list("study_id", flat=True)[:batch_size]
+    )
+    escalated = sum(1 for study_id in due if study_escalate(study_id=study_id, now=now))
+    orphans = list(
+        Study.objects.filter(
+            status=StudyStatus.READY, ready_at__lte=now - ROUTE_GRACE, routing__isnull=True
+        )
+        .order_by("ready_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    routed = sum(1 for study_id in orphans if study_route(study_id=study_id, now=now))
+    return {"escalated": escalated, "routed_late": routed}
+
+
+def why_not(*, study: Study, radiologist_id: int, now: dt.datetime | None = None) -> Verdict | None:
+    """The verdict for any reader of the group on this study, computed on demand."""
+    now = now or timezone.now()
+    routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
+    rule = routing.rule if routing and routing.rule else rule_for_study(study=study)
+    if rule is None:
+        return None
+    facts = study_facts(study=study, rule=rule, now=now)
+    candidates = selectors.candidate_facts(
+        facility=study.facility,
+        jurisdiction_code=facts.jurisdiction,
+        max_tier=LAST_TIER,
+        at=now,
+        radiologist_ids=[radiologist_id],
+    )
+    return eligibility.judge(facts, candidates[0]) if candidates else None

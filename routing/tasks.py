@@ -1,0 +1,44 @@
+"""Routing's Celery tasks: thin adapters over routing.services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from routing import services
+from routing.credentials import credentials_alert_expiring
+
+
+@shared_task(
+    name="routing.route_study",
+    acks_late=True,  # idempotent: a redelivered task finds the study already offered
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=8,
+    soft_time_limit=30,
+    time_limit=60,
+)
+def route_study(study_id: int) -> str | None:
+    """Route one ready study (offer it, or flag it unroutable)."""
+    decision = services.study_route(study_id=study_id)
+    return decision.outcome if decision else None
+
+
+@shared_task(
+    name="routing.routing_sweep",
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=50,
+    time_limit=60,
+)
+def routing_sweep() -> dict[str, int]:
+    """Beat: escalate due studies and route ready studies whose task was lost."""
+    return services.routing_sweep()
+
+
+@shared_task(name="routing.credentials_alert_expiring", soft_time_limit=120, time_limit=180)
+def credentials_alert_expiring_task() -> int:
+    """Daily: alert admins of licenses and privileges expiring within 30 days."""
+    return credentials_alert_expiring()
