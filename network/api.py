@@ -44,15 +44,17 @@ class NetworkViewSet(viewsets.ModelViewSet[Any]):
     """CRUD where every write goes through the audited network services."""
 
     permission_classes = [ReadScopedWriteGroupAdmin]
+    # Serializer fields written after the object itself (see save_many).
+    related_lists: tuple[str, ...] = ()
 
     def _save(self, serializer: BaseSerializer[Any], **extra: Any) -> models.Model:
         data = {**serializer.validated_data, **extra}
-        many = {k: data.pop(k) for k in list(data) if isinstance(data[k], list)}
+        model = serializer.Meta.model  # type: ignore[attr-defined]
+        relations = {f.name for f in model._meta.many_to_many} | set(self.related_lists)
+        many = {k: data.pop(k) for k in list(data) if k in relations}
         existing: models.Model | None = serializer.instance
         before = services.snapshot(existing) if existing is not None else None
-        instance: models.Model = (
-            existing if existing is not None else serializer.Meta.model()  # type: ignore[attr-defined]
-        )
+        instance: models.Model = existing if existing is not None else model()
         for name, value in data.items():
             setattr(instance, name, value)
         with transaction.atomic():
@@ -96,6 +98,7 @@ class FacilityFilter(django_filters.FilterSet):
 
 class FacilityViewSet(NetworkViewSet):
     serializer_class = FacilitySerializer
+    related_lists = ("ae_titles",)
     filterset_class = FacilityFilter
     ordering_fields = ["name", "created_at"]
 

@@ -13,22 +13,47 @@ from tests import factories as f
 NOW = dt.datetime(2026, 6, 1, 14, 0, tzinfo=dt.UTC)
 
 
-def make_reader(group: Any, facility: Any, *, name: str, region: Any, subs=("neuro",),
-                licensed: bool = True, privileged: bool = True, on_shift: bool = True,
-                scope: str = "final", cap: int = 5) -> Any:
+def make_reader(
+    group: Any,
+    facility: Any,
+    *,
+    name: str,
+    region: Any,
+    subs=("neuro",),
+    licensed: bool = True,
+    privileged: bool = True,
+    on_shift: bool = True,
+    scope: str = "final",
+    cap: int = 5,
+) -> Any:
     reader = f.RadiologistFactory(
-        user=f.UserFactory(username=name), reading_group=group, home_region=region,
-        subspecialties=list(subs), workload_cap=cap,
+        user=f.UserFactory(username=name),
+        reading_group=group,
+        home_region=region,
+        subspecialties=list(subs),
+        workload_cap=cap,
     )
     if licensed:
-        f.LicenseFactory(radiologist=reader, jurisdiction=facility.jurisdiction, scope=scope,
-                         valid_from=dt.date(2025, 1, 1), valid_to=dt.date(2027, 1, 1))
+        f.LicenseFactory(
+            radiologist=reader,
+            jurisdiction=facility.jurisdiction,
+            scope=scope,
+            valid_from=dt.date(2025, 1, 1),
+            valid_to=dt.date(2027, 1, 1),
+        )
     if privileged:
-        f.PrivilegeFactory(radiologist=reader, facility=facility,
-                           valid_from=dt.date(2025, 1, 1), valid_to=dt.date(2027, 1, 1))
+        f.PrivilegeFactory(
+            radiologist=reader,
+            facility=facility,
+            valid_from=dt.date(2025, 1, 1),
+            valid_to=dt.date(2027, 1, 1),
+        )
     if on_shift:
-        f.ShiftFactory(radiologist=reader, starts_at=NOW - dt.timedelta(hours=4),
-                       ends_at=NOW + dt.timedelta(hours=4))
+        f.ShiftFactory(
+            radiologist=reader,
+            starts_at=NOW - dt.timedelta(hours=4),
+            ends_at=NOW + dt.timedelta(hours=4),
+        )
     return reader
 
 
@@ -44,13 +69,19 @@ def regions(db: Any) -> dict[str, Any]:
 @pytest.fixture
 def neuro_rule(group_a: Any) -> RoutingRule:
     rule = RoutingRule.objects.create(
-        reading_group=group_a, name="Neuro", position=10, modalities=["CT", "MR"],
-        body_parts=["HEAD"], wait_stat_seconds=120, wait_urgent_seconds=300,
+        reading_group=group_a,
+        name="Neuro",
+        position=10,
+        modalities=["CT", "MR"],
+        body_parts=["HEAD"],
+        wait_stat_seconds=120,
+        wait_urgent_seconds=300,
         wait_routine_seconds=600,
     )
     rule.subspecialties.set([f.subspecialty("neuro")])
-    default = RoutingRule.objects.create(reading_group=group_a, name="Default", is_default=True,
-                                         allow_general=True)
+    default = RoutingRule.objects.create(
+        reading_group=group_a, name="Default", is_default=True, allow_general=True
+    )
     default.subspecialties.set([f.subspecialty("general")])
     return rule
 
@@ -59,8 +90,9 @@ def neuro_rule(group_a: Any) -> RoutingRule:
 def tiered(group_a: Any, facility_a: Any, regions: Any, neuro_rule: Any) -> dict[str, Any]:
     return {
         "local": make_reader(group_a, facility_a, name="dr_local", region=regions["local"]),
-        "regional": make_reader(group_a, facility_a, name="dr_regional",
-                                region=regions["regional"]),
+        "regional": make_reader(
+            group_a, facility_a, name="dr_regional", region=regions["regional"]
+        ),
         "global": make_reader(group_a, facility_a, name="dr_global", region=regions["global"]),
     }
 
@@ -69,6 +101,11 @@ def tiered(group_a: Any, facility_a: Any, regions: Any, neuro_rule: Any) -> dict
 def ready_study(facility_a: Any) -> Any:
     from studies.services import study_transition
 
-    study = f.StudyFactory(facility=facility_a, modality="CT", body_part="HEAD", priority=1,
-                           received_at=NOW - dt.timedelta(minutes=1))
+    study = f.StudyFactory(
+        facility=facility_a,
+        modality="CT",
+        body_part="HEAD",
+        priority=1,
+        received_at=NOW - dt.timedelta(minutes=1),
+    )
     return study_transition(study_id=study.pk, to_status="ready", at=NOW)

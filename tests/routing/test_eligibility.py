@@ -24,7 +24,11 @@ DAY = dt.date(2026, 6, 1)
 LONG_AGO, FAR_AHEAD = dt.date(2020, 1, 1), dt.date(2030, 1, 1)
 
 STUDY = StudyFacts(
-    study_id=1, facility_id=7, jurisdiction="US-TX", priority=1, read_date=DAY,
+    study_id=1,
+    facility_id=7,
+    jurisdiction="US-TX",
+    priority=1,
+    read_date=DAY,
     subspecialties=frozenset({"neuro"}),
 )
 
@@ -38,9 +42,17 @@ def priv(key="7", *, frm=LONG_AGO, to=FAR_AHEAD, active=True):
 
 
 READER = CandidateFacts(
-    radiologist_id=10, name="Dr. Ten", tier=0, active=True, available=True, on_shift=True,
-    subspecialties=frozenset({"neuro"}), licenses=(lic(),), privileges=(priv(),),
-    open_claims=0, workload_cap=3,
+    radiologist_id=10,
+    name="Dr. Ten",
+    tier=0,
+    active=True,
+    available=True,
+    on_shift=True,
+    subspecialties=frozenset({"neuro"}),
+    licenses=(lic(),),
+    privileges=(priv(),),
+    open_claims=0,
+    workload_cap=3,
 )
 
 
@@ -138,14 +150,20 @@ def test_escalation_wait_leaves_time_for_the_remaining_tiers():
     now = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
     rule_wait = dt.timedelta(minutes=30)
     # Plenty of time: the rule's wait.
-    assert escalation_waits(tier_wait=rule_wait, tiers_left=2, now=now,
-                            due_at=now + dt.timedelta(hours=24)) == rule_wait
+    assert (
+        escalation_waits(
+            tier_wait=rule_wait, tiers_left=2, now=now, due_at=now + dt.timedelta(hours=24)
+        )
+        == rule_wait
+    )
     # 30 minutes to the due time and two tiers left: a third each.
-    assert escalation_waits(tier_wait=rule_wait, tiers_left=2, now=now,
-                            due_at=now + dt.timedelta(minutes=30)) == dt.timedelta(minutes=10)
+    assert escalation_waits(
+        tier_wait=rule_wait, tiers_left=2, now=now, due_at=now + dt.timedelta(minutes=30)
+    ) == dt.timedelta(minutes=10)
     # Already overdue: a short, bounded wait, never zero.
-    assert escalation_waits(tier_wait=rule_wait, tiers_left=1, now=now,
-                            due_at=now - dt.timedelta(minutes=5)) == dt.timedelta(seconds=15)
+    assert escalation_waits(
+        tier_wait=rule_wait, tiers_left=1, now=now, due_at=now - dt.timedelta(minutes=5)
+    ) == dt.timedelta(seconds=15)
 
 
 def test_effective_priority_ages_with_the_wait():
@@ -200,10 +218,16 @@ def test_no_eligible_verdict_ever_breaks_a_hard_rule(study, pool):
             assert verdict.reasons
             continue
         day = study.read_date
-        licenses = [x for x in c.licenses if x.key == study.jurisdiction and x.active
-                    and x.valid_from <= day <= x.valid_to]
-        privileges = [x for x in c.privileges if x.key == str(study.facility_id) and x.active
-                      and x.valid_from <= day <= x.valid_to]
+        licenses = [
+            x
+            for x in c.licenses
+            if x.key == study.jurisdiction and x.active and x.valid_from <= day <= x.valid_to
+        ]
+        privileges = [
+            x
+            for x in c.privileges
+            if x.key == str(study.facility_id) and x.active and x.valid_from <= day <= x.valid_to
+        ]
         assert c.active and c.available and c.on_shift
         assert licenses and privileges
         assert any(x.final_scope for x in licenses) or (

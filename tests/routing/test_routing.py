@@ -80,10 +80,12 @@ def test_escalation_widens_tier_by_tier_then_flags_unroutable(tiered, ready_stud
     ) == ["offered", "escalated", "escalated", "unroutable"]
 
 
-def test_a_tier_with_nobody_eligible_is_skipped_at_once(group_a, facility_a, regions, neuro_rule,
-                                                        ready_study):
-    make_reader(group_a, facility_a, name="dr_local_unlicensed", region=regions["local"],
-                licensed=False)
+def test_a_tier_with_nobody_eligible_is_skipped_at_once(
+    group_a, facility_a, regions, neuro_rule, ready_study
+):
+    make_reader(
+        group_a, facility_a, name="dr_local_unlicensed", region=regions["local"], licensed=False
+    )
     make_reader(group_a, facility_a, name="dr_regional", region=regions["regional"])
     decision = study_route(study_id=ready_study.pk, now=NOW)
     assert decision.tier == 1
@@ -91,8 +93,14 @@ def test_a_tier_with_nobody_eligible_is_skipped_at_once(group_a, facility_a, reg
 
 
 def test_nobody_licensed_is_unroutable_at_once_with_a_reason_and_one_alert(
-    group_a, facility_a, regions, neuro_rule, ready_study, django_capture_on_commit_callbacks,
-    mailoutbox, group_admin
+    group_a,
+    facility_a,
+    regions,
+    neuro_rule,
+    ready_study,
+    django_capture_on_commit_callbacks,
+    mailoutbox,
+    group_admin,
 ):
     group_admin.email = "admin@example.test"
     group_admin.save()
@@ -115,8 +123,9 @@ def test_nobody_licensed_is_unroutable_at_once_with_a_reason_and_one_alert(
 def test_an_unroutable_study_is_offered_when_a_reader_comes_on_shift(
     group_a, facility_a, regions, neuro_rule, ready_study
 ):
-    reader = make_reader(group_a, facility_a, name="dr_late", region=regions["local"],
-                         on_shift=False)
+    reader = make_reader(
+        group_a, facility_a, name="dr_late", region=regions["local"], on_shift=False
+    )
     study_route(study_id=ready_study.pk, now=NOW)
     assert StudyRouting.objects.get(study=ready_study).unroutable_at == NOW
     f.ShiftFactory(radiologist=reader, starts_at=NOW, ends_at=NOW + dt.timedelta(hours=8))
@@ -126,8 +135,9 @@ def test_an_unroutable_study_is_offered_when_a_reader_comes_on_shift(
     assert routing.unroutable_at is None
 
 
-def test_no_offer_ever_goes_to_an_ineligible_reader(group_a, facility_a, regions, neuro_rule,
-                                                   ready_study):
+def test_no_offer_ever_goes_to_an_ineligible_reader(
+    group_a, facility_a, regions, neuro_rule, ready_study
+):
     make_reader(group_a, facility_a, name="ok", region=regions["local"])
     make_reader(group_a, facility_a, name="no_priv", region=regions["local"], privileged=False)
     make_reader(group_a, facility_a, name="msk", region=regions["local"], subs=("msk",))
@@ -141,14 +151,18 @@ def test_no_offer_ever_goes_to_an_ineligible_reader(group_a, facility_a, regions
     assert reasons["Dr. prelim"] == [Reason.PRELIMINARY_ONLY]
     assert "Dr. off" not in reasons  # off shift: not a plausible candidate...
     off = Study.objects.get(pk=ready_study.pk)
-    verdict = why_not(study=off, radiologist_id=f.RadiologistFactory._meta.model.objects.get(
-        user__username="off").pk, now=NOW)
+    verdict = why_not(
+        study=off,
+        radiologist_id=f.RadiologistFactory._meta.model.objects.get(user__username="off").pk,
+        now=NOW,
+    )
     assert verdict.reasons == (Reason.OFF_SHIFT,)  # ...but explained on demand
 
 
 def test_auto_assign_offers_the_best_reader_then_the_next(tiered, ready_study, neuro_rule):
-    RoutingRule.objects.filter(pk=neuro_rule.pk).update(delivery="auto_assign",
-                                                         accept_timeout_seconds=90)
+    RoutingRule.objects.filter(pk=neuro_rule.pk).update(
+        delivery="auto_assign", accept_timeout_seconds=90
+    )
     study_route(study_id=ready_study.pk, now=NOW)
     assert open_offers(ready_study) == {"dr_local"}
     routing = StudyRouting.objects.get(study=ready_study)
@@ -163,8 +177,9 @@ def test_a_claimed_study_stops_escalating(tiered, ready_study):
     from studies.services import study_transition
 
     study_route(study_id=ready_study.pk, now=NOW)
-    study_transition(study_id=ready_study.pk, to_status="claimed",
-                     assigned_radiologist=tiered["local"])
+    study_transition(
+        study_id=ready_study.pk, to_status="claimed", assigned_radiologist=tiered["local"]
+    )
     due = StudyRouting.objects.get(study=ready_study).next_escalation_at
     routing_sweep(now=due)
     assert StudyRouting.objects.get(study=ready_study).next_escalation_at is None
@@ -177,12 +192,14 @@ def test_a_ready_study_whose_task_was_lost_is_routed_by_the_sweep(tiered, ready_
     assert open_offers(ready_study) == {"dr_local"}
 
 
-def test_gathering_facts_takes_the_same_queries_for_3_or_30_readers(group_a, facility_a, regions,
-                                                                    neuro_rule):
+def test_gathering_facts_takes_the_same_queries_for_3_or_30_readers(
+    group_a, facility_a, regions, neuro_rule
+):
     def count() -> int:
         with CaptureQueriesContext(connection) as ctx:
-            facts = selectors.candidate_facts(facility=facility_a, jurisdiction_code="US-TX",
-                                              max_tier=2, at=NOW)
+            facts = selectors.candidate_facts(
+                facility=facility_a, jurisdiction_code="US-TX", max_tier=2, at=NOW
+            )
         return len(ctx.captured_queries), len(facts)
 
     for n in range(3):
@@ -210,14 +227,29 @@ def test_named_pools_override_geography(group_a, facility_a, regions, neuro_rule
 def test_credential_expiry_alerts_once(group_a, facility_a, regions):
     from routing.credentials import credentials_alert_expiring
 
-    reader = make_reader(group_a, facility_a, name="dr_exp", region=regions["local"],
-                         licensed=False, privileged=False)
-    f.LicenseFactory(radiologist=reader, valid_from=dt.date(2025, 1, 1),
-                     valid_to=dt.date(2026, 6, 20))
-    f.LicenseFactory(radiologist=reader, jurisdiction=f.JurisdictionFactory(code="US-NY"),
-                     valid_from=dt.date(2025, 1, 1), valid_to=dt.date(2026, 9, 1))
-    f.PrivilegeFactory(radiologist=reader, facility=facility_a, valid_from=dt.date(2025, 1, 1),
-                       valid_to=dt.date(2026, 6, 3))
+    reader = make_reader(
+        group_a,
+        facility_a,
+        name="dr_exp",
+        region=regions["local"],
+        licensed=False,
+        privileged=False,
+    )
+    f.LicenseFactory(
+        radiologist=reader, valid_from=dt.date(2025, 1, 1), valid_to=dt.date(2026, 6, 20)
+    )
+    f.LicenseFactory(
+        radiologist=reader,
+        jurisdiction=f.JurisdictionFactory(code="US-NY"),
+        valid_from=dt.date(2025, 1, 1),
+        valid_to=dt.date(2026, 9, 1),
+    )
+    f.PrivilegeFactory(
+        radiologist=reader,
+        facility=facility_a,
+        valid_from=dt.date(2025, 1, 1),
+        valid_to=dt.date(2026, 6, 3),
+    )
     assert credentials_alert_expiring(today=dt.date(2026, 6, 1)) == 2
     assert credentials_alert_expiring(today=dt.date(2026, 6, 2)) == 0
     assert Alert.objects.filter(kind="credential_expiry", reading_group=group_a).count() == 2
