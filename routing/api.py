@@ -22,6 +22,7 @@ from network.serializers import ScopedRelatedFieldsMixin
 from routing import selectors, services
 from routing.models import RoutingDecision, RoutingRule, StudyRouting
 from studies.selectors import study_get_visible
+from teleradiology.api import client_ip
 
 
 def _upper_words(value: list[Any], *, limit: int) -> list[str]:
@@ -184,3 +185,49 @@ class StudyRoutingApi(APIView):
                 raise NotFound("No such radiologist in this study's reading group.")
             body["radiologist_verdict"] = verdict.as_dict()
         return Response(body)
+
+
+class TriageSerializer(serializers.Serializer[Any]):
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    flags = serializers.ListField(
+        child=serializers.CharField(max_length=50), required=False, max_length=20
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Give a priority, flags, or both.")
+        return attrs
+
+
+class StudyTriageApi(APIView):
+    """Change a study's priority or triage flags (group admins); it is re-routed if waiting."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=TriageSerializer, responses={200: dict})
+    def post(self, request: Request, study_id: int) -> Response:
+        study = study_get_visible(user=request.user, study_id=study_id)
+        if not (
+            request.user.is_superuser
+            or reading_groups_administered(user=request.user)
+            .filter(pk=study.facility.reading_group_id)
+            .exists()
+        ):
+            raise NotFound("No such study.")
+        data = TriageSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        updated = services.study_change_triage(
+            study_id=study.pk,
+            actor=request.user,  # type: ignore[arg-type]
+            priority=data.validated_data.get("priority"),
+            flags=data.validated_data.get("flags"),
+            ip_address=client_ip(request),
+        )
+        return Response(
+            {
+                "id": updated.pk,
+                "priority": updated.priority,
+                "flags": updated.flags,
+                "sla_due_at": updated.sla_due_at,
+            }
+        )

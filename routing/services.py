@@ -10,19 +10,25 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 
+from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from alerts.models import Alert
 from alerts.services import alert_raise
-from network.models import Priority
+from audit.models import AuditEvent
+from audit.services import audit_record
+from network.models import CredentialStatus, FacilityPrivilege, License, Priority, Shift
 from routing import eligibility, selectors
 from routing.eligibility import Reason, StudyFacts, Verdict
 from routing.models import LAST_TIER, TIERS, RoutingDecision, RoutingRule, StudyRouting
 from routing.rules import StudyKey, first_match
 from studies.models import Study
 from studies.services import study_transition
+from studies.sla import sla_due_at
 from studies.states import StudyStatus
 from worklist.models import Offer
 
@@ -350,6 +356,7 @@ def routing_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> d
         .order_by("next_escalation_at")
         .values_list("study_id", flat=True)[:batch_size]
     )
+    withdrawn = offers_withdraw_ineligible(now=now)
     escalated = sum(1 for study_id in due if study_escalate(study_id=study_id, now=now))
     orphans = list(
         Study.objects.filter(
@@ -359,7 +366,7 @@ def routing_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> d
         .values_list("pk", flat=True)[:batch_size]
     )
     routed = sum(1 for study_id in orphans if study_route(study_id=study_id, now=now))
-    return {"escalated": escalated, "routed_late": routed}
+    return {"escalated": escalated, "routed_late": routed, "offers_withdrawn": withdrawn}
 
 
 def why_not(*, study: Study, radiologist_id: int, now: dt.datetime | None = None) -> Verdict | None:
@@ -378,3 +385,125 @@ def why_not(*, study: Study, radiologist_id: int, now: dt.datetime | None = None
         radiologist_ids=[radiologist_id],
     )
     return eligibility.judge(facts, candidates[0]) if candidates else None
+
+
+def study_reroute(*, study_id: int, reason: str, now: dt.datetime | None = None) -> None:
+    """Route a study afresh (its priority or flags changed, or its readers left):
+    open offers are withdrawn and the study goes back through its rules."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        study = _lock_study(study_id)
+        if study is None or study.status not in (StudyStatus.READY, StudyStatus.OFFERED):
+            return
+        Offer.objects.filter(study=study, withdrawn_at__isnull=True).update(
+            withdrawn_at=now, withdrawn_reason=reason[:200]
+        )
+        if study.status == StudyStatus.OFFERED:
+            study_transition(
+                study_id=study.pk,
+                to_status=StudyStatus.READY,
+                at=now,
+                reason=f"re-routing: {reason}",
+            )
+        StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
+        study_route(study_id=study.pk, now=now)
+
+
+def study_change_triage(
+    *,
+    study_id: int,
+    actor: User | None,
+    priority: int | None = None,
+    flags: list[str] | None = None,
+    ip_address: str | None = None,
+) -> Study:
+    """Change a study's priority and/or triage flags (e.g. set by AI), recompute its
+    SLA due time, and re-route it if it is still waiting for a reader."""
+    with transaction.atomic():
+        study = Study.objects.select_for_update().select_related("facility").get(pk=study_id)
+        before = {"priority": study.priority, "flags": list(study.flags or [])}
+        if priority is not None and priority != study.priority:
+            study.priority = priority
+            study.sla_due_at = sla_due_at(
+                received_at=study.received_at, tat_minutes=study.facility.tat_minutes(priority)
+            )
+        if flags is not None:
+            study.flags = sorted(set(flags))
+        after = {"priority": study.priority, "flags": list(study.flags or [])}
+        if after == before:
+            return study
+        study.save(update_fields=["priority", "sla_due_at", "flags", "updated_at"])
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.UPDATE,
+            obj=study,
+            patient_id=study.patient_id,
+            ip_address=ip_address,
+            detail={"triage": [before, after]},
+        )
+        if study.status in (StudyStatus.READY, StudyStatus.OFFERED):
+            from routing.tasks import reroute_study
+
+            transaction.on_commit(
+                partial(reroute_study.delay, study.pk, "priority or flags changed")
+            )
+    return study
+
+
+def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
+    """Withdraw open offers whose reader is no longer eligible (off shift, license or
+    privilege lapsed, deactivated), and re-route studies left with no offer.  Set-based:
+    one query finds them all."""
+    now = now or timezone.now()
+    today = now.date()
+    reader = OuterRef("radiologist")
+    stale = (
+        Offer.objects.filter(withdrawn_at__isnull=True, study__status=StudyStatus.OFFERED)
+        .annotate(
+            on_shift=Exists(
+                Shift.objects.filter(radiologist=reader, starts_at__lte=now, ends_at__gt=now)
+            ),
+            licensed=Exists(
+                License.objects.filter(
+                    radiologist=reader,
+                    jurisdiction=OuterRef("study__patient_jurisdiction"),
+                    status=CredentialStatus.ACTIVE,
+                    valid_from__lte=today,
+                    valid_to__gte=today,
+                )
+            ),
+            privileged=Exists(
+                FacilityPrivilege.objects.filter(
+                    radiologist=reader,
+                    facility=OuterRef("study__facility"),
+                    status=CredentialStatus.ACTIVE,
+                    valid_from__lte=today,
+                    valid_to__gte=today,
+                )
+            ),
+        )
+        .filter(
+            Q(on_shift=False)
+            | Q(licensed=False)
+            | Q(privileged=False)
+            | Q(radiologist__is_active=False)
+        )
+        .values_list("pk", "study_id")
+    )
+    rows = list(stale)
+    if not rows:
+        return 0
+    Offer.objects.filter(pk__in=[pk for pk, _ in rows], withdrawn_at__isnull=True).update(
+        withdrawn_at=now, withdrawn_reason="reader no longer eligible"
+    )
+    studies = {study_id for _, study_id in rows}
+    orphaned = studies - set(
+        Offer.objects.filter(study_id__in=studies, withdrawn_at__isnull=True).values_list(
+            "study_id", flat=True
+        )
+    )
+    for study_id in sorted(orphaned):
+        study_reroute(
+            study_id=study_id, reason="its offered readers are no longer eligible", now=now
+        )
+    return len(rows)

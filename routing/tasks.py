@@ -26,6 +26,20 @@ def route_study(study_id: int) -> str | None:
 
 
 @shared_task(
+    name="routing.reroute_study",
+    acks_late=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=8,
+    soft_time_limit=30,
+    time_limit=60,
+)
+def reroute_study(study_id: int, reason: str) -> None:
+    """Route a waiting study afresh after its priority or flags changed."""
+    services.study_reroute(study_id=study_id, reason=reason)
+
+
+@shared_task(
     name="routing.routing_sweep",
     autoretry_for=(DatabaseError,),
     retry_backoff=True,

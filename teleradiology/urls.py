@@ -7,7 +7,7 @@ from audit.api import AuditEventViewSet
 from health.views import healthz
 from ingest.api import QuarantineViewSet
 from network import api as network_api
-from routing.api import RoutingRuleViewSet, StudyRoutingApi
+from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
 
 router = DefaultRouter()
@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/v1/", include(router.urls)),
     path("api/v1/me/", network_api.MeApi.as_view(), name="me"),
     path("api/v1/studies/<int:study_id>/routing/", StudyRoutingApi.as_view(), name="study-routing"),
+    path("api/v1/studies/<int:study_id>/triage/", StudyTriageApi.as_view(), name="study-triage"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -253,3 +254,58 @@ def test_credential_expiry_alerts_once(group_a, facility_a, regions):
     assert credentials_alert_expiring(today=dt.date(2026, 6, 1)) == 2
     assert credentials_alert_expiring(today=dt.date(2026, 6, 2)) == 0
     assert Alert.objects.filter(kind="credential_expiry", reading_group=group_a).count() == 2
+
+
+def test_a_priority_change_recomputes_the_due_time_and_reroutes(
+    tiered, ready_study, group_admin, api, django_capture_on_commit_callbacks
+):
+    from routing.models import RoutingRule
+
+    study_route(study_id=ready_study.pk, now=NOW)
+    # A rule that matches only studies flagged by triage, ahead of the neuro rule.
+    flagged = RoutingRule.objects.create(
+        reading_group=ready_study.facility.reading_group,
+        name="AI: bleed",
+        position=1,
+        flags=["ai-bleed"],
+    )
+    flagged.subspecialties.set([f.subspecialty("neuro")])
+    with time_machine.travel(NOW, tick=False), django_capture_on_commit_callbacks(execute=True):
+        response = api(group_admin).post(
+            f"/api/v1/studies/{ready_study.pk}/triage/",
+            {"priority": 3, "flags": ["ai-bleed"]},
+            format="json",
+        )
+    assert response.status_code == 200, response.content
+    study = Study.objects.get(pk=ready_study.pk)
+    assert study.priority == 3
+    assert study.sla_due_at == study.received_at + dt.timedelta(
+        minutes=study.facility.tat_routine_minutes
+    )
+    assert study.status == "offered"
+    assert StudyRouting.objects.get(study=study).rule == flagged
+    assert Offer.objects.filter(study=study, withdrawn_reason="priority or flags changed").exists()
+
+
+def test_triage_needs_something_to_change(tiered, ready_study, group_admin, api, staff_a):
+    url = f"/api/v1/studies/{ready_study.pk}/triage/"
+    assert api(group_admin).post(url, {}, format="json").status_code == 400
+    assert api(group_admin).post(url, {"priority": 7}, format="json").status_code == 400
+    assert api(staff_a).post(url, {"priority": 1}, format="json").status_code == 404
+
+
+def test_an_offer_to_a_reader_who_went_off_shift_is_withdrawn_and_the_study_rerouted(
+    group_a, facility_a, regions, neuro_rule, ready_study
+):
+    from network.models import Shift
+
+    leaving = make_reader(group_a, facility_a, name="dr_leaving", region=regions["local"])
+    make_reader(group_a, facility_a, name="dr_other", region=regions["regional"])
+    study_route(study_id=ready_study.pk, now=NOW)
+    assert open_offers(ready_study) == {"dr_leaving"}
+    Shift.objects.filter(radiologist=leaving).update(ends_at=NOW + dt.timedelta(minutes=1))
+    routing_sweep(now=NOW + dt.timedelta(minutes=2))
+    assert open_offers(ready_study) == {"dr_other"}
+    assert Offer.objects.get(study=ready_study, radiologist=leaving).withdrawn_reason == (
+        "reader no longer eligible"
+    )
