@@ -19,7 +19,7 @@ app.conf.beat_schedule = {
         "task": "ingest.studies_mark_ready",
         "schedule": settings.STUDY_READY_SWEEP_SECONDS,
     },
-    "routing-sweep": {"task": "routing.routing_sweep", "schedule": 5.0},
+    "routing-sweep": {"task": "routing.routing_sweep", "schedule": settings.ROUTING_SWEEP_SECONDS},
     "routing-credentials-expiring": {
         "task": "routing.credentials_alert_expiring",
         "schedule": 24 * 3600.0,

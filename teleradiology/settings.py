@@ -234,6 +234,8 @@ DICOM_TLS_CA = env.str("DICOM_TLS_CA", default="")  # set to require client cert
 # A study is ready when no instance has arrived for this long.
 STUDY_QUIET_SECONDS = env.float("STUDY_QUIET_SECONDS", default=10.0)
 STUDY_READY_SWEEP_SECONDS = env.float("STUDY_READY_SWEEP_SECONDS", default=2.0)
+# How often beat sweeps for due escalations, lost routing tasks and stale offers.
+ROUTING_SWEEP_SECONDS = env.float("ROUTING_SWEEP_SECONDS", default=5.0)
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

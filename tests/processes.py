@@ -53,31 +53,60 @@ class Worker:
     hostname: str
 
 
-def start_worker(tmp_path: Path, **env: str) -> Worker:
+def isolated_broker_env(tmp_path: Path) -> dict[str, str]:
+    """A broker of the test's own (Redis database 9, or a filesystem broker under
+    ``tmp_path``), so beat's periodic tasks reach only this test's worker."""
+    redis_url = os.environ.get("REDIS_URL", "")
+    if redis_url:
+        import redis
+
+        url = redis_url.rsplit("/", 1)[0] + "/9"
+        redis.Redis.from_url(url).flushdb()
+        return {"REDIS_URL": url}
+    return {"VAR_DIR": str(tmp_path / "var")}
+
+
+def start_worker(tmp_path: Path, *, beat: bool = False, **env: str) -> Worker:
     queue = f"it-{uuid.uuid4().hex[:10]}"
     hostname = f"{queue}@localhost"
     log_path = tmp_path / f"{queue}.log"
+    # With beat, the worker also consumes the default queue beat sends to (on a
+    # broker of its own, see isolated_broker_env).
+    queues = f"{queue},celery" if beat else queue
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "teleradiology",
+        "worker",
+        "--pool=solo",
+        f"--queues={queues}",
+        f"--hostname={hostname}",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat:
+        command += ["--beat", f"--schedule={tmp_path / 'celerybeat-schedule'}"]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "teleradiology",
-                "worker",
-                "--pool=solo",
-                f"--queues={queue}",
-                f"--hostname={hostname}",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            command,
             cwd=ROOT,
             env={**os.environ, "DATABASE_URL": database_url(), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    if beat:  # on another broker than ours: wait for its log instead of a ping
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited: {log_path.read_text()}")
+            if " ready." in log_path.read_text():
+                return Worker(queue, process, hostname)
+            time.sleep(0.2)
+        _stop(process)
+        raise RuntimeError(f"worker with beat not ready within 60 s: {log_path.read_text()}")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
