@@ -9,6 +9,7 @@ from ingest.api import QuarantineViewSet
 from network import api as network_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
+from worklist import api as worklist_api
 
 router = DefaultRouter()
 router.register("facilities", network_api.FacilityViewSet, basename="facility")
@@ -29,6 +30,18 @@ urlpatterns = [
     path("api/v1/", include(router.urls)),
     path("api/v1/me/", network_api.MeApi.as_view(), name="me"),
     path("api/v1/studies/<int:study_id>/routing/", StudyRoutingApi.as_view(), name="study-routing"),
+    path("api/v1/worklist/", worklist_api.WorklistApi.as_view(), name="worklist"),
+    path("api/v1/worklist/next/", worklist_api.NextCaseApi.as_view(), name="worklist-next"),
+    path("api/v1/me/cases/", worklist_api.MyCasesApi.as_view(), name="my-cases"),
+    path("api/v1/studies/<int:study_id>/claim/", worklist_api.ClaimApi.as_view(), name="claim"),
+    path(
+        "api/v1/studies/<int:study_id>/release/", worklist_api.ReleaseApi.as_view(), name="release"
+    ),
+    path(
+        "api/v1/studies/<int:study_id>/reassign/",
+        worklist_api.ReassignApi.as_view(),
+        name="reassign",
+    ),
     path("api/v1/studies/<int:study_id>/triage/", StudyTriageApi.as_view(), name="study-triage"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -1,0 +1,157 @@
+"""Claiming through the API: who may claim, what they see, and the refusals."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from network.models import License
+from routing.services import study_route
+from studies.models import Study
+from tests import factories as f
+from tests.routing.conftest import NOW
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def offered(tiered, ready_study):
+    study_route(study_id=ready_study.pk, now=NOW)
+    return Study.objects.get(pk=ready_study.pk)
+
+
+def test_the_worklist_shows_offered_studies_most_urgent_first(api, tiered, facility_a, offered):
+    from studies.services import study_transition
+
+    routine = f.StudyFactory(
+        facility=facility_a,
+        modality="CT",
+        body_part="HEAD",
+        priority=3,
+        received_at=NOW - dt.timedelta(minutes=30),
+    )
+    study_transition(study_id=routine.pk, to_status="ready", at=NOW)
+    study_route(study_id=routine.pk, now=NOW)
+    rows = api(tiered["local"].user).get("/api/v1/worklist/").json()["results"]
+    assert [r["id"] for r in rows] == [offered.pk, routine.pk]
+    assert rows[0]["priority_label"] == "STAT" and rows[0]["tier"] == 0
+    assert rows[0]["rule_name"] == "Neuro" and rows[0]["relative_value"] == "1.00"
+    assert 0 < rows[0]["seconds_to_due"] <= 30 * 60
+    # Filters.
+    assert [
+        r["id"]
+        for r in api(tiered["local"].user)
+        .get("/api/v1/worklist/", {"priority": 3})
+        .json()["results"]
+    ] == [routine.pk]
+    # Not yet offered to the regional reader.
+    assert api(tiered["regional"].user).get("/api/v1/worklist/").json()["results"] == []
+
+
+def test_claim_then_the_second_claimer_gets_409(api, tiered, ready_study, group_a, facility_a):
+    other = make_local(group_a, facility_a)
+    study_route(study_id=ready_study.pk, now=NOW)
+    offered = Study.objects.get(pk=ready_study.pk)
+    assert api(tiered["local"].user).post(f"/api/v1/studies/{offered.pk}/claim/").status_code == 200
+    late = api(other.user).post(f"/api/v1/studies/{offered.pk}/claim/")
+    assert late.status_code == 409
+    assert "already been claimed" in late.json()["detail"]
+    study = Study.objects.get(pk=offered.pk)
+    assert study.status == "claimed" and study.assigned_radiologist == tiered["local"]
+    mine = api(tiered["local"].user).get("/api/v1/me/cases/").json()["results"]
+    assert [r["id"] for r in mine] == [offered.pk]
+
+
+def make_local(group_a, facility_a):
+    from tests.routing.conftest import make_reader
+
+    region = f.RegionFactory(code="us-tx-north")
+    return make_reader(group_a, facility_a, name="dr_local2", region=region)
+
+
+def test_a_study_not_offered_to_me_cannot_be_claimed(api, tiered, offered):
+    response = api(tiered["regional"].user).post(f"/api/v1/studies/{offered.pk}/claim/")
+    assert response.status_code == 404
+
+
+def test_facility_staff_cannot_claim(api, staff_a, offered):
+    assert api(staff_a).post(f"/api/v1/studies/{offered.pk}/claim/").status_code == 403
+    assert api(staff_a).get("/api/v1/worklist/").status_code == 403
+
+
+def test_eligibility_is_rechecked_at_claim_time(api, tiered, offered):
+    License.objects.filter(radiologist=tiered["local"]).update(
+        valid_to=NOW.date() - dt.timedelta(days=1)
+    )
+    response = api(tiered["local"].user).post(f"/api/v1/studies/{offered.pk}/claim/")
+    assert response.status_code == 403
+    assert "license" in response.json()["detail"]
+    assert Study.objects.get(pk=offered.pk).status == "offered"
+
+
+def test_claiming_beyond_the_workload_cap_is_refused(api, tiered, offered):
+    type(tiered["local"]).objects.filter(pk=tiered["local"].pk).update(workload_cap=1)
+    busy = f.StudyFactory(facility=offered.facility)
+    from studies.services import study_transition
+
+    for status in ("ready", "offered"):
+        study_transition(study_id=busy.pk, to_status=status)
+    study_transition(study_id=busy.pk, to_status="claimed", assigned_radiologist=tiered["local"])
+    response = api(tiered["local"].user).post(f"/api/v1/studies/{offered.pk}/claim/")
+    assert response.status_code == 403
+    assert response.json()["code"] == "at_cap"
+    assert "workload cap" in response.json()["detail"]
+
+
+def test_next_case_claims_the_top_of_my_worklist(api, tiered, offered):
+    response = api(tiered["local"].user).post("/api/v1/worklist/next/")
+    assert response.status_code == 200
+    assert response.json()["id"] == offered.pk
+    nothing = api(tiered["local"].user).post("/api/v1/worklist/next/")
+    assert nothing.status_code == 404
+
+
+def test_release_puts_it_back_on_the_worklists(api, tiered, offered):
+    client = api(tiered["local"].user)
+    client.post(f"/api/v1/studies/{offered.pk}/claim/")
+    assert (
+        client.post(f"/api/v1/studies/{offered.pk}/release/", {}, format="json").status_code == 400
+    )
+    response = client.post(
+        f"/api/v1/studies/{offered.pk}/release/", {"reason": "outside my expertise"}, format="json"
+    )
+    assert response.status_code == 200
+    study = Study.objects.get(pk=offered.pk)
+    assert study.status == "offered" and study.assigned_radiologist is None
+    assert [r["id"] for r in client.get("/api/v1/worklist/").json()["results"]] == [offered.pk]
+    assert study.transitions.last().reason == "released: outside my expertise"
+
+
+def test_admin_reassigns_to_an_eligible_reader_only(
+    api, group_admin, tiered, offered, unlicensed_reader
+):
+    client = api(group_admin)
+    refused = client.post(
+        f"/api/v1/studies/{offered.pk}/reassign/",
+        {"radiologist": unlicensed_reader.pk},
+        format="json",
+    )
+    assert refused.status_code == 403
+    assert "not licensed" in refused.json()["detail"]
+    ok = client.post(
+        f"/api/v1/studies/{offered.pk}/reassign/",
+        {"radiologist": tiered["regional"].pk},
+        format="json",
+    )
+    assert ok.status_code == 200, ok.content
+    assert Study.objects.get(pk=offered.pk).assigned_radiologist == tiered["regional"]
+
+
+def test_radiologists_cannot_reassign(api, tiered, offered):
+    response = api(tiered["local"].user).post(
+        f"/api/v1/studies/{offered.pk}/reassign/",
+        {"radiologist": tiered["local"].pk},
+        format="json",
+    )
+    assert response.status_code == 403

@@ -1,0 +1,231 @@
+"""The radiologist's worklist and claims; group admins reassign."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import F, IntegerField, QuerySet, Value
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.models import AuditEvent
+from audit.services import audit_record_many
+from network.models import Priority, Radiologist
+from network.selectors import radiologist_for_user, reading_groups_administered
+from studies.models import Study
+from studies.selectors import study_get_visible
+from teleradiology.api import client_ip
+from worklist import selectors, services
+
+
+class IsRadiologist(BasePermission):
+    message = "Only radiologists have a worklist."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return radiologist_for_user(user=request.user) is not None
+
+
+def _reader(request: Request) -> Radiologist:
+    reader = radiologist_for_user(user=request.user)
+    if reader is None:
+        raise PermissionDenied("Only radiologists claim studies.")
+    return reader
+
+
+class WorklistRowSerializer(serializers.ModelSerializer[Study]):
+    facility_name = serializers.CharField(source="facility.name")
+    priority_label = serializers.CharField(source="get_priority_display")
+    tier = serializers.IntegerField(source="offer_tier", allow_null=True)
+    relative_value = serializers.DecimalField(max_digits=6, decimal_places=2, allow_null=True)
+    rule_name = serializers.CharField(allow_null=True)
+    seconds_to_due = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "accession_number",
+            "facility",
+            "facility_name",
+            "patient_id",
+            "patient_name",
+            "patient_sex",
+            "patient_birth_date",
+            "modality",
+            "body_part",
+            "study_description",
+            "priority",
+            "priority_label",
+            "status",
+            "received_at",
+            "sla_due_at",
+            "seconds_to_due",
+            "tier",
+            "relative_value",
+            "rule_name",
+        ]
+
+    def get_seconds_to_due(self, study: Study) -> int:
+        return int((study.sla_due_at - timezone.now()).total_seconds())
+
+
+class WorklistFilter(django_filters.FilterSet):
+    priority = django_filters.MultipleChoiceFilter(choices=Priority.choices)
+    modality = django_filters.CharFilter(lookup_expr="iexact")
+    tier = django_filters.NumberFilter(field_name="offer_tier")
+    subspecialty = django_filters.CharFilter(field_name="routing__rule__subspecialties__code")
+
+    class Meta:
+        model = Study
+        fields = ["facility", "priority", "modality"]
+
+
+class WorklistApi(generics.ListAPIView[Study]):
+    """Studies offered to me, most urgent first; each row's patient identifiers are audited."""
+
+    permission_classes = [IsAuthenticated, IsRadiologist]
+    serializer_class = WorklistRowSerializer
+    filterset_class = WorklistFilter
+    ordering_fields: list[str] = []
+
+    def get_queryset(self) -> QuerySet[Study]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return Study.objects.none()
+        return selectors.worklist_for_reader(radiologist=_reader(self.request))
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        rows = response.data["results"] if isinstance(response.data, dict) else response.data
+        audit_record_many(
+            actor=request.user,
+            action=AuditEvent.Action.LIST,
+            object_type="studies.study",
+            items=[(str(r["id"]), r["patient_id"]) for r in rows],
+            ip_address=client_ip(request),
+            detail={"view": "worklist"},
+        )
+        return response
+
+
+class MyCasesApi(generics.ListAPIView[Study]):
+    """The studies I have claimed and not finalised."""
+
+    permission_classes = [IsAuthenticated, IsRadiologist]
+    serializer_class = WorklistRowSerializer
+
+    def get_queryset(self) -> QuerySet[Study]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return Study.objects.none()
+        return selectors.cases_for_reader(radiologist=_reader(self.request)).annotate(
+            offer_tier=Value(None, output_field=IntegerField()),
+            relative_value=F("routing__relative_value"),
+            rule_name=F("routing__rule__name"),
+        )
+
+
+class AssignmentSerializer(serializers.ModelSerializer[Study]):
+    class Meta:
+        model = Study
+        fields = ["id", "status", "assigned_radiologist", "claimed_at", "sla_due_at"]
+
+
+class ClaimApi(APIView):
+    """Claim a study on my worklist: 200 for exactly one caller, 409 for the others."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses=AssignmentSerializer)
+    def post(self, request: Request, study_id: int) -> Response:
+        reader = _reader(request)
+        study_get_visible(user=request.user, study_id=study_id)  # 404 if not offered to me
+        study = services.study_claim(
+            study_id=study_id,
+            radiologist=reader,
+            actor=request.user,  # type: ignore[arg-type]
+            ip_address=client_ip(request),
+        )
+        return Response(AssignmentSerializer(study).data)
+
+
+class NextCaseApi(APIView):
+    """Claim the top of my worklist in one step."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses=AssignmentSerializer)
+    def post(self, request: Request) -> Response:
+        study = services.study_claim_next(
+            radiologist=_reader(request),
+            actor=request.user,  # type: ignore[arg-type]
+            ip_address=client_ip(request),
+        )
+        if study is None:
+            raise NotFound("Nothing on your worklist to claim.")
+        return Response(AssignmentSerializer(study).data)
+
+
+class ReleaseSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=300)
+
+
+class ReleaseApi(APIView):
+    """Give my claimed study back to the worklist, with a reason."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=ReleaseSerializer, responses=AssignmentSerializer)
+    def post(self, request: Request, study_id: int) -> Response:
+        reader = _reader(request)
+        study_get_visible(user=request.user, study_id=study_id)
+        body = ReleaseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        study = services.study_release(
+            study_id=study_id,
+            radiologist=reader,
+            reason=body.validated_data["reason"],
+            actor=request.user,  # type: ignore[arg-type]
+            ip_address=client_ip(request),
+        )
+        return Response(AssignmentSerializer(study).data)
+
+
+class ReassignSerializer(serializers.Serializer[Any]):
+    radiologist = serializers.IntegerField()
+
+
+class ReassignApi(APIView):
+    """Group admins hand a study to a named eligible radiologist."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=ReassignSerializer, responses=AssignmentSerializer)
+    def post(self, request: Request, study_id: int) -> Response:
+        study = study_get_visible(user=request.user, study_id=study_id)
+        if not (
+            request.user.is_superuser
+            or reading_groups_administered(user=request.user)
+            .filter(pk=study.facility.reading_group_id)
+            .exists()
+        ):
+            raise PermissionDenied("Only the group's admins reassign studies.")
+        body = ReassignSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        target = Radiologist.objects.filter(pk=body.validated_data["radiologist"]).first()
+        if target is None:
+            return Response(
+                {"radiologist": ["No such radiologist."]}, status=status.HTTP_400_BAD_REQUEST
+            )
+        updated = services.study_reassign(
+            study_id=study.pk,
+            to=target,
+            actor=request.user,  # type: ignore[arg-type]
+            ip_address=client_ip(request),
+        )
+        return Response(AssignmentSerializer(updated).data)

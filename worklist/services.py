@@ -1,0 +1,206 @@
+"""Claiming, releasing and reassigning studies: exactly one reader wins a claim.
+
+Claims lock the study row (``SELECT ... FOR UPDATE``) and move it through the state
+machine, which refuses a second ``offered -> claimed``; "next case" takes the top
+of the worklist with ``SKIP LOCKED`` so concurrent callers get different studies.
+Eligibility is checked again at claim time: a license may have lapsed since the offer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from network.models import Radiologist
+from routing.eligibility import REASON_TEXT, Reason
+from routing.models import StudyRouting
+from routing.services import why_not
+from studies.models import Study
+from studies.services import study_transition
+from studies.states import StudyStatus
+from teleradiology.errors import Conflict, NotPermitted
+from worklist.models import Offer
+from worklist.selectors import worklist_for_reader
+
+
+def _check_eligible(study: Study, radiologist: Radiologist, now: dt.datetime) -> None:
+    verdict = why_not(study=study, radiologist_id=radiologist.pk, now=now)
+    if verdict is None:
+        raise NotPermitted("No routing rule applies to this study.", code="no_rule")
+    if not verdict.eligible:
+        reasons = "; ".join(REASON_TEXT[r] for r in verdict.reasons)
+        code = "at_cap" if Reason.AT_CAP in verdict.reasons else "not_eligible"
+        raise NotPermitted(f"You cannot read this study now: {reasons}.", code=code)
+
+
+def _claim_locked(
+    study: Study,
+    radiologist: Radiologist,
+    *,
+    actor: User | None,
+    now: dt.datetime,
+    ip_address: str | None,
+) -> Study:
+    if study.status != StudyStatus.OFFERED:
+        raise Conflict(
+            "This study has already been claimed by another radiologist.", code="already_claimed"
+        )
+    if not Offer.objects.filter(
+        study=study, radiologist=radiologist, withdrawn_at__isnull=True
+    ).exists():
+        raise NotPermitted("This study is not on your worklist.", code="not_offered")
+    _check_eligible(study, radiologist, now)
+    claimed = study_transition(
+        study_id=study.pk,
+        to_status=StudyStatus.CLAIMED,
+        actor=actor,
+        at=now,
+        assigned_radiologist=radiologist,
+        ip_address=ip_address,
+        reason=f"claimed by {radiologist.display_name}",
+    )
+    StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
+    return claimed
+
+
+def study_claim(
+    *,
+    study_id: int,
+    radiologist: Radiologist,
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> Study:
+    """Claim an offered study for ``radiologist``; the loser of a race gets Conflict."""
+    now = timezone.now()
+    with transaction.atomic():
+        study = (
+            Study.objects.select_for_update()
+            .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
+            .get(pk=study_id)
+        )
+        return _claim_locked(study, radiologist, actor=actor, now=now, ip_address=ip_address)
+
+
+def study_claim_next(
+    *,
+    radiologist: Radiologist,
+    actor: User | None = None,
+    ip_address: str | None = None,
+    scan: int = 10,
+) -> Study | None:
+    """Claim the top of the reader's worklist in one step (no cherry-picking).
+
+    Rows other callers hold are skipped, so concurrent callers each get a different
+    study and none is left behind.  A study the reader may no longer read (e.g. a
+    lapsed license) is passed over; being at the workload cap refuses outright.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        candidates = list(
+            worklist_for_reader(radiologist=radiologist)
+            .select_for_update(skip_locked=True, of=("self",))
+            .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")[
+                :scan
+            ]
+        )
+        for study in candidates:
+            try:
+                with transaction.atomic():
+                    return _claim_locked(
+                        study, radiologist, actor=actor, now=now, ip_address=ip_address
+                    )
+            except NotPermitted as refusal:
+                if refusal.code == "at_cap":
+                    raise
+    return None
+
+
+def study_release(
+    *,
+    study_id: int,
+    radiologist: Radiologist,
+    reason: str,
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> Study:
+    """Give a claimed study back: it returns to the worklists it was offered on."""
+    if not reason.strip():
+        raise NotPermitted("Say why you release the study.", code="reason_required")
+    now = timezone.now()
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study_id)
+        if study.status != StudyStatus.CLAIMED or study.assigned_radiologist_id != radiologist.pk:
+            raise Conflict("You do not hold a claim on this study.", code="not_claimed")
+        released = study_transition(
+            study_id=study.pk,
+            to_status=StudyStatus.OFFERED,
+            actor=actor,
+            at=now,
+            assigned_radiologist=None,
+            ip_address=ip_address,
+            reason=f"released: {reason}",
+        )
+        routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
+        if routing is not None and routing.rule is not None:
+            # The escalation clock restarts: the offered readers get a full tier wait.
+            routing.next_escalation_at = now + routing.rule.tier_wait(study.priority)
+            routing.save(update_fields=["next_escalation_at"])
+    return released
+
+
+def study_reassign(
+    *, study_id: int, to: Radiologist, actor: User, ip_address: str | None = None
+) -> Study:
+    """An admin hands a study to a named eligible reader (refused with the reasons)."""
+    now = timezone.now()
+    with transaction.atomic():
+        study = (
+            Study.objects.select_for_update()
+            .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
+            .get(pk=study_id)
+        )
+        if to.reading_group_id != study.facility.reading_group_id:
+            raise NotPermitted(
+                "That radiologist does not read for this facility's group.", code="other_group"
+            )
+        _check_eligible(study, to, now)
+        if study.status == StudyStatus.OFFERED:
+            Offer.objects.get_or_create(
+                study=study,
+                radiologist=to,
+                withdrawn_at=None,
+                defaults={"tier": 0, "offered_at": now},
+            )
+            study = study_transition(
+                study_id=study.pk,
+                to_status=StudyStatus.CLAIMED,
+                actor=actor,
+                at=now,
+                assigned_radiologist=to,
+                ip_address=ip_address,
+                reason=f"reassigned to {to.display_name}",
+            )
+        elif study.status == StudyStatus.CLAIMED:
+            previous = study.assigned_radiologist_id
+            study.assigned_radiologist = to
+            study.claimed_at = now
+            study.save(update_fields=["assigned_radiologist", "claimed_at", "updated_at"])
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.UPDATE,
+                obj=study,
+                patient_id=study.patient_id,
+                ip_address=ip_address,
+                detail={"reassigned": [previous, to.pk]},
+            )
+        else:
+            raise Conflict(
+                f"A {study.status} study cannot be reassigned.", code="invalid_transition"
+            )
+        StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
+    return study
