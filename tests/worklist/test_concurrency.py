@@ -115,7 +115,7 @@ def test_a_claim_racing_an_admin_reassign_has_one_outcome(
         (study_id,) = _offered_studies(facility_a, 1)
         outcomes: list[str] = []
 
-        def act(who):
+        def act(who, study_id=study_id, outcomes=outcomes):
             try:
                 if who == "claim":
                     study_claim(study_id=study_id, radiologist=claimer)
