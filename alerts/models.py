@@ -9,10 +9,15 @@ class Alert(models.Model):
         UNROUTABLE = "unroutable", "Study cannot be routed"
         SLA = "sla", "Turnaround at risk"
         CREDENTIAL_EXPIRY = "credential_expiry", "Credential expiring"
+        STALE_CLAIM = "stale_claim", "Idle claim released"
 
     kind = models.CharField(max_length=30, choices=Kind.choices)
     reading_group = models.ForeignKey(
         "network.ReadingGroup", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Also told when set (e.g. the reader whose idle claim was released).
+    recipient = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     study = models.ForeignKey(
         "studies.Study", null=True, blank=True, on_delete=models.PROTECT, related_name="alerts"

@@ -23,6 +23,7 @@ def alert_raise(
     message: str,
     reading_group: ReadingGroup | None = None,
     study: Study | None = None,
+    recipient: User | None = None,
 ) -> Alert | None:
     """Record an alert unless one with ``dedupe_key`` exists; mail the group's admins
     after commit.  Returns the new alert, or None when it was already raised."""
@@ -34,6 +35,7 @@ def alert_raise(
                 message=message,
                 reading_group=reading_group,
                 study=study,
+                recipient=recipient,
             )
     except IntegrityError:
         return None
@@ -61,6 +63,8 @@ def alert_recipients(*, reading_group: ReadingGroup | None) -> list[str]:
 def alert_send_email(*, alert: Alert) -> None:
     """Mail an alert; runs after commit, outside any transaction."""
     recipients = alert_recipients(reading_group=alert.reading_group)
+    if alert.recipient is not None and alert.recipient.email:
+        recipients = sorted({*recipients, alert.recipient.email})
     if recipients:
         send_mail(
             subject=f"[Teleradiology] {alert.get_kind_display()}",

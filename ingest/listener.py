@@ -8,6 +8,7 @@ hosts may share the database: every write below is safe under concurrency.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import tempfile
 import threading
@@ -173,7 +174,12 @@ class ReusePortServer(ThreadedAssociationServer):
     """Several listener processes may bind the same port; the kernel spreads
     connections among them."""
 
-    allow_reuse_port = True
+    def server_bind(self) -> None:
+        # pynetdicom's own server_bind ignores socketserver's allow_reuse_port,
+        # so the option is set here, before it binds.
+        if self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def handle_echo(event: evt.Event) -> int:

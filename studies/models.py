@@ -58,6 +58,9 @@ class Study(models.Model):
     finalized_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     sla_due_at = models.DateTimeField()
+    # Last sign of work by the claiming reader (claim, report autosave); a claim
+    # idle for too long is released by the stale-claim sweep.
+    claim_activity_at = models.DateTimeField(null=True, blank=True)
     # Instances that arrived after the study was declared ready.
     late_instance_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
@@ -76,6 +79,11 @@ class Study(models.Model):
                 fields=["last_instance_at"],
                 name="study_receiving_idx",
                 condition=Q(status=StudyStatus.RECEIVING),
+            ),
+            models.Index(
+                fields=["claim_activity_at"],
+                name="study_claimed_activity_idx",
+                condition=Q(status=StudyStatus.CLAIMED),
             ),
         ]
         constraints = [

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from rest_framework import status
@@ -32,3 +33,9 @@ def client_ip(request: Any) -> str | None:
     """The caller's address as the web server saw it (proxies are configured upstream)."""
     value = request.META.get("REMOTE_ADDR")
     return str(value) if value else None
+
+
+def request_actor(request: Any) -> User | None:
+    """The signed-in user making the request, typed for services' ``actor``."""
+    user = getattr(request, "user", None)
+    return user if isinstance(user, User) else None

@@ -24,5 +24,6 @@ app.conf.beat_schedule = {
         "task": "routing.credentials_alert_expiring",
         "schedule": 24 * 3600.0,
     },
+    "worklist-stale-claims": {"task": "worklist.claims_release_stale", "schedule": 60.0},
     "health-heartbeat": {"task": "health.tasks.heartbeat_record", "schedule": 30.0},
 }

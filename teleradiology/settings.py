@@ -234,6 +234,12 @@ DICOM_TLS_CA = env.str("DICOM_TLS_CA", default="")  # set to require client cert
 # A study is ready when no instance has arrived for this long.
 STUDY_QUIET_SECONDS = env.float("STUDY_QUIET_SECONDS", default=10.0)
 STUDY_READY_SWEEP_SECONDS = env.float("STUDY_READY_SWEEP_SECONDS", default=2.0)
+# A claim with no report activity for this long (minutes, per priority) is released.
+STALE_CLAIM_MINUTES = {
+    1: env.int("STALE_CLAIM_MINUTES_STAT", default=20),
+    2: env.int("STALE_CLAIM_MINUTES_URGENT", default=60),
+    3: env.int("STALE_CLAIM_MINUTES_ROUTINE", default=240),
+}
 # How often beat sweeps for due escalations, lost routing tasks and stale offers.
 ROUTING_SWEEP_SECONDS = env.float("ROUTING_SWEEP_SECONDS", default=5.0)
 

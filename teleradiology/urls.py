@@ -34,6 +34,10 @@ urlpatterns = [
     path("api/v1/worklist/next/", worklist_api.NextCaseApi.as_view(), name="worklist-next"),
     path("api/v1/me/cases/", worklist_api.MyCasesApi.as_view(), name="my-cases"),
     path("api/v1/studies/<int:study_id>/claim/", worklist_api.ClaimApi.as_view(), name="claim"),
+    path("api/v1/studies/<int:study_id>/accept/", worklist_api.AcceptApi.as_view(), name="accept"),
+    path(
+        "api/v1/studies/<int:study_id>/decline/", worklist_api.DeclineApi.as_view(), name="decline"
+    ),
     path(
         "api/v1/studies/<int:study_id>/release/", worklist_api.ReleaseApi.as_view(), name="release"
     ),

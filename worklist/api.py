@@ -21,7 +21,7 @@ from network.models import Priority, Radiologist
 from network.selectors import radiologist_for_user, reading_groups_administered
 from studies.models import Study
 from studies.selectors import study_get_visible
-from teleradiology.api import client_ip
+from teleradiology.api import client_ip, request_actor
 from worklist import selectors, services
 
 
@@ -229,3 +229,33 @@ class ReassignApi(APIView):
             ip_address=client_ip(request),
         )
         return Response(AssignmentSerializer(updated).data)
+
+
+class AcceptApi(APIView):
+    """Accept a study auto-assigned to me (the same as claiming it)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses=AssignmentSerializer)
+    def post(self, request: Request, study_id: int) -> Response:
+        return ClaimApi().post(request, study_id)
+
+
+class DeclineApi(APIView):
+    """Decline a study auto-assigned to me: it goes to the next candidate at once."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=ReleaseSerializer, responses={204: None})
+    def post(self, request: Request, study_id: int) -> Response:
+        reader = _reader(request)
+        study_get_visible(user=request.user, study_id=study_id)
+        body = ReleaseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.study_decline(
+            study_id=study_id,
+            radiologist=reader,
+            reason=body.validated_data["reason"],
+            actor=request_actor(request),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -12,6 +12,7 @@ import datetime as dt
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -61,6 +62,7 @@ def _claim_locked(
         actor=actor,
         at=now,
         assigned_radiologist=radiologist,
+        claim_activity_at=now,
         ip_address=ip_address,
         reason=f"claimed by {radiologist.display_name}",
     )
@@ -142,6 +144,7 @@ def study_release(
             actor=actor,
             at=now,
             assigned_radiologist=None,
+            claim_activity_at=None,
             ip_address=ip_address,
             reason=f"released: {reason}",
         )
@@ -182,14 +185,22 @@ def study_reassign(
                 actor=actor,
                 at=now,
                 assigned_radiologist=to,
+                claim_activity_at=now,
                 ip_address=ip_address,
                 reason=f"reassigned to {to.display_name}",
             )
         elif study.status == StudyStatus.CLAIMED:
             previous = study.assigned_radiologist_id
             study.assigned_radiologist = to
-            study.claimed_at = now
-            study.save(update_fields=["assigned_radiologist", "claimed_at", "updated_at"])
+            study.claimed_at = study.claim_activity_at = now
+            study.save(
+                update_fields=[
+                    "assigned_radiologist",
+                    "claimed_at",
+                    "claim_activity_at",
+                    "updated_at",
+                ]
+            )
             audit_record(
                 actor=actor,
                 action=AuditEvent.Action.UPDATE,
@@ -204,3 +215,85 @@ def study_reassign(
             )
         StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
     return study
+
+
+def study_decline(
+    *, study_id: int, radiologist: Radiologist, reason: str, actor: User | None = None
+) -> None:
+    """Decline an auto-assigned study: it moves to the next candidate at once."""
+    from routing.services import study_escalate
+
+    now = timezone.now()
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study_id)
+        withdrawn = Offer.objects.filter(
+            study=study, radiologist=radiologist, withdrawn_at__isnull=True
+        ).update(withdrawn_at=now, withdrawn_reason=f"declined: {reason}"[:200])
+        if not withdrawn or study.status != StudyStatus.OFFERED:
+            raise Conflict("This study is not waiting for your answer.", code="not_offered")
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.UPDATE,
+            obj=study,
+            patient_id=study.patient_id,
+            detail={"declined": reason[:200]},
+        )
+        # Due now: the escalation step offers it to the next reader (or widens).
+        StudyRouting.objects.filter(study=study).update(next_escalation_at=now)
+    study_escalate(study_id=study_id, now=now)
+
+
+def claims_release_stale(*, now: dt.datetime | None = None, batch_size: int = 200) -> list[int]:
+    """Beat sweep: release claims idle longer than their priority allows; the reader
+    and the group's admins are told, and the study goes back on offer."""
+    from django.conf import settings
+
+    from alerts.models import Alert
+    from alerts.services import alert_raise
+
+    now = now or timezone.now()
+    limits = settings.STALE_CLAIM_MINUTES
+    stale = Q()
+    for priority, minutes in limits.items():
+        stale |= Q(priority=priority, claim_activity_at__lt=now - dt.timedelta(minutes=minutes))
+    candidates = list(
+        Study.objects.filter(stale, status=StudyStatus.CLAIMED)
+        .order_by("claim_activity_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    released = []
+    for study_id in candidates:
+        with transaction.atomic():
+            study = (
+                Study.objects.select_for_update(skip_locked=True)
+                .select_related("assigned_radiologist__user", "facility__reading_group")
+                .filter(pk=study_id, status=StudyStatus.CLAIMED)
+                .first()
+            )
+            if study is None or study.claim_activity_at is None:
+                continue
+            minutes = limits[study.priority]
+            if study.claim_activity_at >= now - dt.timedelta(minutes=minutes):
+                continue  # activity since we looked
+            reader = study.assigned_radiologist
+            if reader is None:  # impossible: a database constraint requires one
+                continue
+            study_release(
+                study_id=study.pk,
+                radiologist=reader,
+                reason=f"no report activity for {minutes} minutes (automatic)",
+            )
+            alert_raise(
+                kind=Alert.Kind.STALE_CLAIM,
+                dedupe_key=f"stale-claim:{study.pk}:{study.claim_activity_at.isoformat()}",
+                message=(
+                    f"{reader.display_name}'s claim on study "
+                    f"{study.accession_number or study.pk} was released after "
+                    f"{minutes} minutes without report activity; it is back on offer."
+                ),
+                reading_group=study.facility.reading_group,
+                study=study,
+                recipient=reader.user,
+            )
+            released.append(study.pk)
+    return released

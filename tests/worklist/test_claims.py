@@ -155,3 +155,60 @@ def test_radiologists_cannot_reassign(api, tiered, offered):
         format="json",
     )
     assert response.status_code == 403
+
+
+def test_auto_assign_accept_and_decline(api, tiered, ready_study, neuro_rule):
+    from routing.models import RoutingRule
+    from worklist.models import Offer
+
+    RoutingRule.objects.filter(pk=neuro_rule.pk).update(delivery="auto_assign")
+    study_route(study_id=ready_study.pk, now=NOW)
+    local, regional = tiered["local"], tiered["regional"]
+    assert (
+        api(regional.user).post(f"/api/v1/studies/{ready_study.pk}/accept/").status_code == 404
+    )  # not assigned to them
+    declined = api(local.user).post(
+        f"/api/v1/studies/{ready_study.pk}/decline/",
+        {"reason": "conflict of interest"},
+        format="json",
+    )
+    assert declined.status_code == 204
+    # Straight to the next candidate, who accepts.
+    assert set(
+        Offer.objects.filter(study=ready_study, withdrawn_at__isnull=True).values_list(
+            "radiologist", flat=True
+        )
+    ) == {regional.pk}
+    accepted = api(regional.user).post(f"/api/v1/studies/{ready_study.pk}/accept/")
+    assert accepted.status_code == 200
+    assert Study.objects.get(pk=ready_study.pk).assigned_radiologist == regional
+
+
+def test_an_idle_claim_is_released_once_and_people_are_told(
+    api, tiered, offered, group_admin, settings, django_capture_on_commit_callbacks, mailoutbox
+):
+    import time_machine
+
+    from alerts.models import Alert
+    from worklist.services import claims_release_stale
+
+    group_admin.email = "admin@example.test"
+    group_admin.save()
+    reader = tiered["local"]
+    reader.user.email = "reader@example.test"
+    reader.user.save()
+    settings.STALE_CLAIM_MINUTES = {1: 20, 2: 60, 3: 240}
+    api(reader.user).post(f"/api/v1/studies/{offered.pk}/claim/")
+    assert claims_release_stale(now=NOW + dt.timedelta(minutes=19)) == []
+    with (
+        time_machine.travel(NOW + dt.timedelta(minutes=21), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert claims_release_stale() == [offered.pk]
+        assert claims_release_stale() == []
+    study = Study.objects.get(pk=offered.pk)
+    assert study.status == "offered" and study.assigned_radiologist is None
+    assert "no report activity for 20 minutes" in study.transitions.last().reason
+    alert = Alert.objects.get(kind="stale_claim")
+    assert alert.recipient == reader.user
+    assert mailoutbox[0].to == ["admin@example.test", "reader@example.test"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -12,6 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
+
+logger = logging.getLogger("ingest.listener")
 
 
 class Command(BaseCommand):
@@ -50,11 +53,15 @@ class Command(BaseCommand):
         def spawn(slot: int) -> None:
             pid = os.fork()
             if pid == 0:
+                code = 0
                 try:
                     server = make_server(host=host, port=port, ae_title=ae_title, reuse_port=True)
                     self._serve(server)
+                except BaseException:
+                    code = 1
+                    logger.exception("listener process %d failed", os.getpid())
                 finally:
-                    os._exit(0)
+                    os._exit(code)
             children[pid] = slot
 
         def stop(signum: int, frame: Any) -> None:
