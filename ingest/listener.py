@@ -54,7 +54,6 @@ TRANSFER_SYNTAXES = [
 ]
 
 _REFUSED = "\x00refused"
-DUL_POLL_SECONDS = 0.0001
 
 
 class GatedApplicationEntity(ApplicationEntity):
@@ -163,10 +162,6 @@ class BoundedRequestHandler(RequestHandler):
         # wrapper pynetdicom just made keeps its connection state intact.
         if assoc.dul.socket is not None:
             assoc.dul.socket.__class__ = BoundedAssociationSocket
-        # pynetdicom's transport loop sleeps between polls of the socket; its 1 ms
-        # default adds milliseconds to every C-STORE.  Associations are short-lived
-        # and capped in number, so the extra wake-ups are affordable.
-        assoc.dul._run_loop_delay = DUL_POLL_SECONDS
         return assoc
 
 

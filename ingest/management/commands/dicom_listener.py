@@ -57,6 +57,8 @@ class Command(BaseCommand):
                 try:
                     server = make_server(host=host, port=port, ae_title=ae_title, reuse_port=True)
                     self._serve(server)
+                except (KeyboardInterrupt, SystemExit):
+                    pass  # asked to stop
                 except BaseException:
                     code = 1
                     logger.exception("listener process %d failed", os.getpid())
