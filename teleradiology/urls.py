@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
@@ -26,6 +27,9 @@ router.register("quarantine", QuarantineViewSet, basename="quarantine")
 router.register("routing-rules", RoutingRuleViewSet, basename="routing-rule")
 
 urlpatterns = [
+    path("", include("worklist.urls")),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/v1/me/", network_api.MeApi.as_view(), name="me"),

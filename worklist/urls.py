@@ -1,0 +1,14 @@
+from django.urls import path
+
+from worklist import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("worklist/", views.worklist_page, name="worklist-page"),
+    path("worklist/rows/", views.worklist_rows, name="worklist-rows"),
+    path("worklist/next/", views.next_case, name="next-case-page"),
+    path("cases/", views.my_cases_page, name="my-cases-page"),
+    path("studies/<int:study_id>/", views.study_page, name="study-page"),
+    path("studies/<int:study_id>/claim/", views.claim, name="claim-page"),
+    path("studies/<int:study_id>/release/", views.release, name="release-page"),
+]

@@ -1,0 +1,187 @@
+"""The radiologist's pages: worklist (live), my cases, a study, and the claim buttons.
+
+Thin: each view reads through a selector or acts through a service; htmx asks for
+the worklist rows every few seconds and posts the claim buttons.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+from rest_framework.exceptions import NotFound
+
+from audit.models import AuditEvent
+from audit.services import audit_record, audit_record_many
+from network.models import Radiologist
+from network.selectors import radiologist_for_user
+from routing.models import StudyRouting
+from routing.selectors import decisions_for_study
+from studies.models import Study
+from studies.selectors import study_get_visible
+from teleradiology.api import client_ip, request_actor
+from teleradiology.errors import DomainError
+from worklist import selectors, services
+
+
+def _reader_or_none(request: HttpRequest) -> Radiologist | None:
+    return radiologist_for_user(user=request.user)
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponseBase:
+    """Readers land on their worklist; others on the tools they have."""
+    if _reader_or_none(request) is not None:
+        return redirect("worklist-page")
+    return redirect("/admin/" if request.user.is_staff else "/api/docs/")
+
+
+def _rows(request: HttpRequest, reader: Radiologist) -> list[Study]:
+    rows = list(selectors.worklist_for_reader(radiologist=reader)[:100])
+    audit_record_many(
+        actor=request.user,
+        action=AuditEvent.Action.LIST,
+        object_type="studies.study",
+        items=[(str(s.pk), s.patient_id) for s in rows],
+        ip_address=client_ip(request),
+        detail={"view": "worklist page"},
+    )
+    return rows
+
+
+@login_required
+def worklist_page(request: HttpRequest) -> HttpResponse:
+    reader = _reader_or_none(request)
+    if reader is None:
+        return render(request, "worklist/not_a_reader.html", status=403)
+    return render(request, "worklist/worklist.html", {"rows": _rows(request, reader)})
+
+
+@login_required
+def worklist_rows(request: HttpRequest) -> HttpResponse:
+    """The table body, polled by htmx every few seconds."""
+    reader = _reader_or_none(request)
+    if reader is None:
+        return HttpResponse(status=403)
+    return render(request, "worklist/_rows.html", {"rows": _rows(request, reader)})
+
+
+def _refused(request: HttpRequest, reader: Radiologist, message: str) -> HttpResponse:
+    response = render(
+        request,
+        "worklist/_rows.html",
+        {
+            "rows": _rows(request, reader),
+            "message": message,
+        },
+    )
+    response["HX-Retarget"] = "#worklist-body"
+    return response
+
+
+@login_required
+@require_POST
+def claim(request: HttpRequest, study_id: int) -> HttpResponseBase:
+    reader = _reader_or_none(request)
+    if reader is None:
+        return HttpResponse("Only radiologists claim studies.", status=403)
+    try:
+        study_get_visible(user=request.user, study_id=study_id)
+        services.study_claim(
+            study_id=study_id,
+            radiologist=reader,
+            actor=request_actor(request),
+            ip_address=client_ip(request),
+        )
+    except DomainError as refusal:
+        return _refused(request, reader, refusal.message)
+    except NotFound:  # it left my worklist (offer withdrawn) meanwhile
+        return _refused(request, reader, "That study is no longer on your worklist.")
+    return HttpResponseClientRedirect(reverse("study-page", args=[study_id]))
+
+
+@login_required
+@require_POST
+def next_case(request: HttpRequest) -> HttpResponseBase:
+    reader = _reader_or_none(request)
+    if reader is None:
+        return HttpResponse("Only radiologists claim studies.", status=403)
+    try:
+        study = services.study_claim_next(
+            radiologist=reader, actor=request_actor(request), ip_address=client_ip(request)
+        )
+    except DomainError as refusal:
+        return _refused(request, reader, refusal.message)
+    if study is None:
+        return _refused(request, reader, "Nothing on your worklist to claim.")
+    return HttpResponseClientRedirect(reverse("study-page", args=[study.pk]))
+
+
+@login_required
+@require_POST
+def release(request: HttpRequest, study_id: int) -> HttpResponseBase:
+    reader = _reader_or_none(request)
+    reason = request.POST.get("reason", "").strip()
+    if reader is None:
+        return HttpResponse(status=403)
+    try:
+        study_get_visible(user=request.user, study_id=study_id)
+        services.study_release(
+            study_id=study_id,
+            radiologist=reader,
+            reason=reason,
+            actor=request_actor(request),
+            ip_address=client_ip(request),
+        )
+    except DomainError as refusal:
+        messages.error(request, refusal.message)
+        return redirect("study-page", study_id=study_id)
+    messages.info(request, "Released: the study is back on the worklist.")
+    return redirect("worklist-page")
+
+
+@login_required
+def my_cases_page(request: HttpRequest) -> HttpResponse:
+    reader = _reader_or_none(request)
+    if reader is None:
+        return render(request, "worklist/not_a_reader.html", status=403)
+    cases = list(selectors.cases_for_reader(radiologist=reader))
+    audit_record_many(
+        actor=request.user,
+        action=AuditEvent.Action.LIST,
+        object_type="studies.study",
+        items=[(str(s.pk), s.patient_id) for s in cases],
+        ip_address=client_ip(request),
+        detail={"view": "my cases page"},
+    )
+    return render(request, "worklist/my_cases.html", {"cases": cases})
+
+
+@login_required
+def study_page(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = study_get_visible(user=request.user, study_id=study_id)
+    audit_record(
+        actor=request.user,
+        action=AuditEvent.Action.READ,
+        obj=study,
+        patient_id=study.patient_id,
+        ip_address=client_ip(request),
+    )
+    reader = _reader_or_none(request)
+    routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
+    return render(
+        request,
+        "worklist/study.html",
+        {
+            "study": study,
+            "series": study.series.all(),
+            "routing": routing,
+            "decisions": decisions_for_study(study=study),
+            "is_holder": reader is not None and study.assigned_radiologist_id == reader.pk,
+            "can_claim": reader is not None and study.status == "offered",
+        },
+    )
