@@ -73,7 +73,7 @@ def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFa
 
 def _lock_study(study_id: int, *, skip_locked: bool = False) -> Study | None:
     return (
-        Study.objects.select_for_update(skip_locked=skip_locked)
+        Study.objects.select_for_update(skip_locked=skip_locked, of=("self",))
         .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
         .filter(pk=study_id)
         .first()
@@ -420,7 +420,11 @@ def study_change_triage(
     """Change a study's priority and/or triage flags (e.g. set by AI), recompute its
     SLA due time, and re-route it if it is still waiting for a reader."""
     with transaction.atomic():
-        study = Study.objects.select_for_update().select_related("facility").get(pk=study_id)
+        study = (
+            Study.objects.select_for_update(of=("self",))
+            .select_related("facility")
+            .get(pk=study_id)
+        )
         before = {"priority": study.priority, "flags": list(study.flags or [])}
         if priority is not None and priority != study.priority:
             study.priority = priority

@@ -81,7 +81,7 @@ def study_claim(
     now = timezone.now()
     with transaction.atomic():
         study = (
-            Study.objects.select_for_update()
+            Study.objects.select_for_update(of=("self",))
             .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
             .get(pk=study_id)
         )
@@ -163,7 +163,7 @@ def study_reassign(
     now = timezone.now()
     with transaction.atomic():
         study = (
-            Study.objects.select_for_update()
+            Study.objects.select_for_update(of=("self",))
             .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
             .get(pk=study_id)
         )
@@ -265,7 +265,7 @@ def claims_release_stale(*, now: dt.datetime | None = None, batch_size: int = 20
     for study_id in candidates:
         with transaction.atomic():
             study = (
-                Study.objects.select_for_update(skip_locked=True)
+                Study.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("assigned_radiologist__user", "facility__reading_group")
                 .filter(pk=study_id, status=StudyStatus.CLAIMED)
                 .first()
