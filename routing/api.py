@@ -21,7 +21,7 @@ from network.selectors import reading_groups_administered
 from network.serializers import ScopedRelatedFieldsMixin
 from routing import selectors, services
 from routing.models import RoutingDecision, RoutingRule, StudyRouting
-from studies.selectors import study_get_visible
+from studies.selectors import study_get_visible, study_is_administered_by
 from teleradiology.api import client_ip
 
 
@@ -157,12 +157,7 @@ class StudyRoutingApi(APIView):
     )
     def get(self, request: Request, study_id: int) -> Response:
         study = study_get_visible(user=request.user, study_id=study_id)
-        if not (
-            request.user.is_superuser
-            or reading_groups_administered(user=request.user)
-            .filter(pk=study.facility.reading_group_id)
-            .exists()
-        ):
+        if not study_is_administered_by(user=request.user, study=study):
             raise NotFound("No such study.")
         routing = StudyRouting.objects.filter(study=study).first()
         body: dict[str, Any] = {
@@ -207,12 +202,7 @@ class StudyTriageApi(APIView):
     @extend_schema(request=TriageSerializer, responses={200: dict})
     def post(self, request: Request, study_id: int) -> Response:
         study = study_get_visible(user=request.user, study_id=study_id)
-        if not (
-            request.user.is_superuser
-            or reading_groups_administered(user=request.user)
-            .filter(pk=study.facility.reading_group_id)
-            .exists()
-        ):
+        if not study_is_administered_by(user=request.user, study=study):
             raise NotFound("No such study.")
         data = TriageSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -91,17 +91,22 @@ def study_route(*, study_id: int, now: dt.datetime | None = None) -> RoutingDeci
         routing = StudyRouting.objects.filter(study=study).first()
         if routing is not None and routing.next_escalation_at and routing.next_escalation_at > now:
             return None  # already decided; its timer will bring it back
-        rule = rule_for_study(study=study)
-        if rule is None:
-            return _mark_unroutable(
-                study,
-                None,
-                tier=0,
-                now=now,
-                verdicts=[],
-                reason="no routing rule matches the study and the group has no default rule",
-            )
-        return _offer_from(study, rule, tier=0, now=now, outcome=RoutingDecision.Outcome.OFFERED)
+        return _route_afresh(study, now=now)
+
+
+def _route_afresh(study: Study, *, now: dt.datetime) -> RoutingDecision | None:
+    """Match the study's rule and offer from the hyperlocal tier (or flag it unroutable)."""
+    rule = rule_for_study(study=study)
+    if rule is None:
+        return _mark_unroutable(
+            study,
+            None,
+            tier=0,
+            now=now,
+            verdicts=[],
+            reason="no routing rule matches the study and the group has no default rule",
+        )
+    return _offer_from(study, rule, tier=0, now=now, outcome=RoutingDecision.Outcome.OFFERED)
 
 
 def _gather(study: Study, rule: RoutingRule, *, tier: int, now: dt.datetime) -> list[Verdict]:
@@ -285,19 +290,7 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
         if study.status == StudyStatus.READY:
             routing.next_escalation_at = None
             routing.save(update_fields=["next_escalation_at"])
-            rule = rule_for_study(study=study)
-            if rule is None:
-                return _mark_unroutable(
-                    study,
-                    None,
-                    tier=0,
-                    now=now,
-                    verdicts=[],
-                    reason="no routing rule matches the study and the group has no default rule",
-                )
-            return _offer_from(
-                study, rule, tier=0, now=now, outcome=RoutingDecision.Outcome.OFFERED
-            )
+            return _route_afresh(study, now=now)
         if study.status != StudyStatus.OFFERED:
             routing.next_escalation_at = None
             routing.save(update_fields=["next_escalation_at"])

@@ -59,3 +59,12 @@ def study_offer_counts(*, study: Study) -> dict[str, int]:
     return Offer.objects.filter(study=study).aggregate(
         open=Count("pk", filter=Q(withdrawn_at__isnull=True)), total=Count("pk")
     )
+
+
+def study_is_administered_by(*, user: AnyUser, study: Study) -> bool:
+    """True when ``user`` administers the reading group that reads ``study``'s facility."""
+    if getattr(user, "is_superuser", False) and user.is_active:
+        return True
+    return (
+        reading_groups_administered(user=user).filter(pk=study.facility.reading_group_id).exists()
+    )

@@ -18,9 +18,9 @@ from rest_framework.views import APIView
 from audit.models import AuditEvent
 from audit.services import audit_record_many
 from network.models import Priority, Radiologist
-from network.selectors import radiologist_for_user, reading_groups_administered
+from network.selectors import radiologist_for_user
 from studies.models import Study
-from studies.selectors import study_get_visible
+from studies.selectors import study_get_visible, study_is_administered_by
 from teleradiology.api import client_ip, request_actor
 from worklist import selectors, services
 
@@ -208,12 +208,7 @@ class ReassignApi(APIView):
     @extend_schema(request=ReassignSerializer, responses=AssignmentSerializer)
     def post(self, request: Request, study_id: int) -> Response:
         study = study_get_visible(user=request.user, study_id=study_id)
-        if not (
-            request.user.is_superuser
-            or reading_groups_administered(user=request.user)
-            .filter(pk=study.facility.reading_group_id)
-            .exists()
-        ):
+        if not study_is_administered_by(user=request.user, study=study):
             raise PermissionDenied("Only the group's admins reassign studies.")
         body = ReassignSerializer(data=request.data)
         body.is_valid(raise_exception=True)
