@@ -23,6 +23,7 @@ from studies.models import Study
 from studies.selectors import study_get_visible, study_is_administered_by
 from teleradiology.api import client_ip, request_actor
 from worklist import selectors, services
+from worklist.pagination import WorklistKeysetPagination
 
 
 class IsRadiologist(BasePermission):
@@ -93,6 +94,7 @@ class WorklistApi(generics.ListAPIView[Study]):
     permission_classes = [IsAuthenticated, IsRadiologist]
     serializer_class = WorklistRowSerializer
     filterset_class = WorklistFilter
+    pagination_class = WorklistKeysetPagination
     ordering_fields: list[str] = []
 
     def get_queryset(self) -> QuerySet[Study]:

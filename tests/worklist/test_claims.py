@@ -212,3 +212,33 @@ def test_an_idle_claim_is_released_once_and_people_are_told(
     alert = Alert.objects.get(kind="stale_claim")
     assert alert.recipient == reader.user
     assert mailoutbox[0].to == ["admin@example.test", "reader@example.test"]
+
+
+def test_worklist_pages_by_keyset_in_order_without_gaps(api, tiered, facility_a):
+    from studies.services import study_transition
+
+    ids = []
+    for n in range(7):
+        study = f.StudyFactory(
+            facility=facility_a,
+            modality="CT",
+            body_part="HEAD",
+            priority=1 + n % 3,
+            received_at=NOW - dt.timedelta(minutes=n),
+        )
+        study_transition(study_id=study.pk, to_status="ready", at=NOW)
+        study_route(study_id=study.pk, now=NOW)
+        ids.append(study.pk)
+    client = api(tiered["local"].user)
+    seen, url = [], "/api/v1/worklist/?page_size=3"
+    while url:
+        body = client.get(url).json()
+        seen += [r["id"] for r in body["results"]]
+        url = body["next"]
+    expected = list(
+        Study.objects.filter(pk__in=ids)
+        .order_by("priority", "sla_due_at", "received_at", "id")
+        .values_list("pk", flat=True)
+    )
+    assert seen == expected
+    assert client.get("/api/v1/worklist/?cursor=garbage").status_code == 400
