@@ -131,7 +131,19 @@ def candidate_facts(
     if radiologist_ids is not None:
         readers = readers.filter(pk__in=radiologist_ids)
     else:
-        readers = readers.filter(on_shift=True, tier__lte=max_tier)  # type: ignore[misc]
+        # Plausible candidates only: on shift in the tier, holding some license in
+        # the jurisdiction and some privilege at the facility (valid or not: the
+        # decision says which).  Anyone else is explained on demand (why_not).
+        readers = readers.filter(  # type: ignore[misc]
+            Exists(
+                License.objects.filter(
+                    radiologist=OuterRef("pk"), jurisdiction__code=jurisdiction_code
+                )
+            ),
+            Exists(FacilityPrivilege.objects.filter(radiologist=OuterRef("pk"), facility=facility)),
+            on_shift=True,
+            tier__lte=max_tier,
+        )
     readers = readers.distinct().prefetch_related(
         Prefetch(
             "licenses",
@@ -185,3 +197,40 @@ def candidate_facts(
 
 def decisions_for_study(*, study: Study) -> QuerySet[RoutingDecision]:
     return RoutingDecision.objects.filter(study=study).order_by("created_at", "id")
+
+
+def shift_coverage(
+    *, facility: Facility, jurisdiction_code: str, at: dt.datetime
+) -> dict[str, int]:
+    """How many of the group's readers are on shift, and of those how many hold a
+    currently valid license in the jurisdiction, and privileges at the facility too
+    (three counts in one query, for unroutable explanations)."""
+    today = at.date()
+    valid_license = Exists(
+        License.objects.filter(
+            radiologist=OuterRef("pk"),
+            jurisdiction__code=jurisdiction_code,
+            status=CredentialStatus.ACTIVE,
+            valid_from__lte=today,
+            valid_to__gte=today,
+        )
+    )
+    valid_privilege = Exists(
+        FacilityPrivilege.objects.filter(
+            radiologist=OuterRef("pk"),
+            facility=facility,
+            status=CredentialStatus.ACTIVE,
+            valid_from__lte=today,
+            valid_to__gte=today,
+        )
+    )
+    on_shift = Exists(
+        Shift.objects.filter(radiologist=OuterRef("pk"), starts_at__lte=at, ends_at__gt=at)
+    )
+    return Radiologist.objects.filter(
+        on_shift, reading_group_id=facility.reading_group_id, is_active=True
+    ).aggregate(
+        on_shift=Count("pk"),
+        licensed=Count("pk", filter=Q(valid_license)),
+        privileged=Count("pk", filter=Q(valid_license) & Q(valid_privilege)),
+    )

@@ -127,10 +127,10 @@ def _offer_from(
     skip: frozenset[int] = frozenset(),
 ) -> RoutingDecision | None:
     """Offer at ``tier``, widening tier by tier until someone new is eligible."""
-    verdicts: list[Verdict] = []
-    fresh: list[Verdict] = []
+    # One gathering for every tier; each step looks at the tiers up to its own.
+    everyone = _gather(study, rule, tier=LAST_TIER, now=now)
     while True:
-        verdicts = _gather(study, rule, tier=tier, now=now)
+        verdicts = [v for v in everyone if v.tier <= tier]
         fresh = [v for v in verdicts if v.eligible and v.radiologist_id not in skip]
         if fresh or tier >= LAST_TIER:
             break
@@ -139,7 +139,7 @@ def _offer_from(
         if skip and outcome == RoutingDecision.Outcome.ESCALATED:
             reason = "nobody claimed it in time at any tier"
         else:
-            reason = unroutable_reason(study, verdicts)
+            reason = unroutable_reason(study, verdicts, now=now)
         return _mark_unroutable(study, rule, tier=tier, now=now, reason=reason, verdicts=verdicts)
 
     chosen = fresh[:1] if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN else fresh
@@ -191,12 +191,22 @@ def _offer_from(
     )
 
 
-def unroutable_reason(study: Study, verdicts: Sequence[Verdict]) -> str:
+def unroutable_reason(study: Study, verdicts: Sequence[Verdict], *, now: dt.datetime) -> str:
     """A sentence an admin can act on, e.g. 'no radiologist licensed in US-TX is on shift'."""
     group = study.facility.reading_group.name
     jurisdiction = study.patient_jurisdiction.code
     if not verdicts:
-        return f"no radiologist of {group} is on shift"
+        coverage = selectors.shift_coverage(
+            facility=study.facility, jurisdiction_code=jurisdiction, at=now
+        )
+        if not coverage["on_shift"]:
+            return f"no radiologist of {group} is on shift"
+        if not coverage["licensed"]:
+            return f"no radiologist licensed in {jurisdiction} is on shift"
+        return (
+            f"no radiologist licensed in {jurisdiction} with privileges at "
+            f"{study.facility.name} is on shift"
+        )
     licensed = [
         v
         for v in verdicts

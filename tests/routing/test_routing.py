@@ -140,24 +140,30 @@ def test_no_offer_ever_goes_to_an_ineligible_reader(
     group_a, facility_a, regions, neuro_rule, ready_study
 ):
     make_reader(group_a, facility_a, name="ok", region=regions["local"])
-    make_reader(group_a, facility_a, name="no_priv", region=regions["local"], privileged=False)
+    no_priv = make_reader(
+        group_a, facility_a, name="no_priv", region=regions["local"], privileged=False
+    )
+    lapsed = make_reader(group_a, facility_a, name="lapsed", region=regions["local"])
+    lapsed.privileges.update(valid_to=NOW.date() - dt.timedelta(days=1))
     make_reader(group_a, facility_a, name="msk", region=regions["local"], subs=("msk",))
     make_reader(group_a, facility_a, name="prelim", region=regions["local"], scope="preliminary")
     make_reader(group_a, facility_a, name="off", region=regions["local"], on_shift=False)
     decision = study_route(study_id=ready_study.pk, now=NOW)
     assert open_offers(ready_study) == {"ok"}
     reasons = {v["name"]: v["reasons"] for v in decision.verdicts}
-    assert reasons["Dr. no_priv"] == [Reason.NO_PRIVILEGE]
+    assert reasons["Dr. lapsed"] == [Reason.PRIVILEGE_EXPIRED]
     assert reasons["Dr. msk"] == [Reason.WRONG_SUBSPECIALTY]
     assert reasons["Dr. prelim"] == [Reason.PRELIMINARY_ONLY]
-    assert "Dr. off" not in reasons  # off shift: not a plausible candidate...
-    off = Study.objects.get(pk=ready_study.pk)
-    verdict = why_not(
-        study=off,
-        radiologist_id=f.RadiologistFactory._meta.model.objects.get(user__username="off").pk,
-        now=NOW,
+    # Off shift, or with no privilege at the facility at all: not plausible
+    # candidates, so not gathered...
+    assert "Dr. off" not in reasons and "Dr. no_priv" not in reasons
+    study = Study.objects.get(pk=ready_study.pk)
+    off = f.RadiologistFactory._meta.model.objects.get(user__username="off")
+    # ...but explained on demand.
+    assert why_not(study=study, radiologist_id=off.pk, now=NOW).reasons == (Reason.OFF_SHIFT,)
+    assert why_not(study=study, radiologist_id=no_priv.pk, now=NOW).reasons == (
+        Reason.NO_PRIVILEGE,
     )
-    assert verdict.reasons == (Reason.OFF_SHIFT,)  # ...but explained on demand
 
 
 def test_auto_assign_offers_the_best_reader_then_the_next(tiered, ready_study, neuro_rule):
@@ -308,4 +314,18 @@ def test_an_offer_to_a_reader_who_went_off_shift_is_withdrawn_and_the_study_rero
     assert open_offers(ready_study) == {"dr_other"}
     assert Offer.objects.get(study=ready_study, radiologist=leaving).withdrawn_reason == (
         "reader no longer eligible"
+    )
+
+
+def test_unroutable_reasons_name_what_is_missing(
+    group_a, facility_a, regions, neuro_rule, ready_study
+):
+    from routing.services import unroutable_reason
+
+    assert unroutable_reason(ready_study, [], now=NOW) == "no radiologist of Group A is on shift"
+    make_reader(
+        group_a, facility_a, name="licensed_only", region=regions["local"], privileged=False
+    )
+    assert unroutable_reason(ready_study, [], now=NOW) == (
+        "no radiologist licensed in US-TX with privileges at Facility A is on shift"
     )
