@@ -80,6 +80,16 @@ class Study(models.Model):
                 name="study_receiving_idx",
                 condition=Q(status=StudyStatus.RECEIVING),
             ),
+            # A reader's open claims (workload cap) and recent work (fairness):
+            # looked up for every routing candidate, so they must stay small reads.
+            models.Index(
+                fields=["assigned_radiologist"],
+                name="study_open_claims_idx",
+                condition=Q(status__in=[StudyStatus.CLAIMED, StudyStatus.PRELIMINARY]),
+            ),
+            models.Index(
+                fields=["assigned_radiologist", "claimed_at"], name="study_reader_work_idx"
+            ),
             models.Index(
                 fields=["claim_activity_at"],
                 name="study_claimed_activity_idx",
