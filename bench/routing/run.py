@@ -761,6 +761,17 @@ def route_in_process(ctx: Ctx, ids: Sequence[int], capture: int) -> dict[str, An
             v[3] for (path, _, name), v in stats.items() if name == func and path.endswith(suffix)
         )
         profile[label] = 1000 * cum / max(len(profiled), 1)
+    n_prof = max(len(profiled), 1)
+    own_time = sorted(stats.items(), key=lambda kv: -kv[1][2])[:12]
+    profile_top = [
+        {
+            "function": f"{short_path(path)}:{line}({name})",
+            "own_ms": 1000 * v[2] / n_prof,
+            "cum_ms": 1000 * v[3] / n_prof,
+            "calls": v[1] / n_prof,
+        }
+        for (path, line, name), v in own_time
+    ]
     # Latency by what the decision was (nearest tier with someone eligible, or none).
     by_kind: dict[str, list[float]] = defaultdict(list)
     kinds = ctx.conn.execute(
@@ -787,6 +798,7 @@ def route_in_process(ctx: Ctx, ids: Sequence[int], capture: int) -> dict[str, An
         "queries_per_decision": statistics.fmean(n_queries) if n_queries else None,
         "sql_share": sql_total / wall if wall else None,
         "profile_ms_per_decision": profile,
+        "profile_top": profile_top,
         "profiled": len(profiled),
         "top_queries": [
             {
@@ -799,6 +811,18 @@ def route_in_process(ctx: Ctx, ids: Sequence[int], capture: int) -> dict[str, An
             for norm, v in top
         ],
     }
+
+
+def short_path(path: str) -> str:
+    """A source path without the machine's folders (package or repository relative)."""
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1]
+    found = re.search(r"/lib/python3[.\d]*/(.+)$", path)
+    if found:
+        return found.group(1)
+    with contextlib.suppress(ValueError):
+        return str(Path(path).resolve().relative_to(REPO))
+    return Path(path).name
 
 
 def normalize_sql(sql: str) -> str:
@@ -1060,6 +1084,7 @@ def phase_fault(ctx: Ctx) -> list[int]:
     stop_file = ctx.work / "fault-stop"
     sweep_logs = [ctx.work / "logs" / f"sweeper-{k}.jsonl" for k in (1, 2)]
     procs: list[subprocess.Popen[bytes]] = []
+    saved_shifts: list[tuple[int, dt.datetime]] = []
     t_start = time.monotonic()
     try:
         worker_a, log_a = celery_worker(ctx, "fault-a", queue, env=env)
@@ -1073,6 +1098,7 @@ def phase_fault(ctx: Ctx) -> list[int]:
             interval=0.05,
         )
         PROCS.kill9(worker_a)
+        t_kill = time.monotonic()
         res["decided_at_kill"] = decided_count(ctx, first, last)
         text = log_a.read_text(errors="replace")
         done_ids = {m.group(1) for m in TASK_OK_RX.finditer(text)}
@@ -1110,6 +1136,15 @@ def phase_fault(ctx: Ctx) -> list[int]:
                 )
             )
 
+        # Readers go off shift mid-run: the sweepers must withdraw their offers (once)
+        # and re-route the studies left with nobody (once).
+        time.sleep(max(0.0, start_at + args.fault_leave_after - time.time()))
+        res["leavers"] = readers_leave(ctx, ids, args.fault_leave_studies, saved_shifts)
+        log(
+            f"ended the shifts of {res['leavers']['readers']} readers holding all the open "
+            f"offers of {res['leavers']['studies']} offered studies"
+        )
+
         def settled() -> bool:
             row = ctx.conn.execute(
                 "SELECT count(*) FILTER (WHERE r.study_id IS NOT NULL), "
@@ -1132,6 +1167,12 @@ def phase_fault(ctx: Ctx) -> list[int]:
             res["settled"] = False
             res["timeout"] = str(exc)
         res["settle_seconds"] = time.monotonic() - t_start
+        # The killed worker's unacknowledged message comes back once the visibility
+        # timeout has passed and kombu's periodic restore runs; wait for it (bounded)
+        # with the sweepers still running, to see what the redelivered task does.
+        res["redelivery"] = wait_redelivery(
+            log_b, in_flight, task_ids, t_kill, args.redelivery_wait, worker_b
+        )
         count_sql = "SELECT count(*) FROM routing_routingdecision WHERE study_id BETWEEN %s AND %s"
         before_linger = int(ctx.conn.execute(count_sql, (first, last)).fetchone()[0])
         time.sleep(args.fault_linger)  # sweepers keep running: nothing more may happen
@@ -1143,6 +1184,11 @@ def phase_fault(ctx: Ctx) -> list[int]:
     finally:
         for p in reversed(procs):
             PROCS.stop(p)
+        with contextlib.suppress(Exception):
+            for shift_id, ends_at in saved_shifts:
+                ctx.conn.execute(
+                    "UPDATE network_shift SET ends_at = %s WHERE id = %s", (ends_at, shift_id)
+                )
         with contextlib.suppress(Exception):
             for rid, a, b, c, d in saved:
                 ctx.conn.execute(
@@ -1174,14 +1220,121 @@ def phase_fault(ctx: Ctx) -> list[int]:
     res["sweepers"] = sweeps
     if all(s["first_at"] for s in sweeps):
         res["sweepers_start_skew_ms"] = 1000 * abs(sweeps[0]["first_at"] - sweeps[1]["first_at"])
-    res.update(verify_fault(ctx, ids, wait_s, accept_s, set(res["in_flight_at_kill"])))
+    res.update(
+        verify_fault(
+            ctx, ids, wait_s, accept_s, set(res["in_flight_at_kill"]), res.get("leavers", {})
+        )
+    )
+    if res["worker_b_log_problems"]["count"]:
+        res["passed"] = False
+        res["problems"].append(
+            f"{res['worker_b_log_problems']['count']} errors in worker B's log: "
+            + "; ".join(res["worker_b_log_problems"]["examples"])[:600]
+        )
+    errors = sum(s["error_count"] for s in sweeps)
+    if errors:
+        res["leaver_problems"].append(
+            f"{errors} sweeps failed with an exception: "
+            + "; ".join(" ".join(e.split()) for s in sweeps for e in s["errors"])[:700]
+        )
+    res["leavers_passed"] = not res["leaver_problems"]
     ctx.results["fault"] = res
     log(f"fault test: {'PASS' if res['passed'] else 'FAIL'} - {res['summary']}")
+    log(
+        "readers going off shift mid-run: "
+        + ("PASS" if res["leavers_passed"] else "FAIL - " + "; ".join(res["leaver_problems"]))
+    )
     return ids
 
 
+def readers_leave(
+    ctx: Ctx, ids: Sequence[int], n_studies: int, saved: list[tuple[int, dt.datetime]]
+) -> dict[str, Any]:
+    """End, now, the current shifts of every reader holding an open offer on up to
+    ``n_studies`` offered studies (their original end times go to ``saved``)."""
+    c = ctx.conn
+    studies = [
+        r[0]
+        for r in c.execute(
+            "SELECT id FROM studies_study WHERE id = ANY(%s) AND status = 'offered' "
+            "ORDER BY id LIMIT %s",
+            (list(ids), n_studies),
+        ).fetchall()
+    ]
+    readers = [
+        r[0]
+        for r in c.execute(
+            "SELECT DISTINCT radiologist_id FROM worklist_offer "
+            "WHERE study_id = ANY(%s) AND withdrawn_at IS NULL",
+            (studies,),
+        ).fetchall()
+    ]
+    rows = c.execute(
+        "SELECT id, ends_at FROM network_shift WHERE radiologist_id = ANY(%s) "
+        "AND starts_at < now() AND ends_at > now()",
+        (readers,),
+    ).fetchall()
+    saved.extend((r[0], r[1]) for r in rows)
+    c.execute(
+        "UPDATE network_shift SET ends_at = now() WHERE id = ANY(%s)", ([r[0] for r in rows],)
+    )
+    open_offers = int(
+        c.execute(
+            "SELECT count(*) FROM worklist_offer o JOIN studies_study s ON s.id = o.study_id "
+            "WHERE o.radiologist_id = ANY(%s) AND o.withdrawn_at IS NULL "
+            "AND s.status = 'offered'",
+            (readers,),
+        ).fetchone()[0]
+    )
+    return {
+        "studies": len(studies),
+        "study_ids": studies,
+        "readers": len(readers),
+        "reader_ids": readers,
+        "open_offers_of_leavers": open_offers,
+        "at": utcnow(),
+    }
+
+
+def wait_redelivery(
+    log_b: Path,
+    in_flight: Sequence[str],
+    task_ids: dict[str, int],
+    t_kill: float,
+    max_wait: float,
+    worker: subprocess.Popen[bytes],
+) -> dict[str, Any]:
+    """Wait until worker B has run every task that was in flight at the kill."""
+    out: dict[str, Any] = {"waited_up_to_s": max_wait, "tasks": {}}
+    if not in_flight:
+        return out
+    pattern = {
+        t: re.compile(rf"Task routing\.route_study\[{re.escape(t)}\] succeeded in [0-9.e-]+s: (.*)")
+        for t in in_flight
+    }
+    deadline = t_kill + max_wait
+    while time.monotonic() < deadline and worker.poll() is None:
+        text = log_b.read_text(errors="replace") if log_b.exists() else ""
+        for t, rx in pattern.items():
+            found = rx.search(text)
+            if found and str(task_ids.get(t)) not in out["tasks"]:
+                out["tasks"][str(task_ids.get(t))] = {
+                    "seconds_after_kill": round(time.monotonic() - t_kill, 1),
+                    "result": found.group(1).strip(),
+                }
+        if len(out["tasks"]) == len(in_flight):
+            break
+        time.sleep(0.5)
+    return out
+
+
 def verify_fault(
-    ctx: Ctx, ids: Sequence[int], wait_s: int, accept_s: int, in_flight: set[int | None]
+    ctx: Ctx,
+    ids: Sequence[int],
+    wait_s: int,
+    accept_s: int,
+    in_flight: set[int | None],
+    leavers: dict[str, Any],
 ) -> dict[str, Any]:
     ids = list(ids)
     c = ctx.conn
@@ -1279,10 +1432,22 @@ def verify_fault(
         episodes_total += episodes
         if alerts.get(sid, 0) != episodes:
             alert_mismatch.append((sid, alerts.get(sid, 0), episodes))
-    if too_soon:
+    # Studies whose offers were withdrawn because their readers went off shift: a
+    # step too soon there is a problem of the withdraw/re-route path (next table row).
+    touched = {
+        r[0]
+        for r in c.execute(
+            "SELECT DISTINCT study_id FROM worklist_offer WHERE study_id = ANY(%s) "
+            "AND withdrawn_reason = 'reader no longer eligible'",
+            (ids,),
+        ).fetchall()
+    }
+    too_soon_core = [t for t in too_soon if t[0] not in touched]
+    too_soon_leavers = [t for t in too_soon if t[0] in touched]
+    if too_soon_core:
         problems.append(
-            f"{len(too_soon)} routing steps came before their timer "
-            f"(a double escalation/route), e.g. {too_soon[:3]}"
+            f"{len(too_soon_core)} routing steps came before their timer "
+            f"(a double escalation/route), e.g. {too_soon_core[:3]}"
         )
     if bad_tier:
         problems.append(f"{len(bad_tier)} escalations did not widen the tier, e.g. {bad_tier[:3]}")
@@ -1297,26 +1462,72 @@ def verify_fault(
     killed_ok = all(
         s in chains
         and chains[s][0][2] in ("offered", "unroutable")
-        and sum(1 for d in chains[s] if d[2] == "offered") <= 1
+        and sum(1 for d in chains[s] if d[2] == "offered" and (s, d[1]) not in reroutes) <= 1
         for s in killed
     )
     if not killed_ok:
         problems.append(f"the study in flight at the kill was not routed exactly once: {killed}")
+    # Readers who went off shift: none of their offers on offered studies may stay
+    # open, and no study may be re-routed twice for it (two reroutes close together).
+    leaver_ids = list(leavers.get("reader_ids", []))
+    leaver_open = int(
+        c.execute(
+            "SELECT count(*) FROM worklist_offer o JOIN studies_study s ON s.id = o.study_id "
+            "WHERE o.study_id = ANY(%s) AND o.radiologist_id = ANY(%s) "
+            "AND o.withdrawn_at IS NULL AND s.status = 'offered' AND o.offered_at <= %s",
+            (ids, leaver_ids, leavers.get("at") or utcnow()),
+        ).fetchone()[0]
+    )
+    leaver_problems: list[str] = []
+    if too_soon_leavers:
+        leaver_problems.append(
+            f"{len(too_soon_leavers)} studies whose readers went off shift had two routing "
+            f"steps closer than their timer (study, previous, next, seconds apart): "
+            f"{too_soon_leavers[:3]}"
+        )
+    if leaver_open:
+        leaver_problems.append(f"{leaver_open} offers of readers who went off shift are still open")
+    withdrawn_stale = int(
+        c.execute(
+            "SELECT count(*) FROM worklist_offer WHERE study_id = ANY(%s) "
+            "AND withdrawn_reason = 'reader no longer eligible'",
+            (ids,),
+        ).fetchone()[0]
+    )
+    reroute_times: dict[int, list[Any]] = defaultdict(list)
+    for sid, at in sorted(reroutes, key=lambda r: (r[0], r[1])):
+        reroute_times[sid].append(at)
+    double_reroutes = [
+        (sid, round((b - a).total_seconds(), 3))
+        for sid, times in reroute_times.items()
+        for a, b in itertools.pairwise(times)
+        if (b - a).total_seconds() < 2.0
+    ]
+    if double_reroutes:
+        leaver_problems.append(
+            f"{len(double_reroutes)} studies re-routed twice within 2 s (study, seconds "
+            f"apart), e.g. {double_reroutes[:3]}"
+        )
     status_counts = Counter(v[0] for v in state.values())
     summary_text = (
         f"{len(ids) - len(not_routed)}/{len(ids)} routed; decisions {dict(outcome_counts)}; "
         f"unroutable alerts {sum(alerts.values())} for {episodes_total} unroutable episodes; "
-        f"duplicate open offers {dup_offers}; steps before their timer {len(too_soon)}"
+        f"duplicate open offers {dup_offers}; steps before their timer {len(too_soon_core)}"
     )
     return {
         "passed": not problems,
         "problems": problems,
+        "leaver_problems": leaver_problems,
         "summary": summary_text,
         "status_counts": dict(status_counts),
         "decision_outcomes": dict(outcome_counts),
         "alerts": sum(alerts.values()),
         "unroutable_episodes": episodes_total,
         "reroutes": len(reroutes),
+        "rerouted_studies": len(reroute_times),
+        "double_reroutes": double_reroutes,
+        "leaver_offers_left_open": leaver_open,
+        "offers_withdrawn_stale": withdrawn_stale,
         "in_flight_routed_once": killed_ok,
     }
 
@@ -1846,6 +2057,14 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
             fault.get("summary", ""),
             verdict(fault.get("passed")),
         ),
+        (
+            "Same run, readers going off shift meanwhile: both sweepers withdraw their "
+            "offers and re-route the studies left with nobody",
+            ("pass" if fault.get("leavers_passed") else "FAIL") if fault else "-",
+            "(added here) offers withdrawn and studies re-routed exactly once, no sweep fails",
+            "; ".join(fault.get("leaver_problems", [])) or "no problem seen",
+            verdict(fault.get("leavers_passed")),
+        ),
     ]
     table = "| measure | result | target | detail | verdict |\n| --- | --- | --- | --- | --- |\n"
     table += "\n".join("| " + " | ".join(str(x) for x in row) + " |" for row in rows)
@@ -1893,6 +2112,19 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
         ]
         for label, value in d.get("profile_ms_per_decision", {}).items():
             lines.append(f"| {label} | {value:.1f} |")
+        if d.get("profile_top"):
+            lines += [
+                "",
+                "Functions with the most own time (per decision, same profile):",
+                "",
+                "| function | own ms | cumulative ms | calls |",
+                "| --- | ---: | ---: | ---: |",
+            ]
+            for f in d["profile_top"]:
+                lines.append(
+                    f"| `{f['function']}` | {f['own_ms']:.2f} | {f['cum_ms']:.2f} | "
+                    f"{f['calls']:.0f} |"
+                )
         return "\n".join(lines)
 
     def level_table() -> str:
@@ -1926,14 +2158,15 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
         fault_lines = [
             f"- {fault.get('studies')} ready studies enqueued to one solo worker "
             f"(`CELERY_VISIBILITY_TIMEOUT={fault.get('visibility_timeout')}` instead of the "
-            f"default 600 so that the killed worker's unacknowledged task comes back within "
-            f"the test). Routing rules' tier waits were set to {fault.get('tier_wait_seconds')} s "
+            f"default 600, so that the killed worker's unacknowledged task can come back "
+            f"within the test). Routing rules' tier waits were set to "
+            f"{fault.get('tier_wait_seconds')} s "
             f"(auto-assign accept timeout {fault.get('accept_timeout_seconds')} s) for the test "
             f"so that every study goes through all its escalations, then restored.",
             f"- Worker A was killed (`kill -9` on its process group) with "
             f"{fault.get('decided_at_kill')} studies decided; task in flight: study "
-            f"{fault.get('in_flight_at_kill')}; redelivered to worker B: "
-            f"{fault.get('redelivered_to_b')}.",
+            f"{fault.get('in_flight_at_kill')}. Its message came back to worker B: "
+            f"{redelivery_text(fault)}.",
             f"- Worker B and two sweeper processes (each `routing_sweep()` in a loop, "
             f"{args.sweeper_interval:g} s apart) started together; first sweeps "
             f"{fault.get('sweepers_start_skew_ms', 0):.0f} ms apart. "
@@ -1944,21 +2177,39 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
                 for s in fault.get("sweepers", [])
             )
             + ".",
+            f"- {args.fault_leave_after:g} s after the sweepers started, the shifts of the "
+            f"{fault.get('leavers', {}).get('readers')} readers holding the open offers of "
+            f"{fault.get('leavers', {}).get('studies')} offered studies were ended (so those "
+            f"studies have nobody left): {fault.get('offers_withdrawn_stale')} offers were "
+            f"withdrawn as 'reader no longer eligible', "
+            f"{fault.get('leaver_offers_left_open')} left open; "
+            f"{fault.get('rerouted_studies')} studies re-routed "
+            f"({fault.get('reroutes')} re-route transitions); re-routed twice within 2 s: "
+            f"{len(fault.get('double_reroutes', []))}. (The sweepers' own counts of withdrawn "
+            "offers above count an offer once per sweeper that saw it, and a sweep that "
+            "failed is not counted.) The shifts were restored after the test.",
             f"- Settled (every study routed and escalated to the end of its chain) after "
-            f"{fault.get('settle_seconds', 0):.0f} s; sweepers kept running "
-            f"{args.fault_linger:g} s more, during which {fault.get('decisions_during_linger')} "
-            "more routing decisions were made.",
+            f"{fault.get('settle_seconds', 0):.0f} s; the sweepers kept running until the "
+            f"lost task came back (or {args.redelivery_wait:g} s after the kill) and "
+            f"{args.fault_linger:g} s more; in the last {args.fault_linger:g} s "
+            f"{fault.get('decisions_during_linger')} more routing decisions were made.",
             f"- Result: {fault.get('summary')}. Final study states: {fault.get('status_counts')}.",
             "- Checks: every study has a routing decision and is offered or flagged "
             "unroutable; no study has two open offers to one reader; every routing step "
             "came no earlier than the timer the previous step set (a step run twice would "
             "come early); escalations widen the tier; one unroutable alert per unroutable "
-            "episode; the study in flight at the kill was routed exactly once; "
+            "episode; the study in flight at the kill was routed exactly once; no offer "
+            "of a reader who went off shift left open; no study re-routed twice; "
             f"worker/sweeper log errors: A {fault.get('worker_a_log_problems', {}).get('count')}, "
             f"B {fault.get('worker_b_log_problems', {}).get('count')}.",
         ]
         if fault.get("problems"):
             fault_lines.append("- **Problems:** " + "; ".join(fault["problems"]))
+        if fault.get("leaver_problems"):
+            fault_lines.append(
+                "- **Problems with readers going off shift:** "
+                + "; ".join(fault["leaver_problems"])
+            )
 
     def indent(text: str) -> str:
         return "\n".join("    " + line for line in text.splitlines())
@@ -2109,8 +2360,9 @@ decision record.
   p50 {ms(sweep.get("due_nojit", {}).get("p50"), 2)}, p95
   {ms(sweep.get("due_nojit", {}).get("p95"), 2)} (n={sweep.get("due_nojit", {}).get("n")}).
 
-Idle sweep time against the size of the open worklist (the stale-offer check
-looks at every open offer of every offered study, on every sweep):
+Idle sweep time against the size of the open worklist (`offers_withdraw_ineligible`
+runs on every sweep and checks every open offer of every offered study; its plan
+is below):
 
 {level_table()}
 
@@ -2143,6 +2395,22 @@ Query plans (EXPLAIN ANALYZE, BUFFERS; {sweep.get("due_per_sweep")} to 3 timers 
 """ + "\n".join(f"- {n}" for n in notes)
     console = table + "\n\n" + "\n".join(f"- {n}" for n in notes)
     return console, section.rstrip() + "\n"
+
+
+def redelivery_text(fault: dict[str, Any]) -> str:
+    red = fault.get("redelivery", {})
+    tasks = red.get("tasks", {})
+    if not fault.get("in_flight_at_kill"):
+        return "nothing was in flight"
+    if not tasks:
+        return f"not within {red.get('waited_up_to_s', 0):.0f} s of the kill"
+    return "; ".join(
+        f"study {sid} after {t['seconds_after_kill']:.0f} s, and the task returned "
+        f"{t['result']} (the study had already been routed)"
+        if t["result"] == "None"
+        else f"study {sid} after {t['seconds_after_kill']:.0f} s, task returned {t['result']}"
+        for sid, t in tasks.items()
+    )
 
 
 def update_benchmarks(section: str) -> Path:
@@ -2201,6 +2469,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--fault-timeout", type=float, default=420)
     a("--fault-linger", type=float, default=5.0)
     a("--visibility-timeout", type=int, default=20)
+    a(
+        "--fault-leave-studies",
+        type=int,
+        default=30,
+        help="fault test: offered studies whose readers all go off shift mid-run",
+    )
+    a("--fault-leave-after", type=float, default=3.0, help="seconds after the sweepers start")
+    a(
+        "--redelivery-wait",
+        type=float,
+        default=180,
+        help="fault test: seconds after the kill to wait for the lost task's redelivery",
+    )
     a("--sweeper-interval", type=float, default=0.5)
     a("--big-table-rows", type=int, default=1_000_000)
     a("--offers-per-study", type=int, default=3)
