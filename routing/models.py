@@ -119,6 +119,19 @@ class RoutingRule(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # Codes of the required subspecialties, once read (see required_subspecialties).
+    _required_codes: frozenset[str] | None = None
+
+    def required_subspecialties(self) -> frozenset[str]:
+        """Codes of the subspecialties the rule requires (read once per instance)."""
+        if self._required_codes is None:
+            self._required_codes = frozenset(self.subspecialties.values_list("code", flat=True))
+        return self._required_codes
+
+    def required_subspecialties_known(self, codes: frozenset[str]) -> None:
+        """Record codes read in bulk by a selector, sparing a query per rule."""
+        self._required_codes = codes
+
     def tier_wait(self, priority: int) -> dt.timedelta:
         seconds = {
             Priority.STAT: self.wait_stat_seconds,

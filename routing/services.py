@@ -14,14 +14,13 @@ from functools import partial
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from alerts.models import Alert
 from alerts.services import alert_raise
 from audit.models import AuditEvent
 from audit.services import audit_record
-from network.models import CredentialStatus, FacilityPrivilege, License, Priority, Shift
+from network.models import Priority
 from routing import eligibility, selectors
 from routing.eligibility import Reason, StudyFacts, Verdict
 from routing.models import LAST_TIER, TIERS, RoutingDecision, RoutingRule, StudyRouting
@@ -64,10 +63,29 @@ def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFa
         jurisdiction=study.patient_jurisdiction.code,
         priority=study.priority,
         read_date=now.date(),
-        subspecialties=frozenset(s.code for s in rule.subspecialties.all()),
+        subspecialties=rule.required_subspecialties(),
         allow_general=rule.allow_general,
         allow_preliminary=rule.allow_preliminary,
         bypass_cap=rule.bypass_cap_for_stat and study.priority == Priority.STAT,
+    )
+
+
+_ROUTING_FIELDS = [
+    "rule",
+    "tier",
+    "relative_value",
+    "next_escalation_at",
+    "unroutable_at",
+    "unroutable_reason",
+    "decided_at",
+]
+
+
+def _routing_save(routing: StudyRouting) -> None:
+    """Insert or update a study's routing row in one statement (the study row is
+    locked by the caller, so nobody else writes it meanwhile)."""
+    StudyRouting.objects.bulk_create(
+        [routing], update_conflicts=True, unique_fields=["study"], update_fields=_ROUTING_FIELDS
     )
 
 
@@ -153,6 +171,7 @@ def _offer_from(
     if study.status == StudyStatus.READY:
         study_transition(
             study_id=study.pk,
+            locked=study,
             to_status=StudyStatus.OFFERED,
             at=now,
             reason=f"rule '{rule.name}', {TIERS[tier].lower()} tier",
@@ -166,17 +185,17 @@ def _offer_from(
             now=now,
             due_at=study.sla_due_at,
         )
-    StudyRouting.objects.update_or_create(
-        study=study,
-        defaults={
-            "rule": rule,
-            "tier": tier,
-            "relative_value": rule.relative_value,
-            "next_escalation_at": now + wait,
-            "unroutable_at": None,
-            "unroutable_reason": "",
-            "decided_at": now,
-        },
+    _routing_save(
+        StudyRouting(
+            study=study,
+            rule=rule,
+            tier=tier,
+            relative_value=rule.relative_value,
+            next_escalation_at=now + wait,
+            unroutable_at=None,
+            unroutable_reason="",
+            decided_at=now,
+        )
     )
     return RoutingDecision.objects.create(
         study=study,
@@ -236,6 +255,7 @@ def _mark_unroutable(
         # On nobody's worklist any more: back to ready, so the retry routes it afresh.
         study_transition(
             study_id=study.pk,
+            locked=study,
             to_status=StudyStatus.READY,
             at=now,
             reason="unroutable: no reader left to offer it to",
@@ -244,18 +264,18 @@ def _mark_unroutable(
     first_time = routing is None or routing.unroutable_at is None
     changed = first_time or (routing is not None and routing.unroutable_reason != reason[:500])
     since = now if routing is None or routing.unroutable_at is None else routing.unroutable_at
-    StudyRouting.objects.update_or_create(
-        study=study,
-        defaults={
-            "rule": rule,
-            "tier": tier,
-            "relative_value": rule.relative_value if rule else 1,
+    _routing_save(
+        StudyRouting(
+            study=study,
+            rule=rule,
+            tier=tier,
+            relative_value=rule.relative_value if rule else 1,
             # Retried periodically: a reader may come on shift or be credentialed.
-            "next_escalation_at": now + UNROUTABLE_RETRY,
-            "unroutable_at": since,
-            "unroutable_reason": reason[:500],
-            "decided_at": now,
-        },
+            next_escalation_at=now + UNROUTABLE_RETRY,
+            unroutable_at=since,
+            unroutable_reason=reason[:500],
+            decided_at=now,
+        )
     )
     alert_raise(
         kind=Alert.Kind.UNROUTABLE,
@@ -352,24 +372,14 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
 
 def routing_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> dict[str, int]:
     """Beat sweep: escalate every due study, and route ready studies whose routing
-    task was lost.  Safe with several sweepers (rows are locked with SKIP LOCKED)."""
+    task was lost.  Safe with several sweepers (rows are locked with SKIP LOCKED).
+    With nothing due it is two small indexed reads."""
     now = now or timezone.now()
-    due = list(
-        StudyRouting.objects.filter(next_escalation_at__lte=now)
-        .order_by("next_escalation_at")
-        .values_list("study_id", flat=True)[:batch_size]
-    )
-    withdrawn = offers_withdraw_ineligible(now=now)
+    due = list(selectors.escalations_due(now=now)[:batch_size])
     escalated = sum(1 for study_id in due if study_escalate(study_id=study_id, now=now))
-    orphans = list(
-        Study.objects.filter(
-            status=StudyStatus.READY, ready_at__lte=now - ROUTE_GRACE, routing__isnull=True
-        )
-        .order_by("ready_at")
-        .values_list("pk", flat=True)[:batch_size]
-    )
+    orphans = list(selectors.studies_unrouted(ready_before=now - ROUTE_GRACE)[:batch_size])
     routed = sum(1 for study_id in orphans if study_route(study_id=study_id, now=now))
-    return {"escalated": escalated, "routed_late": routed, "offers_withdrawn": withdrawn}
+    return {"escalated": escalated, "routed_late": routed}
 
 
 def why_not(*, study: Study, radiologist_id: int, now: dt.datetime | None = None) -> Verdict | None:
@@ -459,45 +469,10 @@ def study_change_triage(
 
 def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
     """Withdraw open offers whose reader is no longer eligible (off shift, license or
-    privilege lapsed, deactivated), and re-route studies left with no offer.  Set-based:
-    one query finds them all."""
+    privilege lapsed, deactivated), and re-route studies left with no offer.  Runs on
+    a beat schedule of its own (OFFER_ELIGIBILITY_SWEEP_SECONDS)."""
     now = now or timezone.now()
-    today = now.date()
-    reader = OuterRef("radiologist")
-    stale = (
-        Offer.objects.filter(withdrawn_at__isnull=True, study__status=StudyStatus.OFFERED)
-        .annotate(
-            on_shift=Exists(
-                Shift.objects.filter(radiologist=reader, starts_at__lte=now, ends_at__gt=now)
-            ),
-            licensed=Exists(
-                License.objects.filter(
-                    radiologist=reader,
-                    jurisdiction=OuterRef("study__patient_jurisdiction"),
-                    status=CredentialStatus.ACTIVE,
-                    valid_from__lte=today,
-                    valid_to__gte=today,
-                )
-            ),
-            privileged=Exists(
-                FacilityPrivilege.objects.filter(
-                    radiologist=reader,
-                    facility=OuterRef("study__facility"),
-                    status=CredentialStatus.ACTIVE,
-                    valid_from__lte=today,
-                    valid_to__gte=today,
-                )
-            ),
-        )
-        .filter(
-            Q(on_shift=False)
-            | Q(licensed=False)
-            | Q(privileged=False)
-            | Q(radiologist__is_active=False)
-        )
-        .values_list("pk", "study_id")
-    )
-    rows = list(stale)
+    rows = list(selectors.offers_no_longer_eligible(now=now))
     if not rows:
         return 0
     Offer.objects.filter(pk__in=[pk for pk, _ in rows], withdrawn_at__isnull=True).update(

@@ -52,6 +52,20 @@ def routing_sweep() -> dict[str, int]:
     return services.routing_sweep()
 
 
+@shared_task(
+    name="routing.offers_withdraw_ineligible",
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=50,
+    time_limit=60,
+)
+def offers_withdraw_ineligible() -> int:
+    """Beat: withdraw offers whose reader went off shift or lost a credential, and
+    re-route the studies left with nobody."""
+    return services.offers_withdraw_ineligible()
+
+
 @shared_task(name="routing.credentials_alert_expiring", soft_time_limit=120, time_limit=180)
 def credentials_alert_expiring_task() -> int:
     """Daily: alert admins of licenses and privileges expiring within 30 days."""

@@ -61,42 +61,52 @@ def study_transition(
     reason: str = "",
     ip_address: str | None = None,
     at: dt.datetime | None = None,
+    locked: Study | None = None,
     **changes: Any,
 ) -> Study:
     """Move a study to ``to_status`` if the state machine allows it, recording when and why.
 
     The row is locked for the change, so two concurrent transitions from the
     same state cannot both succeed.  ``changes`` are other fields set in the
-    same write (e.g. the assigned radiologist on claim).
+    same write (e.g. the assigned radiologist on claim).  A caller that already
+    holds the row lock in its transaction passes the instance as ``locked``.
     """
     at = at or timezone.now()
-    with transaction.atomic():
-        study = Study.objects.select_for_update().get(pk=study_id)
-        refusal = states.transition_refusal(study.status, to_status)
-        if refusal is not None:
-            raise InvalidTransition(refusal, code="invalid_transition")
+    study = locked if locked is not None and locked.pk == study_id else None
+    # A caller holding the lock needs no savepoint: the refusal is raised after the
+    # block (nothing written), and a failed write must fail its transaction anyway.
+    with transaction.atomic(savepoint=study is None):
+        if study is None:
+            study = Study.objects.select_for_update().get(pk=study_id)
         from_status = study.status
-        study.status = to_status
-        stamp = states.TIMESTAMP_FIELD.get(to_status)
-        if stamp is not None:
-            setattr(study, stamp, at)
-        for name, value in changes.items():
-            setattr(study, name, value)
-        study.save()
-        StudyTransition.objects.create(
-            study=study,
-            from_status=from_status,
-            to_status=to_status,
-            at=at,
-            actor=actor,
-            reason=reason,
-        )
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.TRANSITION,
-            obj=study,
-            patient_id=study.patient_id,
-            ip_address=ip_address,
-            detail={"from": from_status, "to": to_status, "reason": reason},
-        )
+        refusal = states.transition_refusal(from_status, to_status)
+        if refusal is None:
+            study.status = to_status
+            stamp = states.TIMESTAMP_FIELD.get(to_status)
+            if stamp is not None:
+                setattr(study, stamp, at)
+            for name, value in changes.items():
+                setattr(study, name, value)
+            fields = {"status", "updated_at", *changes}
+            if stamp is not None:
+                fields.add(stamp)
+            study.save(update_fields=sorted(fields))
+            StudyTransition.objects.create(
+                study=study,
+                from_status=from_status,
+                to_status=to_status,
+                at=at,
+                actor=actor,
+                reason=reason,
+            )
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.TRANSITION,
+                obj=study,
+                patient_id=study.patient_id,
+                ip_address=ip_address,
+                detail={"from": from_status, "to": to_status, "reason": reason},
+            )
+    if refusal is not None:
+        raise InvalidTransition(refusal, code="invalid_transition")
     return study

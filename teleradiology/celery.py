@@ -1,8 +1,11 @@
 """The Celery application: a worker and beat share this configuration."""
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.signals import task_prerun
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teleradiology.settings")
 
@@ -20,6 +23,10 @@ app.conf.beat_schedule = {
         "schedule": settings.STUDY_READY_SWEEP_SECONDS,
     },
     "routing-sweep": {"task": "routing.routing_sweep", "schedule": settings.ROUTING_SWEEP_SECONDS},
+    "routing-offers-eligibility": {
+        "task": "routing.offers_withdraw_ineligible",
+        "schedule": settings.OFFER_ELIGIBILITY_SWEEP_SECONDS,
+    },
     "routing-credentials-expiring": {
         "task": "routing.credentials_alert_expiring",
         "schedule": 24 * 3600.0,
@@ -27,3 +34,17 @@ app.conf.beat_schedule = {
     "worklist-stale-claims": {"task": "worklist.claims_release_stale", "schedule": 60.0},
     "health-heartbeat": {"task": "health.tasks.heartbeat_record", "schedule": 30.0},
 }
+
+
+# Database connections in the worker: Celery's Django fixup closes them around
+# every task unless told to reuse them, which costs a new PostgreSQL session
+# (several ms) per task.  Reuse them, and before each task let Django drop a
+# connection that is broken or older than CONN_MAX_AGE, as it does per request.
+app.conf.CELERY_DB_REUSE_MAX = settings.WORKER_DB_REUSE_TASKS
+
+
+@task_prerun.connect
+def _database_connections_check(sender: "Task[Any, Any] | None" = None, **_: object) -> None:
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return  # run in the caller's process, maybe inside its transaction
+    close_old_connections()

@@ -247,6 +247,11 @@ STALE_CLAIM_MINUTES = {
 }
 # How often beat sweeps for due escalations, lost routing tasks and stale offers.
 ROUTING_SWEEP_SECONDS = env.float("ROUTING_SWEEP_SECONDS", default=5.0)
+# Open offers whose reader went off shift or lost a credential are withdrawn by
+# a sweep of its own, so the escalation sweep stays a small indexed read.
+OFFER_ELIGIBILITY_SWEEP_SECONDS = env.float("OFFER_ELIGIBILITY_SWEEP_SECONDS", default=30.0)
+# Tasks a worker runs on one database connection before Celery closes it.
+WORKER_DB_REUSE_TASKS = env.int("WORKER_DB_REUSE_TASKS", default=10000)
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

@@ -1022,12 +1022,13 @@ def phase_sustained(ctx: Ctx) -> list[int]:
 
 
 def sweeper_main(args: argparse.Namespace) -> int:
-    """One sweeper process: routing_sweep() in a loop from --start-at until the stop
-    file appears (or --max-seconds); one JSON line per sweep."""
+    """One sweeper process: routing_sweep() and offers_withdraw_ineligible() in a loop
+    from --start-at until the stop file appears (or --max-seconds); one JSON line per
+    loop."""
     import django
 
     django.setup()
-    from routing.services import routing_sweep
+    from routing.services import offers_withdraw_ineligible, routing_sweep
 
     out = Path(args.sweeper_out)
     stop_file = Path(args.sweeper_stop)
@@ -1040,6 +1041,8 @@ def sweeper_main(args: argparse.Namespace) -> int:
             record: dict[str, Any] = {"at": time.time()}
             try:
                 record.update(routing_sweep())
+                # Beat runs it every OFFER_ELIGIBILITY_SWEEP_SECONDS; here every loop.
+                record["offers_withdrawn"] = offers_withdraw_ineligible()
             except Exception as exc:  # recorded and counted
                 record["error"] = f"{type(exc).__name__}: {exc}"
                 record["traceback"] = traceback.format_exc()[-2000:]
@@ -1719,6 +1722,20 @@ def timed_sweeps(n: int) -> tuple[list[float], Counter[str]]:
     return times, acted
 
 
+def timed_withdraw(n: int) -> list[float]:
+    """The offer-eligibility sweep (a beat task of its own) timed in-process."""
+    from django.utils import timezone
+
+    from routing.services import offers_withdraw_ineligible
+
+    times: list[float] = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        offers_withdraw_ineligible(now=timezone.now())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def sweep_bench(ctx: Ctx, worklist: Sequence[int]) -> None:
     from django.utils import timezone
 
@@ -1758,11 +1775,13 @@ def sweep_bench(ctx: Ctx, worklist: Sequence[int]) -> None:
         log(f"sweep: open worklist {level} studies ({open_offers} open offers): {n} idle sweeps")
         idle, acted = timed_sweeps(n)
         withdraw_plan = sweep_plans(only="withdraw")
+        withdraw_times = timed_withdraw(20)
         by_level[level] = {
             "open_offers": open_offers,
             "idle": summary(idle),
             "acted": dict(acted),
             "withdraw_query_ms": plan_time(withdraw_plan),
+            "withdraw": summary(withdraw_times),
         }
         if level != main_level:
             continue
@@ -1855,71 +1874,22 @@ def explain(qs_or_sql: Any, params: Sequence[Any] = ()) -> str:
 
 
 def sweep_plans(only: str = "") -> Any:
-    """EXPLAIN ANALYZE of the sweep's three selection queries, built as the app builds them."""
-    from django.db.models import Exists, OuterRef, Q
+    """EXPLAIN ANALYZE of the sweeps' selection queries, from the app's own selectors."""
     from django.utils import timezone
 
-    from network.models import CredentialStatus, FacilityPrivilege, License, Shift
-    from routing.models import StudyRouting
+    from routing import selectors
     from routing.services import ROUTE_GRACE
-    from studies.models import Study
-    from studies.states import StudyStatus
-    from worklist.models import Offer
 
     now = timezone.now()
-    today = now.date()
-    due = (
-        StudyRouting.objects.filter(next_escalation_at__lte=now)
-        .order_by("next_escalation_at")
-        .values_list("study_id", flat=True)[:200]
-    )
-    orphans = (
-        Study.objects.filter(
-            status=StudyStatus.READY, ready_at__lte=now - ROUTE_GRACE, routing__isnull=True
-        )
-        .order_by("ready_at")
-        .values_list("pk", flat=True)[:200]
-    )
-    reader = OuterRef("radiologist")
-    stale = (
-        Offer.objects.filter(withdrawn_at__isnull=True, study__status=StudyStatus.OFFERED)
-        .annotate(
-            on_shift=Exists(
-                Shift.objects.filter(radiologist=reader, starts_at__lte=now, ends_at__gt=now)
-            ),
-            licensed=Exists(
-                License.objects.filter(
-                    radiologist=reader,
-                    jurisdiction=OuterRef("study__patient_jurisdiction"),
-                    status=CredentialStatus.ACTIVE,
-                    valid_from__lte=today,
-                    valid_to__gte=today,
-                )
-            ),
-            privileged=Exists(
-                FacilityPrivilege.objects.filter(
-                    radiologist=reader,
-                    facility=OuterRef("study__facility"),
-                    status=CredentialStatus.ACTIVE,
-                    valid_from__lte=today,
-                    valid_to__gte=today,
-                )
-            ),
-        )
-        .filter(
-            Q(on_shift=False)
-            | Q(licensed=False)
-            | Q(privileged=False)
-            | Q(radiologist__is_active=False)
-        )
-        .values_list("pk", "study_id")
-    )
+    due = selectors.escalations_due(now=now)[:200]
+    orphans = selectors.studies_unrouted(ready_before=now - ROUTE_GRACE)[:200]
+    stale = selectors.offers_no_longer_eligible(now=now)
     if only == "withdraw":
         return explain(stale)
     return {
         "due timers (routing_sweep)": explain(due),
         "lost routing tasks (routing_sweep)": explain(orphans),
-        "offers to withdraw (offers_withdraw_ineligible)": explain(stale),
+        "offers to withdraw (offers_withdraw_ineligible, a beat task of its own)": explain(stale),
     }
 
 
@@ -2129,14 +2099,16 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
 
     def level_table() -> str:
         lines = [
-            "| open worklist (offered studies) | open offers on them | sweep p50 | sweep p95 "
-            "| offers_withdraw_ineligible query alone (EXPLAIN ANALYZE) |",
-            "| ---: | ---: | ---: | ---: | ---: |",
+            "| open worklist (offered studies) | open offers on them | escalation sweep p50 "
+            "| escalation sweep p95 | offer-eligibility sweep p50 (its own task) "
+            "| its query alone (EXPLAIN ANALYZE) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for level, d in sorted(sweep.get("by_level", {}).items(), key=lambda kv: int(kv[0])):
             lines.append(
                 f"| {level} | {d['open_offers']:,} | {ms(d['idle']['p50'], 2)} | "
-                f"{ms(d['idle']['p95'], 2)} | {d['withdraw_query_ms']} ms |"
+                f"{ms(d['idle']['p95'], 2)} | {ms(d.get('withdraw', {}).get('p50'), 2)} | "
+                f"{d['withdraw_query_ms']} ms |"
             )
         return "\n".join(lines)
 
@@ -2360,9 +2332,11 @@ decision record.
   p50 {ms(sweep.get("due_nojit", {}).get("p50"), 2)}, p95
   {ms(sweep.get("due_nojit", {}).get("p95"), 2)} (n={sweep.get("due_nojit", {}).get("n")}).
 
-Idle sweep time against the size of the open worklist (`offers_withdraw_ineligible`
-runs on every sweep and checks every open offer of every offered study; its plan
-is below):
+Idle sweep time against the size of the open worklist. The offer-eligibility
+sweep (`offers_withdraw_ineligible`: every open offer of every offered study
+checked against shifts and credentials) is a beat task of its own, every
+`OFFER_ELIGIBILITY_SWEEP_SECONDS` (30 s by default), not part of the escalation
+sweep; it is timed on its own here (20 runs) and its plan is below:
 
 {level_table()}
 

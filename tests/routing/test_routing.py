@@ -13,7 +13,13 @@ from alerts.models import Alert
 from routing import selectors
 from routing.eligibility import Reason
 from routing.models import RoutingDecision, RoutingRule, StudyRouting
-from routing.services import routing_sweep, study_escalate, study_route, why_not
+from routing.services import (
+    offers_withdraw_ineligible,
+    routing_sweep,
+    study_escalate,
+    study_route,
+    why_not,
+)
 from studies.models import Study
 from tests import factories as f
 from tests.routing.conftest import NOW, make_reader
@@ -310,7 +316,8 @@ def test_an_offer_to_a_reader_who_went_off_shift_is_withdrawn_and_the_study_rero
     study_route(study_id=ready_study.pk, now=NOW)
     assert open_offers(ready_study) == {"dr_leaving"}
     Shift.objects.filter(radiologist=leaving).update(ends_at=NOW + dt.timedelta(minutes=1))
-    routing_sweep(now=NOW + dt.timedelta(minutes=2))
+    assert offers_withdraw_ineligible(now=NOW + dt.timedelta(seconds=30)) == 0  # still on
+    assert offers_withdraw_ineligible(now=NOW + dt.timedelta(minutes=2)) == 1
     assert open_offers(ready_study) == {"dr_other"}
     assert Offer.objects.get(study=ready_study, radiologist=leaving).withdrawn_reason == (
         "reader no longer eligible"

@@ -135,3 +135,57 @@ def test_a_claim_racing_an_admin_reassign_has_one_outcome(
         else:
             assert study.assigned_radiologist in (claimer, target)
         assert study.transitions.filter(to_status="claimed").count() == 1
+
+
+def test_a_claim_racing_a_stale_claim_release_has_one_holder(
+    group_a, facility_a, regions, neuro_rule, settings
+):
+    from django.utils import timezone
+
+    from worklist.services import claims_release_stale
+
+    settings.STALE_CLAIM_MINUTES = {1: 20, 2: 60, 3: 240}
+    idle = make_reader(group_a, facility_a, name="idle", region=regions["local"])
+    eager = make_reader(group_a, facility_a, name="eager", region=regions["local"], cap=50)
+    outcomes_seen: Counter[str] = Counter()
+    for _ in range(10):
+        (study_id,) = _offered_studies(facility_a, 1)
+        study_claim(study_id=study_id, radiologist=idle)
+        # The idle reader's claim went quiet long ago: the sweep will release it.
+        Study.objects.filter(pk=study_id).update(
+            claim_activity_at=timezone.now() - dt.timedelta(hours=5)
+        )
+        outcomes: dict[str, object] = {}
+
+        def act(who, study_id=study_id, outcomes=outcomes):
+            if who == "sweep":
+                outcomes["released"] = claims_release_stale(now=timezone.now())
+                return
+            try:
+                study_claim(study_id=study_id, radiologist=eager)
+                outcomes["claim"] = "won"
+            except Conflict:
+                outcomes["claim"] = "409"
+
+        _run(["sweep", "claim"], act)
+        if outcomes["released"] == []:
+            # The sweep skips a row another transaction holds (SKIP LOCKED): the
+            # claimer had it locked, was refused, and the next sweep releases it.
+            assert outcomes["claim"] == "409"
+            outcomes["released"] = claims_release_stale(now=timezone.now())
+            outcomes_seen["skipped while locked"] += 1
+        study = Study.objects.get(pk=study_id)
+        # The stale claim is released exactly once, whoever ran first.
+        assert outcomes["released"] == [study_id]
+        assert study.transitions.filter(reason__contains="(automatic)").count() == 1
+        if outcomes["claim"] == "won":
+            # Claimed after the release: the eager reader holds it and the sweep
+            # did not release that fresh claim.
+            assert study.status == "claimed" and study.assigned_radiologist == eager
+            assert study.transitions.filter(to_status="claimed").count() == 2
+        else:
+            # Tried while the idle claim still stood: refused, the study is back on offer.
+            assert study.status == "offered" and study.assigned_radiologist is None
+            assert study.transitions.filter(to_status="claimed").count() == 1
+        outcomes_seen[str(outcomes["claim"])] += 1
+    assert outcomes_seen["won"] + outcomes_seen["409"] == 10
