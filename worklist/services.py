@@ -29,17 +29,38 @@ from worklist.models import Offer
 from worklist.selectors import worklist_for_reader
 
 
-def _check_eligible(study: Study, radiologist: Radiologist, now: dt.datetime) -> None:
+def _claim_refusal(
+    study: Study, radiologist: Radiologist, now: dt.datetime
+) -> Conflict | NotPermitted | None:
+    """Why ``radiologist`` may not claim the (locked) study now, or None.  Nothing is
+    written before this answers, so a caller can try the next study without a
+    savepoint."""
+    if study.status != StudyStatus.OFFERED:
+        return Conflict(
+            "This study has already been claimed by another radiologist.", code="already_claimed"
+        )
+    if not Offer.objects.filter(
+        study=study, radiologist=radiologist, withdrawn_at__isnull=True
+    ).exists():
+        return NotPermitted("This study is not on your worklist.", code="not_offered")
+    # Eligibility again: a license or privilege may have lapsed since the offer.
+    return _eligibility_refusal(study, radiologist, now)
+
+
+def _eligibility_refusal(
+    study: Study, radiologist: Radiologist, now: dt.datetime
+) -> NotPermitted | None:
     verdict = why_not(study=study, radiologist_id=radiologist.pk, now=now)
     if verdict is None:
-        raise NotPermitted("No routing rule applies to this study.", code="no_rule")
+        return NotPermitted("No routing rule applies to this study.", code="no_rule")
     if not verdict.eligible:
         reasons = "; ".join(REASON_TEXT[r] for r in verdict.reasons)
         code = "at_cap" if Reason.AT_CAP in verdict.reasons else "not_eligible"
-        raise NotPermitted(f"You cannot read this study now: {reasons}.", code=code)
+        return NotPermitted(f"You cannot read this study now: {reasons}.", code=code)
+    return None
 
 
-def _claim_locked(
+def _claim_apply(
     study: Study,
     radiologist: Radiologist,
     *,
@@ -47,17 +68,10 @@ def _claim_locked(
     now: dt.datetime,
     ip_address: str | None,
 ) -> Study:
-    if study.status != StudyStatus.OFFERED:
-        raise Conflict(
-            "This study has already been claimed by another radiologist.", code="already_claimed"
-        )
-    if not Offer.objects.filter(
-        study=study, radiologist=radiologist, withdrawn_at__isnull=True
-    ).exists():
-        raise NotPermitted("This study is not on your worklist.", code="not_offered")
-    _check_eligible(study, radiologist, now)
+    """Record the claim on the locked study (its refusal check has passed)."""
     claimed = study_transition(
         study_id=study.pk,
+        locked=study,
         to_status=StudyStatus.CLAIMED,
         actor=actor,
         at=now,
@@ -68,6 +82,20 @@ def _claim_locked(
     )
     StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
     return claimed
+
+
+def _claim_locked(
+    study: Study,
+    radiologist: Radiologist,
+    *,
+    actor: User | None,
+    now: dt.datetime,
+    ip_address: str | None,
+) -> Study:
+    refusal = _claim_refusal(study, radiologist, now)
+    if refusal is not None:
+        raise refusal
+    return _claim_apply(study, radiologist, actor=actor, now=now, ip_address=ip_address)
 
 
 def study_claim(
@@ -111,14 +139,11 @@ def study_claim_next(
             ]
         )
         for study in candidates:
-            try:
-                with transaction.atomic():
-                    return _claim_locked(
-                        study, radiologist, actor=actor, now=now, ip_address=ip_address
-                    )
-            except NotPermitted as refusal:
-                if refusal.code == "at_cap":
-                    raise
+            refusal = _claim_refusal(study, radiologist, now)
+            if refusal is None:
+                return _claim_apply(study, radiologist, actor=actor, now=now, ip_address=ip_address)
+            if isinstance(refusal, NotPermitted) and refusal.code == "at_cap":
+                raise refusal
     return None
 
 
@@ -140,6 +165,7 @@ def study_release(
             raise Conflict("You do not hold a claim on this study.", code="not_claimed")
         released = study_transition(
             study_id=study.pk,
+            locked=study,
             to_status=StudyStatus.OFFERED,
             actor=actor,
             at=now,
@@ -171,7 +197,9 @@ def study_reassign(
             raise NotPermitted(
                 "That radiologist does not read for this facility's group.", code="other_group"
             )
-        _check_eligible(study, to, now)
+        refusal = _eligibility_refusal(study, to, now)
+        if refusal is not None:
+            raise refusal
         if study.status == StudyStatus.OFFERED:
             Offer.objects.get_or_create(
                 study=study,
@@ -181,6 +209,7 @@ def study_reassign(
             )
             study = study_transition(
                 study_id=study.pk,
+                locked=study,
                 to_status=StudyStatus.CLAIMED,
                 actor=actor,
                 at=now,
