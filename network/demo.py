@@ -31,6 +31,7 @@ from network.models import (
     Shift,
     Subspecialty,
 )
+from reporting.models import ReportTemplate
 from studies.models import Study
 from studies.services import study_create, study_transition
 from studies.states import StudyStatus
@@ -363,6 +364,9 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
 
     for group in groups.values():
         seed_demo_rules(group)
+    from reporting.services import report_templates_seed
+
+    report_templates_seed()
     _seed_studies(facilities, now=now)
     return {
         "facilities": Facility.objects.count(),
@@ -371,6 +375,7 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
         "privileges": FacilityPrivilege.objects.count(),
         "shifts": Shift.objects.count(),
         "studies": Study.objects.count(),
+        "report_templates": ReportTemplate.objects.count(),
     }
 
 

@@ -180,6 +180,8 @@ SPECTACULAR_SETTINGS = {
         "StudyStatusEnum": "studies.states.StudyStatus",
         "CredentialStatusEnum": "network.models.CredentialStatus",
         "PriorityEnum": "network.models.Priority",
+        "ReportStatusEnum": "reporting.states.ReportStatus",
+        "SignAsEnum": "reporting.states.SignAs",
     },
 }
 

@@ -8,6 +8,7 @@ from audit.api import AuditEventViewSet
 from health.views import healthz
 from ingest.api import QuarantineViewSet
 from network import api as network_api
+from reporting import api as reporting_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
 from worklist import api as worklist_api
@@ -25,6 +26,9 @@ router.register("studies", StudyViewSet, basename="study")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
 router.register("quarantine", QuarantineViewSet, basename="quarantine")
 router.register("routing-rules", RoutingRuleViewSet, basename="routing-rule")
+router.register("report-templates", reporting_api.ReportTemplateViewSet, basename="report-template")
+router.register("reports", reporting_api.ReportViewSet, basename="report")
+router.register("me/macros", reporting_api.MacroViewSet, basename="macro")
 
 urlpatterns = [
     path("", include("worklist.urls")),
@@ -51,6 +55,11 @@ urlpatterns = [
         name="reassign",
     ),
     path("api/v1/studies/<int:study_id>/triage/", StudyTriageApi.as_view(), name="study-triage"),
+    path(
+        "api/v1/studies/<int:study_id>/report/",
+        reporting_api.StudyReportApi.as_view(),
+        name="study-report",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),

@@ -1,0 +1,158 @@
+"""Reporting in the admin: templates scoped to the admin's groups, reports read-only
+(reports change only through their services, which check the claim and audit)."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+
+from network.selectors import reading_groups_administered
+from reporting import services
+from reporting.models import (
+    Addendum,
+    CriticalCommunication,
+    Report,
+    ReportTemplate,
+    ReportVersion,
+)
+from reporting.selectors import report_list_visible
+from teleradiology.errors import DomainError
+
+
+class _ReadOnly:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReportTemplateForm(forms.ModelForm[ReportTemplate]):
+    """Adds a template (or the next version of its code) through the service's checks."""
+
+    class Meta:
+        model = ReportTemplate
+        fields = [
+            "reading_group",
+            "code",
+            "name",
+            "modality",
+            "body_parts",
+            "procedure_codes",
+            "schema",
+        ]
+
+    def validate_unique(self) -> None:
+        # A known code is a new version, numbered by the service, not a duplicate.
+        return None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        document = {k: data.get(k) for k in self.Meta.fields if k != "reading_group"}
+        document = {k: v for k, v in document.items() if v is not None}
+        try:
+            services.report_template_clean(document)
+        except DomainError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        group = data.get("reading_group")
+        owners = set(
+            ReportTemplate.objects.filter(code=data.get("code", "")).values_list(
+                "reading_group_id", flat=True
+            )
+        )
+        if owners - {getattr(group, "pk", None)}:
+            raise forms.ValidationError("That code belongs to another owner's template.")
+        return data
+
+
+@admin.register(ReportTemplate)
+class ReportTemplateAdmin(admin.ModelAdmin[ReportTemplate]):
+    """Templates of the admin's groups and the shared library.  Adding with a known code
+    makes its next version; saved templates never change (reports point at them)."""
+
+    form = ReportTemplateForm
+    list_display = ["code", "version", "name", "modality", "reading_group", "is_active"]
+    list_filter = ["is_active", "modality", "reading_group"]
+    search_fields = ["code", "name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ReportTemplate]:
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        groups = reading_groups_administered(user=request.user)
+        return qs.filter(Q(reading_group__in=groups) | Q(reading_group__isnull=True))
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "reading_group" and not request.user.is_superuser:
+            kwargs["queryset"] = reading_groups_administered(user=request.user)
+            kwargs["required"] = True
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: ReportTemplate, form: Any, change: bool
+    ) -> None:
+        document = {k: v for k, v in form.cleaned_data.items() if k != "reading_group"}
+        created = services.report_template_create(
+            actor=request.user,  # type: ignore[arg-type]
+            reading_group=form.cleaned_data.get("reading_group"),
+            document=document,
+        )
+        obj.pk = created.pk
+
+
+class ReportVersionInline(_ReadOnly, admin.TabularInline[ReportVersion, Report]):
+    model = ReportVersion
+    extra = 0
+    fields = ["number", "status", "impression", "critical_severity", "saved_by", "saved_at"]
+    readonly_fields = [
+        "number",
+        "status",
+        "impression",
+        "critical_severity",
+        "saved_by",
+        "saved_at",
+    ]
+
+
+class AddendumInline(_ReadOnly, admin.TabularInline[Addendum, Report]):
+    model = Addendum
+    extra = 0
+    readonly_fields = ["number", "text", "signed_by", "signed_at"]
+
+
+class CriticalCommunicationInline(_ReadOnly, admin.TabularInline[CriticalCommunication, Report]):
+    model = CriticalCommunication
+    extra = 0
+    readonly_fields = [
+        "recipient_name",
+        "recipient_role",
+        "method",
+        "communicated_at",
+        "read_back_confirmed",
+        "recorded_by",
+        "recorded_at",
+    ]
+
+
+@admin.register(Report)
+class ReportAdmin(_ReadOnly, admin.ModelAdmin[Report]):
+    """Read-only record of reports the admin may read, with every version and addendum."""
+
+    list_display = ["study", "template", "author", "status", "critical_severity", "updated_at"]
+    list_filter = ["status", "critical_severity"]
+    search_fields = ["study__accession_number", "study__patient_id"]
+    inlines = [ReportVersionInline, AddendumInline, CriticalCommunicationInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Report]:
+        return report_list_visible(user=request.user)

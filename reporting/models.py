@@ -1,0 +1,231 @@
+"""Structured reports: templates, the report of a study with every saved version,
+addenda, critical findings and their communication, and readers' macros."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from reporting.states import ReportStatus
+
+
+class ReportTemplate(models.Model):
+    """One version of a structured template; reports point at the version they used."""
+
+    # Null: the shared starter library; otherwise a reading group's own template.
+    reading_group = models.ForeignKey(
+        "network.ReadingGroup",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="report_templates",
+    )
+    code = models.SlugField(max_length=64)
+    version = models.PositiveIntegerField(default=1)
+    name = models.CharField(max_length=200)
+    modality = models.CharField(max_length=16, blank=True)
+    body_parts = models.JSONField(default=list, blank=True)
+    procedure_codes = models.JSONField(default=list, blank=True)
+    schema = models.JSONField()
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["code", "version"], name="template_code_version"),
+            # New versions retire the old: matching picks the one active version.
+            models.UniqueConstraint(
+                fields=["code"], condition=Q(is_active=True), name="template_one_active_version"
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="template_version_pos"),
+            models.CheckConstraint(condition=~Q(code=""), name="template_code_set"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (v{self.version})"
+
+
+class CriticalSeverity(models.TextChoices):
+    NONE = "none", "None"
+    CRITICAL = "critical", "Critical"
+    URGENT = "urgent", "Urgent"
+    INCIDENTAL = "incidental", "Incidental, follow-up advised"
+
+
+class Report(models.Model):
+    """The report of one study: its values, impression and where it stands."""
+
+    study = models.OneToOneField("studies.Study", on_delete=models.PROTECT, related_name="report")
+    template = models.ForeignKey(ReportTemplate, on_delete=models.PROTECT, related_name="reports")
+    author = models.ForeignKey(
+        "network.Radiologist", on_delete=models.PROTECT, related_name="reports"
+    )
+    status = models.CharField(
+        max_length=12, choices=ReportStatus.choices, default=ReportStatus.DRAFT
+    )
+    values = models.JSONField(default=dict, blank=True)
+    impression = models.TextField(blank=True)
+    critical_severity = models.CharField(
+        max_length=12, choices=CriticalSeverity.choices, default=CriticalSeverity.NONE
+    )
+    version = models.PositiveIntegerField(default=1)
+    preliminary_signed_at = models.DateTimeField(null=True, blank=True)
+    preliminary_signed_by = models.ForeignKey(
+        "network.Radiologist", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    signed_at = models.DateTimeField(null=True, blank=True)
+    signed_by = models.ForeignKey(
+        "network.Radiologist",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="signed_reports",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=ReportStatus.values), name="report_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(critical_severity__in=CriticalSeverity.values),
+                name="report_severity_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ReportStatus.FINAL)
+                | Q(signed_at__isnull=False, signed_by__isnull=False),
+                name="report_final_is_signed",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ReportStatus.PRELIMINARY)
+                | Q(preliminary_signed_at__isnull=False, preliminary_signed_by__isnull=False),
+                name="report_preliminary_is_signed",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ReportStatus.FINAL) | ~Q(impression=""),
+                name="report_final_has_impression",
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="report_version_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Report of study {self.study_id} ({self.get_status_display()})"
+
+
+class ReportVersion(models.Model):
+    """A saved state of a report (every autosave and every signature): never changed."""
+
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    template = models.ForeignKey(ReportTemplate, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=12, choices=ReportStatus.choices)
+    values = models.JSONField(default=dict, blank=True)
+    impression = models.TextField(blank=True)
+    critical_severity = models.CharField(max_length=12, choices=CriticalSeverity.choices)
+    saved_by = models.ForeignKey("network.Radiologist", on_delete=models.PROTECT, related_name="+")
+    saved_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["report", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["report", "number"], name="report_version_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="report_version_number_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return f"report {self.report_id} v{self.number} ({self.status})"
+
+
+class Addendum(models.Model):
+    """Words added to a final report after signing; the final itself is never edited."""
+
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="addenda")
+    number = models.PositiveIntegerField()
+    text = models.TextField()
+    signed_by = models.ForeignKey("network.Radiologist", on_delete=models.PROTECT, related_name="+")
+    signed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["report", "number"]
+        verbose_name_plural = "addenda"
+        constraints = [
+            models.UniqueConstraint(fields=["report", "number"], name="addendum_number_unique"),
+            models.CheckConstraint(condition=~Q(text=""), name="addendum_text_set"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Addendum {self.number} to report {self.report_id}"
+
+
+class CriticalCommunication(models.Model):
+    """Who was told of an actionable finding, how and when (ACR communication practice)."""
+
+    class Method(models.TextChoices):
+        PHONE = "phone", "Telephone"
+        IN_PERSON = "in_person", "In person"
+        SECURE_MESSAGE = "secure_message", "Secure message with acknowledgement"
+        OTHER = "other", "Other"
+
+    report = models.ForeignKey(
+        Report, on_delete=models.PROTECT, related_name="critical_communications"
+    )
+    recipient_name = models.CharField(max_length=200)
+    recipient_role = models.CharField(max_length=100)
+    method = models.CharField(max_length=20, choices=Method.choices)
+    communicated_at = models.DateTimeField()
+    read_back_confirmed = models.BooleanField(default=False)
+    notes = models.TextField(blank=True)
+    recorded_by = models.ForeignKey(
+        "network.Radiologist", on_delete=models.PROTECT, related_name="+"
+    )
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["report", "communicated_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(method__in=["phone", "in_person", "secure_message", "other"]),
+                name="critical_comm_method_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(recipient_name="") & ~Q(recipient_role=""),
+                name="critical_comm_recipient_set",
+            ),
+            models.CheckConstraint(
+                condition=Q(recorded_at__gte=F("communicated_at")),
+                name="critical_comm_recorded_after",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_name} ({self.recipient_role}) by {self.method}"
+
+
+class Macro(models.Model):
+    """A radiologist's named snippet of text, insertable into any text field."""
+
+    radiologist = models.ForeignKey(
+        "network.Radiologist", on_delete=models.CASCADE, related_name="macros"
+    )
+    name = models.CharField(max_length=100)
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["radiologist", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["radiologist", "name"], name="macro_name_unique"),
+            models.CheckConstraint(condition=~Q(name="") & ~Q(text=""), name="macro_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

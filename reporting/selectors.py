@@ -1,0 +1,213 @@
+"""Who may read which report and template, and whether a reader may sign: the one place
+report access is decided.
+
+- superuser: every report;
+- group admin: reports of the studies of the facilities their groups serve;
+- radiologist: reports of studies they hold, and reports they wrote or signed;
+- facility staff: FINAL reports of their own facilities' studies only;
+- anyone else: nothing (the API answers 404, so existence does not leak).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from rest_framework.exceptions import NotFound
+
+from network.models import Radiologist
+from network.selectors import (
+    AnyUser,
+    facilities_staffed,
+    radiologist_for_user,
+    reading_groups_administered,
+)
+from reporting.models import Addendum, CriticalCommunication, Macro, Report, ReportTemplate
+from reporting.states import ReportStatus
+from routing import eligibility
+from routing.eligibility import Reason, StudyFacts
+from routing.models import LAST_TIER, StudyRouting
+from routing.selectors import candidate_facts
+from routing.services import rule_for_study, study_facts
+from studies.models import Study
+
+# What a signature answers to: the law (license) and the contract (privilege).
+# Shift, pause, workload and subspecialty decided who was offered the study; they do
+# not stop the reader who holds it from signing.
+SIGN_REASONS = frozenset(
+    {
+        Reason.INACTIVE,
+        Reason.NOT_LICENSED,
+        Reason.LICENSE_EXPIRED,
+        Reason.LICENSE_NOT_ACTIVE,
+        Reason.PRELIMINARY_ONLY,
+        Reason.NO_PRIVILEGE,
+        Reason.PRIVILEGE_EXPIRED,
+        Reason.PRIVILEGE_NOT_ACTIVE,
+    }
+)
+
+
+def report_visibility_filter(*, user: AnyUser) -> Q | None:
+    """A filter for the reports ``user`` may read; None means all of them."""
+    if not user.is_authenticated or not user.is_active:
+        return Q(pk__in=[])
+    if getattr(user, "is_superuser", False):
+        return None
+    reach = Q(study__facility__reading_group__in=reading_groups_administered(user=user)) | Q(
+        status=ReportStatus.FINAL, study__facility__in=facilities_staffed(user=user).values("pk")
+    )
+    reader = radiologist_for_user(user=user)
+    if reader is not None:
+        reach |= (
+            Q(study__assigned_radiologist=reader)
+            | Q(author=reader)
+            | Q(signed_by=reader)
+            | Q(preliminary_signed_by=reader)
+        )
+    return reach
+
+
+def report_list_visible(*, user: AnyUser) -> QuerySet[Report]:
+    """Reports ``user`` may read, with what the serializer needs joined in."""
+    qs = Report.objects.select_related(
+        "study", "template", "author", "signed_by", "preliminary_signed_by"
+    )
+    reach = report_visibility_filter(user=user)
+    return qs if reach is None else qs.filter(reach)
+
+
+def report_get_visible(*, user: AnyUser, report_id: int) -> Report:
+    """One report if ``user`` may read it; otherwise 404."""
+    report = report_list_visible(user=user).filter(pk=report_id).first()
+    if report is None:
+        raise NotFound("No such report.")
+    return report
+
+
+def report_get_for_study(*, user: AnyUser, study_id: int) -> Report:
+    """The report of a study if it exists and ``user`` may read it; otherwise 404."""
+    report = report_list_visible(user=user).filter(study_id=study_id).first()
+    if report is None:
+        raise NotFound("No report for this study.")
+    return report
+
+
+def report_addenda(*, report: Report) -> QuerySet[Addendum]:
+    """A readable report's addenda, oldest first."""
+    return report.addenda.select_related("signed_by").order_by("number")
+
+
+def report_communications(*, report: Report) -> QuerySet[CriticalCommunication]:
+    """A readable report's critical-result communications, in the order they happened."""
+    return report.critical_communications.select_related("recorded_by").order_by(
+        "communicated_at", "id"
+    )
+
+
+def template_list_visible(*, user: AnyUser) -> QuerySet[ReportTemplate]:
+    """Templates for readers and admins: the shared library and their own groups'."""
+    if not user.is_authenticated or not user.is_active:
+        return ReportTemplate.objects.none()
+    if getattr(user, "is_superuser", False):
+        return ReportTemplate.objects.all()
+    groups = reading_groups_administered(user=user).values("pk")
+    reader = radiologist_for_user(user=user)
+    reach = Q(reading_group__in=groups)
+    if reader is not None:
+        reach |= Q(reading_group=reader.reading_group_id)
+    elif not reading_groups_administered(user=user).exists():
+        return ReportTemplate.objects.none()
+    return ReportTemplate.objects.filter(reach | Q(reading_group__isnull=True))
+
+
+def template_get_visible(*, user: AnyUser, template_id: int) -> ReportTemplate:
+    """One template if ``user`` may see it; otherwise 404."""
+    template = template_list_visible(user=user).filter(pk=template_id).first()
+    if template is None:
+        raise NotFound("No such template.")
+    return template
+
+
+def template_matches(*, study: Study) -> QuerySet[ReportTemplate]:
+    """Active templates that fit a study (modality, body part, procedure), best first."""
+    qs = ReportTemplate.objects.filter(is_active=True).filter(
+        Q(reading_group__isnull=True) | Q(reading_group=study.facility.reading_group_id)
+    )
+    if study.modality:
+        qs = qs.filter(Q(modality="") | Q(modality__iexact=study.modality))
+    matches = [
+        t
+        for t in qs
+        if (not t.body_parts or study.body_part.upper() in t.body_parts)
+        and (not t.procedure_codes or study.procedure_code in t.procedure_codes)
+    ]
+    # A procedure-code match is the most specific, then a body-part match.
+    matches.sort(key=lambda t: (not t.procedure_codes, not t.body_parts, t.code))
+    return ReportTemplate.objects.filter(pk__in=[t.pk for t in matches])
+
+
+def macro_list_for(*, radiologist: Radiologist) -> QuerySet[Macro]:
+    """The radiologist's own macros (nobody else's)."""
+    return Macro.objects.filter(radiologist=radiologist)
+
+
+def template_export(*, template: ReportTemplate) -> dict[str, Any]:
+    """A template as a portable JSON document (no ids, no group)."""
+    return {
+        "code": template.code,
+        "name": template.name,
+        "version": template.version,
+        "modality": template.modality,
+        "body_parts": list(template.body_parts),
+        "procedure_codes": list(template.procedure_codes),
+        "schema": template.schema,
+    }
+
+
+def sign_scope(
+    *, study: Study, radiologist: Radiologist, now: dt.datetime
+) -> tuple[str, list[str]]:
+    """What ``radiologist`` may sign on ``study`` today: ("final" | "preliminary" | "", reasons).
+
+    Built from routing's own facts and judge, so signing and routing never disagree
+    about a license: valid today, active, in the patient's jurisdiction, with final
+    scope (or preliminary scope where the study's routing rule allows it).
+    """
+    routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
+    rule = routing.rule if routing and routing.rule else rule_for_study(study=study)
+    if rule is not None:
+        facts = study_facts(study=study, rule=rule, now=now)
+    else:
+        facts = StudyFacts(
+            study_id=study.pk,
+            facility_id=study.facility_id,
+            jurisdiction=study.patient_jurisdiction.code,
+            priority=study.priority,
+            read_date=now.date(),
+            subspecialties=frozenset(),
+        )
+    facts = dataclasses.replace(facts, excluded=frozenset(), bypass_cap=True)
+    candidates = candidate_facts(
+        facility=study.facility,
+        jurisdiction_code=facts.jurisdiction,
+        max_tier=LAST_TIER,
+        at=now,
+        radiologist_ids=[radiologist.pk],
+    )
+    if not candidates:
+        return "", [eligibility.REASON_TEXT[Reason.NOT_LICENSED]]
+    candidate = dataclasses.replace(
+        candidates[0],
+        available=True,
+        on_shift=True,
+        subspecialties=candidates[0].subspecialties | facts.subspecialties | {"general"},
+    )
+    facts = dataclasses.replace(facts, allow_general=True)
+    verdict = eligibility.judge(facts, candidate)
+    reasons = [r for r in verdict.reasons if r in SIGN_REASONS]
+    if reasons:
+        return "", [eligibility.REASON_TEXT[r] for r in reasons]
+    return verdict.scope, []
