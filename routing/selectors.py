@@ -38,6 +38,13 @@ from worklist.models import Offer
 RECENT_WORK_WINDOW = dt.timedelta(hours=8)
 
 
+def rules_requiring(*, subspecialty_code: str) -> QuerySet[RoutingRule, int]:
+    """Ids of the rules that require (or accept) the subspecialty."""
+    return RoutingRule.objects.filter(subspecialties__code=subspecialty_code).values_list(
+        "id", flat=True
+    )
+
+
 def rule_keys_for_group(*, reading_group_id: int) -> list[tuple[RuleKey, RoutingRule]]:
     """The group's active rules in order, as match keys (three plain queries: the
     rules, their facilities, their subspecialty codes)."""

@@ -163,7 +163,7 @@ def _offer_from(
     chosen = fresh[:1] if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN else fresh
     Offer.objects.bulk_create(
         [
-            Offer(study=study, radiologist_id=v.radiologist_id, tier=tier, offered_at=now)
+            Offer.make(study=study, radiologist_id=v.radiologist_id, tier=tier, at=now)
             for v in chosen
         ],
         ignore_conflicts=True,  # an open offer already there stays (unique constraint)

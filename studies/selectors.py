@@ -32,11 +32,10 @@ def study_visibility_filter(*, user: AnyUser) -> Q | None:
     )
     reader = radiologist_for_user(user=user)
     if reader is not None:
-        reach |= Q(assigned_radiologist=reader) | Q(
-            pk__in=Offer.objects.filter(radiologist=reader, withdrawn_at__isnull=True).values(
-                "study_id"
-            )
-        )
+        # Offered to me, including offers a claim holds (so a late claimer hears
+        # "already claimed", not "no such study").
+        offered = Offer.objects.filter(radiologist=reader, withdrawn_at__isnull=True)
+        reach |= Q(assigned_radiologist=reader) | Q(pk__in=offered.values("study_id"))
     return reach
 
 

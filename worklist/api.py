@@ -19,6 +19,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record_many
 from network.models import Priority, Radiologist
 from network.selectors import radiologist_for_user
+from routing.selectors import rules_requiring
 from studies.models import Study
 from studies.selectors import study_get_visible, study_is_administered_by
 from teleradiology.api import client_ip, request_actor
@@ -78,14 +79,26 @@ class WorklistRowSerializer(serializers.ModelSerializer[Study]):
 
 
 class WorklistFilter(django_filters.FilterSet):
-    priority = django_filters.MultipleChoiceFilter(choices=Priority.choices)
-    modality = django_filters.CharFilter(lookup_expr="iexact")
+    # Filters on the offer's copies and on plain columns: no extra joins that would
+    # multiply rows (no DISTINCT) or hide the worklist index from the planner.
+    priority = django_filters.MultipleChoiceFilter(
+        field_name="wl_priority", choices=Priority.choices, distinct=False
+    )
+    modality = django_filters.CharFilter(method="filter_modality")
     tier = django_filters.NumberFilter(field_name="offer_tier")
-    subspecialty = django_filters.CharFilter(field_name="routing__rule__subspecialties__code")
+    subspecialty = django_filters.CharFilter(method="filter_subspecialty")
 
     class Meta:
         model = Study
         fields = ["facility", "priority", "modality"]
+
+    def filter_modality(self, queryset: QuerySet[Study], name: str, value: str) -> QuerySet[Study]:
+        return queryset.filter(modality=value.strip().upper())  # DICOM modalities are upper case
+
+    def filter_subspecialty(
+        self, queryset: QuerySet[Study], name: str, value: str
+    ) -> QuerySet[Study]:
+        return queryset.filter(routing__rule_id__in=rules_requiring(subspecialty_code=value))
 
 
 class WorklistApi(generics.ListAPIView[Study]):

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.db.models import Q
+
+if TYPE_CHECKING:
+    from studies.models import Study
 
 
 class Offer(models.Model):
@@ -15,6 +21,16 @@ class Offer(models.Model):
     )
     tier = models.PositiveSmallIntegerField(default=0)
     offered_at = models.DateTimeField()
+    # The worklist's sort keys, copied from the study when the offer is made (a
+    # priority change re-routes, which makes new offers), so that a reader's
+    # worklist is one walk of one index, stopping after a page.
+    priority = models.PositiveSmallIntegerField()
+    sla_due_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    # Open (not withdrawn) offers of a claimed study are held: off the worklists
+    # while the claim stands, back on them when it is released.  So the rows on a
+    # worklist (open and not held) are exactly the offered studies'.
+    held_at = models.DateTimeField(null=True, blank=True)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     withdrawn_reason = models.CharField(max_length=200, blank=True)
 
@@ -22,9 +38,9 @@ class Offer(models.Model):
         ordering = ["offered_at", "id"]
         indexes = [
             models.Index(
-                fields=["radiologist", "study"],
-                name="offer_open_by_reader_idx",
-                condition=Q(withdrawn_at__isnull=True),
+                fields=["radiologist", "priority", "sla_due_at", "received_at", "study"],
+                name="offer_worklist_idx",
+                condition=Q(withdrawn_at__isnull=True, held_at__isnull=True),
             ),
         ]
         constraints = [
@@ -44,3 +60,16 @@ class Offer(models.Model):
 
     def __str__(self) -> str:
         return f"study {self.study_id} -> reader {self.radiologist_id} (tier {self.tier})"
+
+    @classmethod
+    def make(cls, *, study: Study, radiologist_id: int, tier: int, at: dt.datetime) -> Offer:
+        """An unsaved open offer of ``study``, with its worklist sort keys."""
+        return cls(
+            study=study,
+            radiologist_id=radiologist_id,
+            tier=tier,
+            offered_at=at,
+            priority=study.priority,
+            sla_due_at=study.sla_due_at,
+            received_at=study.received_at,
+        )

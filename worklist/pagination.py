@@ -17,13 +17,20 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from studies.models import Study
+from worklist.selectors import WORKLIST_ORDER
 
-# The worklist order: priority, SLA due time, arrival, id (unique: a total order).
-KEYS = ("priority", "sla_due_at", "received_at", "id")
+# The worklist order: priority, SLA due time, arrival, id (unique: a total order),
+# as the offer's copies annotated by worklist.selectors.worklist_for_reader.
+KEYS = WORKLIST_ORDER
 
 
 def encode_cursor(study: Study) -> str:
-    values = [study.priority, study.sla_due_at.isoformat(), study.received_at.isoformat(), study.pk]
+    values = [
+        study.wl_priority,  # type: ignore[attr-defined]
+        study.wl_due.isoformat(),  # type: ignore[attr-defined]
+        study.wl_received.isoformat(),  # type: ignore[attr-defined]
+        study.pk,
+    ]
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
@@ -44,11 +51,12 @@ def decode_cursor(cursor: str) -> tuple[int, dt.datetime, dt.datetime, int]:
 def after(cursor: str) -> Q:
     """Rows strictly after the cursor in the worklist order."""
     priority, due, received, pk = decode_cursor(cursor)
-    return (
-        Q(priority__gt=priority)
-        | Q(priority=priority, sla_due_at__gt=due)
-        | Q(priority=priority, sla_due_at=due, received_at__gt=received)
-        | Q(priority=priority, sla_due_at=due, received_at=received, id__gt=pk)
+    # The first term bounds the index walk; the rest break ties.
+    return Q(wl_priority__gte=priority) & (
+        Q(wl_priority__gt=priority)
+        | Q(wl_due__gt=due)
+        | Q(wl_due=due, wl_received__gt=received)
+        | Q(wl_due=due, wl_received=received, id__gt=pk)
     )
 
 

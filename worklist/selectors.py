@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
-from django.db.models import Exists, F, OuterRef, QuerySet, Subquery
+from django.db.models import F, QuerySet
 
 from network.models import Radiologist
-from routing.models import StudyRouting
 from studies.models import Study
 from studies.states import StudyStatus
-from worklist.models import Offer
+
+# The worklist order, on the offer's copies of the study's sort keys, so that the
+# database walks one index (offer_worklist_idx) and stops after a page.
+WORKLIST_ORDER = ("wl_priority", "wl_due", "wl_received", "id")
 
 
 def worklist_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
-    """Studies on offer to the reader: priority, then SLA due time, then arrival."""
-    open_offer = Offer.objects.filter(
-        study=OuterRef("pk"), radiologist=radiologist, withdrawn_at__isnull=True
-    )
+    """Studies on offer to the reader: priority, then SLA due time, then arrival.
+
+    Read from the reader's open, unheld offers (only offered studies have any),
+    so the query is one join with no status filter for the planner to misjudge.
+    The annotations reuse that one join (annotate after filter on the relation).
+    """
     return (
-        Study.objects.filter(status=StudyStatus.OFFERED)
-        .filter(Exists(open_offer))
+        Study.objects.filter(
+            offers__radiologist=radiologist,
+            offers__withdrawn_at__isnull=True,
+            offers__held_at__isnull=True,
+        )
         .annotate(
-            offer_tier=Subquery(open_offer.values("tier")[:1]),
-            relative_value=Subquery(
-                StudyRouting.objects.filter(study=OuterRef("pk")).values("relative_value")[:1]
-            ),
+            wl_priority=F("offers__priority"),
+            wl_due=F("offers__sla_due_at"),
+            wl_received=F("offers__received_at"),
+            offer_tier=F("offers__tier"),
+            relative_value=F("routing__relative_value"),
             rule_name=F("routing__rule__name"),
         )
         .select_related("facility")
-        .order_by("priority", "sla_due_at", "received_at", "id")
+        .order_by(*WORKLIST_ORDER)
     )
 
 

@@ -81,7 +81,22 @@ def _claim_apply(
         reason=f"claimed by {radiologist.display_name}",
     )
     StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
+    _offers_hold(study, now)
     return claimed
+
+
+def _offers_hold(study: Study, now: dt.datetime) -> None:
+    """Take a claimed study off every worklist (offered again on release)."""
+    Offer.objects.filter(study=study, withdrawn_at__isnull=True, held_at__isnull=True).update(
+        held_at=now
+    )
+
+
+def _offers_restore(study: Study) -> None:
+    """Put a released study back on the worklists its claim took it off."""
+    Offer.objects.filter(study=study, withdrawn_at__isnull=True, held_at__isnull=False).update(
+        held_at=None
+    )
 
 
 def _claim_locked(
@@ -163,6 +178,7 @@ def study_release(
         study = Study.objects.select_for_update().get(pk=study_id)
         if study.status != StudyStatus.CLAIMED or study.assigned_radiologist_id != radiologist.pk:
             raise Conflict("You do not hold a claim on this study.", code="not_claimed")
+        _offers_restore(study)
         released = study_transition(
             study_id=study.pk,
             locked=study,
@@ -201,12 +217,10 @@ def study_reassign(
         if refusal is not None:
             raise refusal
         if study.status == StudyStatus.OFFERED:
-            Offer.objects.get_or_create(
-                study=study,
-                radiologist=to,
-                withdrawn_at=None,
-                defaults={"tier": 0, "offered_at": now},
-            )
+            if not Offer.objects.filter(
+                study=study, radiologist=to, withdrawn_at__isnull=True
+            ).exists():
+                Offer.make(study=study, radiologist_id=to.pk, tier=0, at=now).save()
             study = study_transition(
                 study_id=study.pk,
                 locked=study,
@@ -218,6 +232,7 @@ def study_reassign(
                 ip_address=ip_address,
                 reason=f"reassigned to {to.display_name}",
             )
+            _offers_hold(study, now)
         elif study.status == StudyStatus.CLAIMED:
             previous = study.assigned_radiologist_id
             study.assigned_radiologist = to

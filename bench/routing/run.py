@@ -1608,14 +1608,18 @@ def phase_big_table(ctx: Ctx) -> None:
     t_copy = time.monotonic() - t0
     add_routing_rows(ctx, before + 1, after, decided="offered_at")
     rad_ids = sorted(ctx.net.radiologist_ids)
-    # Offers as the app leaves them: open (withdrawn_at NULL) after the claim.
+    # Offers as the app leaves them: withdrawn when the study was reported final (or
+    # cancelled), so history puts nothing on a worklist.
     for k in range(args.offers_per_study):
         c.execute(
             """INSERT INTO worklist_offer (study_id, radiologist_id, tier, offered_at,
+                                           priority, sla_due_at, received_at,
                                            withdrawn_at, withdrawn_reason)
                SELECT s.id, (%(rads)s::bigint[])[1 + ((s.id * 7919 + %(k)s * 677)
                                                      %% array_length(%(rads)s::bigint[], 1))],
-                      0, s.offered_at, NULL, ''
+                      0, s.offered_at, s.priority, s.sla_due_at, s.received_at,
+                      GREATEST(s.offered_at, COALESCE(s.finalized_at, s.cancelled_at)),
+                      'study reported final or cancelled'
                FROM studies_study s WHERE s.id BETWEEN %(a)s AND %(b)s""",
             {"rads": rad_ids, "k": k, "a": before + 1, "b": after},
         )
@@ -2303,8 +2307,8 @@ decision record.
 
 - Table: {big.get("status_counts")}; {big.get("filler", 0):,} historical studies
   bulk-loaded (COPY, {big.get("load_seconds", 0):.0f} s) with a `StudyRouting` row each
-  (no timer) and {args.offers_per_study} offers each, left open as the app leaves
-  them after a claim ({big.get("offers", 0):,} offers, {big.get("open_offers", 0):,} open).
+  (no timer) and {args.offers_per_study} offers each, withdrawn as the app withdraws
+  them at the final ({big.get("offers", 0):,} offers, {big.get("open_offers", 0):,} open).
   No RoutingDecision/StudyTransition/audit rows for them (the sweep does not read those).
   Sizes: {big.get("sizes")}.
 - Open worklist: {max(args.worklist_levels)} fresh studies routed by the app in-process

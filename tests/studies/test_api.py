@@ -51,9 +51,8 @@ def test_radiologist_sees_only_studies_offered_to_or_claimed_by_them(
     study = studies["a"]
     study_transition(study_id=study.pk, to_status=S.READY)
     study = study_transition(study_id=study.pk, to_status=S.OFFERED)
-    offer = Offer.objects.create(
-        study=study, radiologist=licensed_reader, offered_at=study.ready_at
-    )
+    offer = Offer.make(study=study, radiologist_id=licensed_reader.pk, tier=0, at=study.ready_at)
+    offer.save()
     assert _ids(client.get("/api/v1/studies/")) == {study.pk}
     assert client.get(f"/api/v1/studies/{study.pk}/").status_code == 200
     # Another reader in the same group does not see it.

@@ -242,3 +242,38 @@ def test_worklist_pages_by_keyset_in_order_without_gaps(api, tiered, facility_a)
     )
     assert seen == expected
     assert client.get("/api/v1/worklist/?cursor=garbage").status_code == 400
+
+
+def test_a_claim_takes_the_study_off_every_worklist_and_a_release_puts_it_back(
+    api, group_a, facility_a, regions, tiered, ready_study
+):
+    from tests.routing.conftest import make_reader
+    from worklist.models import Offer
+
+    other = make_reader(group_a, facility_a, name="dr_other_local", region=regions["local"])
+    study_route(study_id=ready_study.pk, now=NOW)
+    mine, theirs = api(tiered["local"].user), api(other.user)
+    assert [r["id"] for r in theirs.get("/api/v1/worklist/").json()["results"]] == [ready_study.pk]
+
+    assert mine.post(f"/api/v1/studies/{ready_study.pk}/claim/").status_code == 200
+    # Off the other reader's worklist at once; a late claim still hears why.
+    assert theirs.get("/api/v1/worklist/").json()["results"] == []
+    late = theirs.post(f"/api/v1/studies/{ready_study.pk}/claim/")
+    assert late.status_code == 409 and "already been claimed" in late.json()["detail"]
+    assert not Offer.objects.filter(
+        study=ready_study, withdrawn_at__isnull=True, held_at__isnull=True
+    ).exists()
+
+    mine.post(f"/api/v1/studies/{ready_study.pk}/release/", {"reason": "busy"}, format="json")
+    assert [r["id"] for r in theirs.get("/api/v1/worklist/").json()["results"]] == [ready_study.pk]
+    reopened = Offer.objects.filter(
+        study=ready_study, withdrawn_at__isnull=True, held_at__isnull=True
+    )
+    assert {(o.radiologist_id, o.tier) for o in reopened} == {
+        (tiered["local"].pk, 0),
+        (other.pk, 0),
+    }
+    # The copies of the sort keys match the study.
+    assert {(o.priority, o.sla_due_at) for o in reopened} == {
+        (ready_study.priority, ready_study.sla_due_at)
+    }
