@@ -339,8 +339,8 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
             Offer.objects.filter(study=study).values_list("radiologist_id", flat=True)
         )
         if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
-            Offer.objects.filter(study=study, withdrawn_at__isnull=True).update(
-                withdrawn_at=now, withdrawn_reason="not accepted in time"
+            Offer.objects.filter(study=study, withdrawn_at__isnull=True).withdraw(
+                at=now, reason="not accepted in time"
             )
             return _offer_from(
                 study,
@@ -408,9 +408,7 @@ def study_reroute(*, study_id: int, reason: str, now: dt.datetime | None = None)
         study = _lock_study(study_id)
         if study is None or study.status not in (StudyStatus.READY, StudyStatus.OFFERED):
             return
-        Offer.objects.filter(study=study, withdrawn_at__isnull=True).update(
-            withdrawn_at=now, withdrawn_reason=reason[:200]
-        )
+        Offer.objects.filter(study=study, withdrawn_at__isnull=True).withdraw(at=now, reason=reason)
         if study.status == StudyStatus.OFFERED:
             study_transition(
                 study_id=study.pk,
@@ -475,8 +473,8 @@ def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
     rows = list(selectors.offers_no_longer_eligible(now=now))
     if not rows:
         return 0
-    Offer.objects.filter(pk__in=[pk for pk, _ in rows], withdrawn_at__isnull=True).update(
-        withdrawn_at=now, withdrawn_reason="reader no longer eligible"
+    Offer.objects.filter(pk__in=[pk for pk, _ in rows], withdrawn_at__isnull=True).withdraw(
+        at=now, reason="reader no longer eligible"
     )
     studies = {study_id for _, study_id in rows}
     orphaned = studies - set(

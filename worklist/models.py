@@ -6,10 +6,22 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Greatest
 
 if TYPE_CHECKING:
     from studies.models import Study
+
+
+class OfferQuerySet(models.QuerySet["Offer"]):
+    def withdraw(self, *, at: dt.datetime, reason: str) -> int:
+        """Withdraw these offers at ``at``, or at their offer time if that is later: a
+        sweep's clock, read before it locked the study, may be older than an offer
+        another process made meanwhile (withdrawn_at >= offered_at is a constraint)."""
+        return self.update(
+            withdrawn_at=Greatest(Value(at, output_field=models.DateTimeField()), F("offered_at")),
+            withdrawn_reason=reason[:200],
+        )
 
 
 class Offer(models.Model):
@@ -33,6 +45,8 @@ class Offer(models.Model):
     held_at = models.DateTimeField(null=True, blank=True)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     withdrawn_reason = models.CharField(max_length=200, blank=True)
+
+    objects = OfferQuerySet.as_manager()
 
     class Meta:
         ordering = ["offered_at", "id"]

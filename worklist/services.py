@@ -272,7 +272,7 @@ def study_decline(
         study = Study.objects.select_for_update().get(pk=study_id)
         withdrawn = Offer.objects.filter(
             study=study, radiologist=radiologist, withdrawn_at__isnull=True
-        ).update(withdrawn_at=now, withdrawn_reason=f"declined: {reason}"[:200])
+        ).withdraw(at=now, reason=f"declined: {reason}")
         if not withdrawn or study.status != StudyStatus.OFFERED:
             raise Conflict("This study is not waiting for your answer.", code="not_offered")
         audit_record(

@@ -336,3 +336,17 @@ def test_unroutable_reasons_name_what_is_missing(
     assert unroutable_reason(ready_study, [], now=NOW) == (
         "no radiologist licensed in US-TX with privileges at Facility A is on shift"
     )
+
+
+def test_a_sweep_with_an_older_clock_withdraws_a_newer_offer_without_breaking(
+    tiered, neuro_rule, ready_study
+):
+    # A sweeper reads the clock, then another process offers the study; the
+    # sweeper's withdrawal must not date the offer's end before its start.
+    from routing.services import study_reroute
+
+    study_route(study_id=ready_study.pk, now=NOW)
+    study_reroute(study_id=ready_study.pk, reason="readers left", now=NOW - dt.timedelta(seconds=2))
+    first = Offer.objects.filter(study=ready_study).order_by("id").first()
+    assert first is not None
+    assert first.withdrawn_at == first.offered_at == NOW
