@@ -400,14 +400,28 @@ def why_not(*, study: Study, radiologist_id: int, now: dt.datetime | None = None
     return eligibility.judge(facts, candidates[0]) if candidates else None
 
 
-def study_reroute(*, study_id: int, reason: str, now: dt.datetime | None = None) -> None:
+def study_reroute(
+    *,
+    study_id: int,
+    reason: str,
+    now: dt.datetime | None = None,
+    only_if_orphaned: bool = False,
+) -> bool:
     """Route a study afresh (its priority or flags changed, or its readers left):
-    open offers are withdrawn and the study goes back through its rules."""
+    open offers are withdrawn and the study goes back through its rules.  With
+    ``only_if_orphaned``, only an offered study left with no open offer is
+    re-routed, checked under its lock: of two sweepers that both saw it orphaned,
+    the second finds it handled and does nothing."""
     now = now or timezone.now()
     with transaction.atomic():
         study = _lock_study(study_id)
         if study is None or study.status not in (StudyStatus.READY, StudyStatus.OFFERED):
-            return
+            return False
+        if only_if_orphaned and (
+            study.status != StudyStatus.OFFERED
+            or Offer.objects.filter(study=study, withdrawn_at__isnull=True).exists()
+        ):
+            return False
         Offer.objects.filter(study=study, withdrawn_at__isnull=True).withdraw(at=now, reason=reason)
         if study.status == StudyStatus.OFFERED:
             study_transition(
@@ -418,6 +432,7 @@ def study_reroute(*, study_id: int, reason: str, now: dt.datetime | None = None)
             )
         StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
         study_route(study_id=study.pk, now=now)
+    return True
 
 
 def study_change_triage(
@@ -469,13 +484,14 @@ def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
     """Withdraw open offers whose reader is no longer eligible (off shift, license or
     privilege lapsed, deactivated), and re-route studies left with no offer.  Runs on
     a beat schedule of its own (OFFER_ELIGIBILITY_SWEEP_SECONDS)."""
+    live = now is None  # beat: each re-route reads the clock when it holds its lock
     now = now or timezone.now()
     rows = list(selectors.offers_no_longer_eligible(now=now))
     if not rows:
         return 0
-    Offer.objects.filter(pk__in=[pk for pk, _ in rows], withdrawn_at__isnull=True).withdraw(
-        at=now, reason="reader no longer eligible"
-    )
+    withdrawn = Offer.objects.filter(
+        pk__in=[pk for pk, _ in rows], withdrawn_at__isnull=True
+    ).withdraw(at=now, reason="reader no longer eligible")
     studies = {study_id for _, study_id in rows}
     orphaned = studies - set(
         Offer.objects.filter(study_id__in=studies, withdrawn_at__isnull=True).values_list(
@@ -484,6 +500,9 @@ def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
     )
     for study_id in sorted(orphaned):
         study_reroute(
-            study_id=study_id, reason="its offered readers are no longer eligible", now=now
+            study_id=study_id,
+            reason="its offered readers are no longer eligible",
+            now=None if live else now,
+            only_if_orphaned=True,
         )
-    return len(rows)
+    return withdrawn
