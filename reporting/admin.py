@@ -9,11 +9,14 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from network.selectors import reading_groups_administered
-from reporting import services
+from reporting import services, transport
 from reporting.models import (
     Addendum,
     CriticalCommunication,
+    DeliveryAttempt,
+    FacilityEndpoint,
     Report,
+    ReportMessage,
     ReportTemplate,
     ReportVersion,
 )
@@ -156,3 +159,80 @@ class ReportAdmin(_ReadOnly, admin.ModelAdmin[Report]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Report]:
         return report_list_visible(user=request.user)
+
+
+class FacilityEndpointForm(forms.ModelForm[FacilityEndpoint]):
+    url = forms.URLField(max_length=500, required=False, assume_scheme="https")
+
+    class Meta:
+        model = FacilityEndpoint
+        fields = [
+            "facility",
+            "kind",
+            "host",
+            "port",
+            "url",
+            "receiving_application",
+            "receiving_facility",
+            "timeout_seconds",
+            "active",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data.get("kind")
+        if kind == FacilityEndpoint.Kind.MLLP and not (data.get("host") and data.get("port")):
+            raise forms.ValidationError("An MLLP endpoint needs a host and a port.")
+        if kind == FacilityEndpoint.Kind.FHIR_HTTPS:
+            refusal = transport.fhir_url_refusal(data.get("url") or "")
+            if refusal:
+                raise forms.ValidationError(refusal)
+        return data
+
+
+@admin.register(FacilityEndpoint)
+class FacilityEndpointAdmin(admin.ModelAdmin[FacilityEndpoint]):
+    """Where each facility receives its results (one endpoint per facility)."""
+
+    form = FacilityEndpointForm
+    list_display = ["facility", "kind", "host", "port", "url", "active"]
+    list_filter = ["kind", "active"]
+
+
+class DeliveryAttemptInline(_ReadOnly, admin.TabularInline[DeliveryAttempt, ReportMessage]):
+    model = DeliveryAttempt
+    extra = 0
+    fields = ["number", "started_at", "finished_at", "outcome", "detail"]
+
+
+@admin.register(ReportMessage)
+class ReportMessageAdmin(_ReadOnly, admin.ModelAdmin[ReportMessage]):
+    """Result messages of the reports the admin may read, and every delivery attempt."""
+
+    list_display = [
+        "control_id",
+        "kind",
+        "report",
+        "delivery_status",
+        "attempts",
+        "next_attempt_at",
+        "sent_at",
+    ]
+    list_filter = ["kind", "delivery_status"]
+    search_fields = ["control_id", "report__study__accession_number"]
+    inlines = [DeliveryAttemptInline]
+    actions = ["requeue"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ReportMessage]:
+        return ReportMessage.objects.filter(
+            report__in=report_list_visible(user=request.user).values("pk")
+        )
+
+    @admin.action(description="Send the selected failed messages again")
+    def requeue(self, request: HttpRequest, queryset: QuerySet[ReportMessage]) -> None:
+        actor = request.user if request.user.is_authenticated else None
+        done = 0
+        for message in queryset.filter(delivery_status=ReportMessage.Delivery.FAILED):
+            services.report_message_requeue(message_id=message.pk, actor=actor)
+            done += 1
+        self.message_user(request, f"{done} message(s) queued for delivery again.")

@@ -4,14 +4,18 @@ go through reporting.services, which check the claim and audit."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from django.db import models, transaction
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -27,6 +31,7 @@ from reporting.models import (
     CriticalSeverity,
     Macro,
     Report,
+    ReportMessage,
     ReportTemplate,
     ReportVersion,
 )
@@ -438,6 +443,64 @@ class ReportViewSet(
         _audit_read(request, report)
         rows = report.versions.order_by("number")
         return Response(ReportVersionSerializer(rows, many=True).data)
+
+
+# --- Result messages --------------------------------------------------------------
+class HL7Renderer(BaseRenderer):
+    """An HL7 v2 message as text, segments ending in carriage returns; errors as JSON text."""
+
+    media_type = "text/plain"
+    format = "hl7"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        text = data if isinstance(data, str) else json.dumps(data, default=str)
+        return text.encode(self.charset)
+
+
+class FhirJsonRenderer(JSONRenderer):
+    media_type = "application/fhir+json"
+    format = "fhir"
+
+
+def _latest_message(request: Request, report_id: int, kind: str) -> ReportMessage:
+    report = selectors.report_get_visible(user=request.user, report_id=report_id)
+    message = selectors.report_message_latest(report=report, kind=kind)
+    _audit_read(request, report)
+    return message
+
+
+class ReportHl7Api(APIView):
+    """The report's latest HL7 v2.5.1 ORU^R01 (of its final or its last addendum), for
+    whoever may read the report."""
+
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [HL7Renderer, JSONRenderer]
+
+    @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+    def get(self, request: Request, report_id: int) -> Response:
+        message = _latest_message(request, report_id, ReportMessage.Kind.HL7)
+        return Response(message.payload, headers={"X-Message-Control-Id": message.control_id})
+
+
+class ReportFhirApi(APIView):
+    """The report's latest FHIR R4 DiagnosticReport (final, or appended after an
+    addendum), for whoever may read the report."""
+
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [FhirJsonRenderer, JSONRenderer]
+
+    @extend_schema(responses={(200, "application/fhir+json"): OpenApiTypes.OBJECT})
+    def get(self, request: Request, report_id: int) -> Response:
+        message = _latest_message(request, report_id, ReportMessage.Kind.FHIR)
+        return Response(
+            json.loads(message.payload), headers={"X-Message-Control-Id": message.control_id}
+        )
 
 
 # --- Macros -----------------------------------------------------------------------

@@ -229,3 +229,169 @@ class Macro(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- Delivery of results to the facility -----------------------------------------------
+class FacilityEndpoint(models.Model):
+    """Where a facility wants its results: an MLLP listener (HL7 v2) or a FHIR server."""
+
+    class Kind(models.TextChoices):
+        MLLP = "mllp", "HL7 v2 over MLLP"
+        FHIR_HTTPS = "fhir_https", "FHIR R4 over HTTPS"
+
+    facility = models.OneToOneField(
+        "network.Facility", on_delete=models.CASCADE, related_name="report_endpoint"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    host = models.CharField(max_length=255, blank=True, help_text="MLLP: the listener's host.")
+    port = models.PositiveIntegerField(null=True, blank=True, help_text="MLLP: its TCP port.")
+    url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="FHIR: the URL DiagnosticReports are POSTed to (https://…/DiagnosticReport).",
+    )
+    receiving_application = models.CharField(max_length=64, blank=True, help_text="MSH-5.")
+    receiving_facility = models.CharField(max_length=64, blank=True, help_text="MSH-6.")
+    # Per network step (connect, then the answer): two steps fit the task's time limit.
+    timeout_seconds = models.PositiveSmallIntegerField(default=10, help_text="1 to 30 seconds.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["mllp", "fhir_https"]), name="endpoint_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="mllp")
+                | (~Q(host="") & Q(port__isnull=False, port__gte=1, port__lte=65535)),
+                name="endpoint_mllp_address",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="fhir_https") | Q(url__startswith="http"),
+                name="endpoint_fhir_url",
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout_seconds__gte=1, timeout_seconds__lte=30),
+                name="endpoint_timeout_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = self.url if self.kind == self.Kind.FHIR_HTTPS else f"{self.host}:{self.port}"
+        return f"{self.get_kind_display()} {where}"
+
+
+class ReportMessage(models.Model):
+    """One result message (HL7 v2 or FHIR) of a signed report or of one of its addenda,
+    and where its delivery to the facility stands; the payload is never changed."""
+
+    class Kind(models.TextChoices):
+        HL7 = "hl7", "HL7 v2.5.1 ORU^R01"
+        FHIR = "fhir", "FHIR R4 DiagnosticReport"
+
+    class Delivery(models.TextChoices):
+        # The facility's endpoint (if any) takes the other kind: served on request only.
+        STORED = "stored", "Stored (not for delivery)"
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent and acknowledged"
+        FAILED = "failed", "Failed (refused; needs a person)"
+
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="messages")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # The final version the message carries, and the addendum that caused it (if any).
+    report_version = models.ForeignKey(
+        ReportVersion, on_delete=models.PROTECT, related_name="messages"
+    )
+    addendum = models.ForeignKey(
+        Addendum, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
+    )
+    control_id = models.CharField(max_length=20, help_text="MSH-10 / the FHIR resource id.")
+    payload = models.TextField()
+    created_at = models.DateTimeField()
+    delivery_status = models.CharField(
+        max_length=8, choices=Delivery.choices, default=Delivery.STORED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    # While pending: when the next attempt is due.  A sender pushes it forward by a
+    # lease while it tries, so the message of a crashed worker comes back to the
+    # sweep, and the facility's endpoint is looked up at each attempt.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    acknowledgement = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["report", "created_at", "id"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(delivery_status="pending"),
+                name="report_message_due_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["hl7", "fhir"]), name="message_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(delivery_status__in=["stored", "pending", "sent", "failed"]),
+                name="message_delivery_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(delivery_status="pending") | Q(next_attempt_at__isnull=False),
+                name="message_pending_is_scheduled",
+            ),
+            models.CheckConstraint(
+                condition=~Q(delivery_status="sent") | Q(sent_at__isnull=False),
+                name="message_sent_has_time",
+            ),
+            # One message of each kind per final and per addendum.
+            models.UniqueConstraint(
+                fields=["kind", "report_version"],
+                condition=Q(addendum__isnull=True),
+                name="message_one_per_final",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "addendum"],
+                condition=Q(addendum__isnull=False),
+                name="message_one_per_addendum",
+            ),
+            models.UniqueConstraint(fields=["kind", "control_id"], name="message_control_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.control_id} ({self.delivery_status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a message, with what the other side answered; never changed."""
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted (AA/CA or HTTP 2xx)"
+        NAK = "nak", "Negative acknowledgement (retried)"
+        REJECTED = "rejected", "Rejected (AR/CR or HTTP 4xx; not retried)"
+        ERROR = "error", "Connection or protocol error (retried)"
+
+    message = models.ForeignKey(
+        ReportMessage, on_delete=models.CASCADE, related_name="delivery_attempts"
+    )
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    detail = models.TextField(blank=True, help_text="The acknowledgement or the error.")
+
+    class Meta:
+        ordering = ["message", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "number"], name="delivery_attempt_unique"),
+            models.CheckConstraint(
+                condition=Q(outcome__in=["accepted", "nak", "rejected", "error"]),
+                name="delivery_outcome_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of message {self.message_id}: {self.outcome}"

@@ -24,7 +24,14 @@ from network.selectors import (
     radiologist_for_user,
     reading_groups_administered,
 )
-from reporting.models import Addendum, CriticalCommunication, Macro, Report, ReportTemplate
+from reporting.models import (
+    Addendum,
+    CriticalCommunication,
+    Macro,
+    Report,
+    ReportMessage,
+    ReportTemplate,
+)
 from reporting.states import ReportStatus
 from routing import eligibility
 from routing.eligibility import Reason, StudyFacts
@@ -105,6 +112,15 @@ def report_communications(*, report: Report) -> QuerySet[CriticalCommunication]:
     return report.critical_communications.select_related("recorded_by").order_by(
         "communicated_at", "id"
     )
+
+
+def report_message_latest(*, report: Report, kind: str) -> ReportMessage:
+    """The newest result message of ``kind`` of a readable report (the last addendum's,
+    else the final's); 404 before the report is final."""
+    message = report.messages.filter(kind=kind).order_by("-created_at", "-id").first()
+    if message is None:
+        raise NotFound("No result message yet: the report is not final.")
+    return message
 
 
 def template_list_visible(*, user: AnyUser) -> QuerySet[ReportTemplate]:

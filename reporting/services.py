@@ -1,4 +1,5 @@
-"""Writes to reports and templates: drafts, signatures, addenda, critical communications.
+"""Writes to reports and templates: drafts, signatures, addenda, critical communications,
+and the result messages (HL7 v2, FHIR) of finals and addenda with their delivery.
 
 Every service locks the study row first, then the report row (the same order
 everywhere, so two writers cannot deadlock), checks that the caller holds the
@@ -9,25 +10,30 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Radiologist, ReadingGroup
-from reporting import states
+from reporting import messages, states, transport
 from reporting import templates_schema as ts
 from reporting.models import (
     Addendum,
     CriticalCommunication,
     CriticalSeverity,
+    DeliveryAttempt,
+    FacilityEndpoint,
     Macro,
     Report,
+    ReportMessage,
     ReportTemplate,
     ReportVersion,
 )
@@ -201,8 +207,8 @@ def _usable_template(template_id: int, study: Study) -> ReportTemplate:
     return template
 
 
-def _keep_version(report: Report, *, by: Radiologist, at: dt.datetime) -> None:
-    ReportVersion.objects.create(
+def _keep_version(report: Report, *, by: Radiologist, at: dt.datetime) -> ReportVersion:
+    return ReportVersion.objects.create(
         report=report,
         number=report.version,
         template_id=report.template_id,
@@ -347,7 +353,9 @@ def report_sign(
             report.preliminary_signed_at, report.preliminary_signed_by = now, radiologist
         report.version += 1
         report.save()
-        _keep_version(report, by=radiologist, at=now)
+        version = _keep_version(report, by=radiologist, at=now)
+        if status == ReportStatus.FINAL:
+            _report_messages_create(report=report, study=study, version=version, now=now)
         target = StudyStatus.FINAL if status == ReportStatus.FINAL else StudyStatus.PRELIMINARY
         if study.status != target:
             study_transition(
@@ -408,6 +416,11 @@ def report_addendum_add(
         addendum = Addendum.objects.create(
             report=report, number=number, text=text.strip(), signed_by=radiologist, signed_at=now
         )
+        final = report.versions.filter(status=ReportStatus.FINAL).order_by("-number").first()
+        if final is not None:
+            _report_messages_create(
+                report=report, study=report.study, version=final, addendum=addendum, now=now
+            )
         audit_record(
             actor=actor,
             action=AuditEvent.Action.CREATE,
@@ -527,3 +540,280 @@ def macro_delete(*, radiologist: Radiologist, macro_id: int, actor: User | None 
             actor=actor, action=AuditEvent.Action.DELETE, obj=macro, detail={"name": macro.name}
         )
         macro.delete()
+
+
+# --- Result messages and their delivery ------------------------------------------------
+# A sender holds a message this long; longer than the delivery task's hard time limit,
+# so a message whose worker died is tried again, and never by two senders at once.
+DELIVERY_LEASE = dt.timedelta(seconds=120)
+_DELIVERED_KIND: dict[str, str] = {
+    FacilityEndpoint.Kind.MLLP: ReportMessage.Kind.HL7,
+    FacilityEndpoint.Kind.FHIR_HTTPS: ReportMessage.Kind.FHIR,
+}
+
+
+def delivery_backoff(attempts: int) -> dt.timedelta:
+    """How long to wait after ``attempts`` failed tries: doubling from the base, capped."""
+    base = float(settings.REPORT_DELIVERY_RETRY_BASE_SECONDS)
+    cap = float(settings.REPORT_DELIVERY_RETRY_MAX_SECONDS)
+    return dt.timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), cap))
+
+
+def _message_facts(
+    *,
+    report: Report,
+    study: Study,
+    version: ReportVersion,
+    addenda: list[Addendum],
+    control_id: str,
+    endpoint: FacilityEndpoint | None,
+    now: dt.datetime,
+) -> messages.ReportFacts:
+    facility = study.facility
+    # The facility's name for itself in its own systems: its first DICOM AE title.
+    ae_title = facility.ae_titles.order_by("ae_title").values_list("ae_title", flat=True).first()
+    facility_code = ae_title or f"FACILITY-{facility.pk}"
+    signer = report.signed_by
+    assert signer is not None and report.signed_at is not None  # noqa: S101 - a final report
+    return messages.ReportFacts(
+        report_id=report.pk,
+        control_id=control_id,
+        created_at=now,
+        sending_application=settings.HL7_SENDING_APPLICATION,
+        sending_facility=facility.reading_group.name,
+        receiving_application=(endpoint.receiving_application if endpoint else "") or "RIS",
+        receiving_facility=(endpoint.receiving_facility if endpoint else "") or facility_code,
+        patient_id=study.patient_id,
+        patient_id_authority=facility_code,
+        patient_name=study.patient_name,
+        patient_birth_date=study.patient_birth_date,
+        patient_sex=study.patient_sex,
+        accession_number=study.accession_number,
+        study_instance_uid=study.study_instance_uid,
+        procedure_code=study.procedure_code,
+        study_description=study.study_description,
+        modality=study.modality,
+        observed_at=study.received_at,
+        signed_at=report.signed_at,
+        signer_id=signer.pk,
+        signer_name=signer.display_name,
+        impression=version.impression,
+        findings=messages.report_sections(version.template.schema, version.values),
+        addenda=[
+            messages.AddendumFacts(
+                number=a.number,
+                text=a.text,
+                signed_at=a.signed_at,
+                signed_by=a.signed_by.display_name,
+            )
+            for a in addenda
+        ],
+    )
+
+
+def _report_messages_create(
+    *,
+    report: Report,
+    study: Study,
+    version: ReportVersion,
+    now: dt.datetime,
+    addendum: Addendum | None = None,
+) -> list[ReportMessage]:
+    """Build and store the HL7 and FHIR messages of a final (or of an addendum to it),
+    inside the caller's transaction; those the facility's endpoint takes are sent
+    after commit."""
+    study = Study.objects.select_related("facility__reading_group").get(pk=study.pk)
+    endpoint = FacilityEndpoint.objects.filter(facility_id=study.facility_id, active=True).first()
+    addenda = []
+    if addendum is not None:
+        addenda = list(
+            report.addenda.filter(number__lte=addendum.number)
+            .select_related("signed_by")
+            .order_by("number")
+        )
+    control_id = (
+        f"R{report.pk}V{version.number}" if addendum is None else f"R{report.pk}A{addendum.number}"
+    )
+    facts = _message_facts(
+        report=report,
+        study=study,
+        version=version,
+        addenda=addenda,
+        control_id=control_id,
+        endpoint=endpoint,
+        now=now,
+    )
+    payloads = {
+        ReportMessage.Kind.HL7: messages.build_hl7(facts),
+        ReportMessage.Kind.FHIR: json.dumps(messages.build_fhir(facts), ensure_ascii=False),
+    }
+    delivered = _DELIVERED_KIND.get(endpoint.kind) if endpoint is not None else None
+    created = [
+        ReportMessage.objects.create(
+            report=report,
+            kind=kind,
+            report_version=version,
+            addendum=addendum,
+            control_id=control_id,
+            payload=payload,
+            created_at=now,
+            delivery_status=(
+                ReportMessage.Delivery.PENDING
+                if kind == delivered
+                else ReportMessage.Delivery.STORED
+            ),
+            next_attempt_at=now if kind == delivered else None,
+        )
+        for kind, payload in payloads.items()
+    ]
+    pending = [m.pk for m in created if m.delivery_status == ReportMessage.Delivery.PENDING]
+    if pending:
+        transaction.on_commit(partial(_enqueue_deliveries, pending))
+    return created
+
+
+def _enqueue_deliveries(message_ids: list[int]) -> None:
+    # If the broker loses one of these, the delivery sweep finds the message due.
+    from reporting.tasks import deliver_message
+
+    for message_id in message_ids:
+        deliver_message.delay(message_id)
+
+
+def _attempt(message: ReportMessage, endpoint: FacilityEndpoint | None) -> transport.Outcome:
+    if endpoint is None or _DELIVERED_KIND.get(endpoint.kind) != message.kind:
+        return transport.Outcome(
+            accepted=False,
+            retry=True,
+            kind=DeliveryAttempt.Outcome.ERROR,
+            detail="The facility has no active endpoint for this kind of message; kept queued.",
+        )
+    if endpoint.kind == FacilityEndpoint.Kind.MLLP:
+        assert endpoint.port is not None  # noqa: S101 - a database constraint
+        return transport.mllp_send(
+            host=endpoint.host,
+            port=endpoint.port,
+            message=message.payload,
+            control_id=message.control_id,
+            timeout=endpoint.timeout_seconds,
+        )
+    return transport.fhir_post(
+        url=endpoint.url, body=message.payload, timeout=endpoint.timeout_seconds
+    )
+
+
+def report_message_deliver(*, message_id: int) -> str:
+    """Make one attempt at sending a pending message to its facility's endpoint and
+    record it: sent on an acknowledgement, failed on a refusal, otherwise pending
+    again after a backoff.
+
+    Idempotent: the attempt starts with a conditional update that only a due pending
+    message passes, so a sent message is never sent again and two workers never send
+    the same message at once.  The network call runs outside any transaction.
+    """
+    started = timezone.now()
+    claimed = ReportMessage.objects.filter(
+        pk=message_id,
+        delivery_status=ReportMessage.Delivery.PENDING,
+        next_attempt_at__lte=started,
+    ).update(next_attempt_at=started + DELIVERY_LEASE, attempts=F("attempts") + 1)
+    if claimed != 1:
+        return "skipped"  # sent, refused, not yet due, or another sender holds it
+    message = ReportMessage.objects.select_related("report__study").get(pk=message_id)
+    endpoint = FacilityEndpoint.objects.filter(
+        facility_id=message.report.study.facility_id, active=True
+    ).first()
+    outcome = _attempt(message, endpoint)
+    finished = timezone.now()
+    with transaction.atomic():
+        DeliveryAttempt.objects.create(
+            message=message,
+            number=message.attempts,
+            started_at=started,
+            finished_at=finished,
+            outcome=outcome.kind,
+            detail=outcome.detail,
+        )
+        # Conditional on still pending: a sender whose lease ran out must not undo
+        # what a later sender recorded.
+        still_pending = ReportMessage.objects.filter(
+            pk=message.pk, delivery_status=ReportMessage.Delivery.PENDING
+        )
+        if outcome.accepted:
+            still_pending.update(
+                delivery_status=ReportMessage.Delivery.SENT,
+                sent_at=finished,
+                next_attempt_at=None,
+                acknowledgement=outcome.detail,
+                last_error="",
+            )
+        elif outcome.retry:
+            still_pending.update(
+                next_attempt_at=finished + delivery_backoff(message.attempts),
+                last_error=outcome.detail,
+            )
+        else:
+            still_pending.update(
+                delivery_status=ReportMessage.Delivery.FAILED,
+                next_attempt_at=None,
+                last_error=outcome.detail,
+            )
+        if not outcome.retry:
+            audit_record(
+                actor=None,
+                action=AuditEvent.Action.EXPORT,
+                obj=message,
+                patient_id=message.report.study.patient_id,
+                detail={
+                    "report": message.report_id,
+                    "kind": message.kind,
+                    "control_id": message.control_id,
+                    "attempt": message.attempts,
+                    "outcome": outcome.kind,
+                    "endpoint": str(endpoint) if endpoint else "",
+                },
+            )
+    return outcome.kind
+
+
+def report_messages_sweep(*, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Enqueue a delivery for every pending message whose next attempt is due: the
+    durable timer behind retries, so a lost task or a restarted worker loses nothing."""
+    now = now or timezone.now()
+    due = list(
+        ReportMessage.objects.filter(
+            delivery_status=ReportMessage.Delivery.PENDING, next_attempt_at__lte=now
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    _enqueue_deliveries(due)
+    return len(due)
+
+
+def report_message_requeue(*, message_id: int, actor: User | None = None) -> ReportMessage:
+    """Send a refused (failed) message again, once someone has fixed the cause."""
+    now = timezone.now()
+    with transaction.atomic():
+        message = (
+            ReportMessage.objects.select_for_update()
+            .select_related("report__study")
+            .get(pk=message_id)
+        )
+        if message.delivery_status != ReportMessage.Delivery.FAILED:
+            raise InvalidTransition(
+                f"Only a failed message is sent again (this one is {message.delivery_status}).",
+                code="not_failed",
+            )
+        message.delivery_status = ReportMessage.Delivery.PENDING
+        message.next_attempt_at = now
+        message.save(update_fields=["delivery_status", "next_attempt_at"])
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.UPDATE,
+            obj=message,
+            patient_id=message.report.study.patient_id,
+            detail={"requeued": True, "control_id": message.control_id},
+        )
+        transaction.on_commit(partial(_enqueue_deliveries, [message.pk]))
+    return message

@@ -65,3 +65,39 @@ def test_concurrent_signatures_sign_once_and_concurrent_saves_all_kept(claimed, 
     assert signed.status == "final"
     assert ReportVersion.objects.filter(report=report, status="final").count() == 1
     assert Study.objects.get(pk=claimed.pk).transitions.filter(to_status="final").count() == 1
+
+
+def test_concurrent_senders_send_a_message_once(claimed, reader, ct_head, facility_a):
+    from django.utils import timezone
+
+    from reporting.models import ReportMessage
+    from tests.reporting.test_delivery import MllpListener, mllp_endpoint
+
+    report = services.report_save_draft(
+        study_id=claimed.pk,
+        radiologist=reader,
+        template_id=ct_head.pk,
+        values=COMPLETE_VALUES,
+        impression="No acute finding.",
+    )
+    services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+    listener = MllpListener()
+    try:
+        listener.start(["AA"])
+        mllp_endpoint(facility_a, listener.port)
+        message = ReportMessage.objects.get(report=report, kind="hl7")
+        ReportMessage.objects.filter(pk=message.pk).update(
+            delivery_status="pending", next_attempt_at=timezone.now()
+        )
+        outcomes: list[str] = []
+
+        def deliver(index):
+            outcomes.append(services.report_message_deliver(message_id=message.pk))
+
+        assert _run(6, deliver) == []
+    finally:
+        listener.close()
+    assert sorted(outcomes) == ["accepted"] + ["skipped"] * 5
+    assert len(listener.received) == 1
+    message.refresh_from_db()
+    assert message.delivery_status == "sent" and message.attempts == 1
