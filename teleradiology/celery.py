@@ -33,6 +33,11 @@ app.conf.beat_schedule = {
     },
     "worklist-stale-claims": {"task": "worklist.claims_release_stale", "schedule": 60.0},
     "health-heartbeat": {"task": "health.tasks.heartbeat_record", "schedule": 30.0},
+    "reporting-deliver-messages": {"task": "reporting.report_messages_sweep", "schedule": 15.0},
+    "turnaround-sla-warnings": {
+        "task": "turnaround.sla_warnings_sweep",
+        "schedule": settings.SLA_WARNING_SWEEP_SECONDS,
+    },
 }
 
 

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "worklist",
     "reporting",
     "alerts",
+    "turnaround",
     "health",
 ]
 
@@ -254,6 +255,19 @@ ROUTING_SWEEP_SECONDS = env.float("ROUTING_SWEEP_SECONDS", default=5.0)
 OFFER_ELIGIBILITY_SWEEP_SECONDS = env.float("OFFER_ELIGIBILITY_SWEEP_SECONDS", default=30.0)
 # Tasks a worker runs on one database connection before Celery closes it.
 WORKER_DB_REUSE_TASKS = env.int("WORKER_DB_REUSE_TASKS", default=10000)
+# SLA warnings: how often beat looks for studies nearing or past their due time,
+# and at which fractions of the target (receipt to due) an unclaimed study warns.
+# Report delivery to facilities (HL7 v2 over MLLP, FHIR over HTTPS): retry waits
+# double from the base up to the cap; a down endpoint is retried, never dropped.
+REPORT_DELIVERY_RETRY_BASE_SECONDS = env.float("REPORT_DELIVERY_RETRY_BASE_SECONDS", default=30.0)
+REPORT_DELIVERY_RETRY_MAX_SECONDS = env.float("REPORT_DELIVERY_RETRY_MAX_SECONDS", default=3600.0)
+HL7_SENDING_APPLICATION = env.str("HL7_SENDING_APPLICATION", default="TELERAD")
+SLA_WARNING_SWEEP_SECONDS = env.float("SLA_WARNING_SWEEP_SECONDS", default=30.0)
+SLA_WARNING_FRACTIONS: tuple[float, ...] = tuple(
+    sorted({float(x) for x in env.list("SLA_WARNING_FRACTIONS", default=["0.5", "0.8"])})
+)
+if not all(0 < fraction < 1 for fraction in SLA_WARNING_FRACTIONS):
+    raise ImproperlyConfigured("SLA_WARNING_FRACTIONS must be fractions between 0 and 1.")
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

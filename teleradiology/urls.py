@@ -11,6 +11,7 @@ from network import api as network_api
 from reporting import api as reporting_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
+from turnaround import api as turnaround_api
 from worklist import api as worklist_api
 
 router = DefaultRouter()
@@ -60,6 +61,22 @@ urlpatterns = [
         reporting_api.StudyReportApi.as_view(),
         name="study-report",
     ),
+    path(
+        "api/v1/reports/<int:report_id>/hl7",
+        reporting_api.ReportHl7Api.as_view(),
+        name="report-hl7",
+    ),
+    path(
+        "api/v1/reports/<int:report_id>/fhir",
+        reporting_api.ReportFhirApi.as_view(),
+        name="report-fhir",
+    ),
+    path(
+        "api/v1/studies/<int:study_id>/timeline/",
+        turnaround_api.StudyTimelineApi.as_view(),
+        name="study-timeline",
+    ),
+    path("api/v1/turnaround/", turnaround_api.TurnaroundApi.as_view(), name="turnaround"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),

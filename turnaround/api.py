@@ -1,0 +1,268 @@
+"""The turnaround API: a study's timeline and facility figures (JSON or CSV)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from network.models import Priority
+from studies.states import StudyStatus
+from teleradiology.api import client_ip
+from turnaround import selectors
+
+MAX_RANGE_DAYS = 366
+DEFAULT_RANGE_DAYS = 30
+
+
+# --- Timeline ---------------------------------------------------------------
+class TimelineEventSerializer(serializers.Serializer[Any]):
+    at = serializers.DateTimeField()
+    event = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class EscalationSerializer(serializers.Serializer[Any]):
+    at = serializers.DateTimeField()
+    tier = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class AddendumTimeSerializer(serializers.Serializer[Any]):
+    number = serializers.IntegerField()
+    signed_at = serializers.DateTimeField()
+
+
+class MeasuresSerializer(serializers.Serializer[Any]):
+    received_to_final = serializers.FloatField(allow_null=True, help_text="seconds")
+    ready_to_claimed = serializers.FloatField(allow_null=True, help_text="seconds")
+    claimed_to_final = serializers.FloatField(allow_null=True, help_text="seconds")
+
+
+class TimelineSerializer(serializers.Serializer[Any]):
+    study = serializers.IntegerField(source="study.pk")
+    facility = serializers.IntegerField(source="study.facility_id")
+    priority = serializers.ChoiceField(source="study.priority", choices=Priority.choices)
+    modality = serializers.CharField(source="study.modality")
+    status = serializers.ChoiceField(source="study.status", choices=StudyStatus.choices)
+    received_at = serializers.DateTimeField(source="study.received_at")
+    ready_at = serializers.DateTimeField(source="study.ready_at", allow_null=True)
+    first_offered_at = serializers.DateTimeField(allow_null=True)
+    escalations = EscalationSerializer(many=True)
+    claimed_at = serializers.DateTimeField(source="study.claimed_at", allow_null=True)
+    preliminary_at = serializers.DateTimeField(source="study.preliminary_at", allow_null=True)
+    finalized_at = serializers.DateTimeField(source="study.finalized_at", allow_null=True)
+    addenda = AddendumTimeSerializer(many=True)
+    sla_due_at = serializers.DateTimeField(source="study.sla_due_at")
+    within_target = serializers.BooleanField(allow_null=True)
+    measures = MeasuresSerializer()
+    events = TimelineEventSerializer(many=True)
+
+
+class StudyTimelineApi(APIView):
+    """A study's life in order and its turnaround measures (seconds); the same
+    visibility as the study itself, so a study out of reach is a 404."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: TimelineSerializer})
+    def get(self, request: Request, study_id: int) -> Response:
+        timeline = selectors.study_timeline(user=request.user, study_id=study_id)
+        study = timeline.study
+        with transaction.atomic():
+            audit_record(
+                actor=request.user,
+                action=AuditEvent.Action.READ,
+                obj=study,
+                patient_id=study.patient_id,
+                ip_address=client_ip(request),
+                detail={"view": "timeline"},
+            )
+        return Response(TimelineSerializer(timeline).data)
+
+
+# --- Facility figures -------------------------------------------------------
+ROW_FIELDS = [
+    "key",
+    "name",
+    "studies",
+    "finalized",
+    "received_to_final_count",
+    "received_to_final_median_seconds",
+    "received_to_final_p90_seconds",
+    "within_target_met",
+    "within_target_due",
+    "within_target_share",
+    "ready_to_claimed_count",
+    "ready_to_claimed_median_seconds",
+    "ready_to_claimed_p90_seconds",
+    "claimed_to_final_count",
+    "claimed_to_final_median_seconds",
+    "claimed_to_final_p90_seconds",
+]
+
+
+class TurnaroundQuerySerializer(serializers.Serializer[Any]):
+    facility = serializers.IntegerField(required=False, min_value=1)
+    priority = serializers.ChoiceField(
+        choices=Priority.choices,
+        required=False,
+        error_messages={"invalid_choice": "priority must be 1 (STAT), 2 (urgent) or 3 (routine)."},
+    )
+    group_by = serializers.ChoiceField(
+        choices=selectors.GROUP_BY_CHOICES,
+        default="priority",
+        error_messages={"invalid_choice": "group_by must be priority, modality or day."},
+    )
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # "from" is a Python keyword, so these two cannot be class attributes.
+        fields = super().get_fields()
+        bad_date = "Use a date as YYYY-MM-DD."
+        fields["from"] = serializers.DateField(
+            required=False, input_formats=["iso-8601"], error_messages={"invalid": bad_date}
+        )
+        fields["to"] = serializers.DateField(
+            required=False, input_formats=["iso-8601"], error_messages={"invalid": bad_date}
+        )
+        return fields
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        today = timezone.now().date()
+        date_to = attrs.get("to") or today
+        date_from = attrs.get("from") or date_to - dt.timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        if date_from > date_to:
+            raise serializers.ValidationError({"to": "to must be on or after from."})
+        if (date_to - date_from).days >= MAX_RANGE_DAYS:
+            raise serializers.ValidationError(
+                {"to": f"The range may span at most {MAX_RANGE_DAYS} days."}
+            )
+        return {**attrs, "from": date_from, "to": date_to}
+
+
+class TurnaroundRowSerializer(serializers.Serializer[Any]):
+    key = serializers.CharField(help_text="priority number, modality or day (YYYY-MM-DD)")
+    name = serializers.CharField(help_text="readable group name (e.g. STAT)")
+    studies = serializers.IntegerField(help_text="received in the range, not cancelled")
+    finalized = serializers.IntegerField()
+    received_to_final_count = serializers.IntegerField()
+    received_to_final_median_seconds = serializers.FloatField(allow_null=True)
+    received_to_final_p90_seconds = serializers.FloatField(allow_null=True)
+    within_target_met = serializers.IntegerField(help_text="finalised by sla_due_at")
+    within_target_due = serializers.IntegerField(help_text="finalised, or open past sla_due_at")
+    within_target_share = serializers.FloatField(allow_null=True)
+    ready_to_claimed_count = serializers.IntegerField()
+    ready_to_claimed_median_seconds = serializers.FloatField(allow_null=True)
+    ready_to_claimed_p90_seconds = serializers.FloatField(allow_null=True)
+    claimed_to_final_count = serializers.IntegerField()
+    claimed_to_final_median_seconds = serializers.FloatField(allow_null=True)
+    claimed_to_final_p90_seconds = serializers.FloatField(allow_null=True)
+
+
+class TurnaroundSerializer(serializers.Serializer[Any]):
+    facility = serializers.IntegerField(source="facility.pk", allow_null=True, default=None)
+    timezone = serializers.CharField(help_text="days and the date range are in this zone")
+    priority = serializers.IntegerField(allow_null=True)
+    group_by = serializers.CharField()
+    percentile = serializers.CharField(default=selectors.PERCENTILE_DEFINITION)
+    groups = TurnaroundRowSerializer(many=True, source="rows")
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(source="date_from")
+        fields["to"] = serializers.DateField(source="date_to")
+        return fields
+
+
+def _csv_cell(value: Any) -> Any:
+    # Spreadsheet formula injection: modality and other keys come from DICOM headers.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+class TurnaroundCSVRenderer(BaseRenderer):
+    """The groups as CSV, one row each (``?format=csv``); errors as one ``error`` cell."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        if isinstance(data, dict) and "groups" in data:
+            writer.writerow(ROW_FIELDS)
+            for row in data["groups"]:
+                writer.writerow([_csv_cell(row[name]) for name in ROW_FIELDS])
+        else:
+            writer.writerow(["error"])
+            writer.writerow([json.dumps(data, default=str)])
+        return out.getvalue().encode(self.charset)
+
+
+class TurnaroundApi(APIView):
+    """Turnaround of the caller's facilities per priority, modality or day: count,
+    median and 90th percentile of received→final, share within the contracted
+    target, ready→claimed and claimed→final.  Percentiles interpolate linearly
+    between nearest ranks (as percentile_cont).  ``?format=csv`` exports the groups."""
+
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, TurnaroundCSVRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("facility", int, required=False),
+            OpenApiParameter(
+                "from", OpenApiTypes.DATE, required=False, description="default: 30 days ago"
+            ),
+            OpenApiParameter(
+                "to", OpenApiTypes.DATE, required=False, description="inclusive; default today"
+            ),
+            OpenApiParameter("priority", int, required=False, enum=Priority.values),
+            OpenApiParameter(
+                "group_by", str, required=False, enum=list(selectors.GROUP_BY_CHOICES)
+            ),
+        ],
+        responses={200: TurnaroundSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        query = TurnaroundQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        summary = selectors.turnaround_summary(
+            user=request.user,
+            facility_id=params.get("facility"),
+            date_from=params["from"],
+            date_to=params["to"],
+            priority=params.get("priority"),
+            group_by=params["group_by"],
+            now=timezone.now(),
+        )
+        response = Response(TurnaroundSerializer(summary).data)
+        renderer = getattr(request, "accepted_renderer", None)
+        if renderer is not None and renderer.format == "csv":
+            name = f"turnaround-{summary.date_from}-{summary.date_to}-{summary.group_by}.csv"
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
