@@ -39,6 +39,20 @@ def worklist_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
     )
 
 
+def claim_candidates(*, radiologist: Radiologist) -> QuerySet[Study]:
+    """The top of the reader's worklist for "next case", locked with SKIP LOCKED by
+    the caller: only what claiming needs is joined (fewer joins, less planning)."""
+    return (
+        Study.objects.filter(
+            offers__radiologist=radiologist,
+            offers__withdrawn_at__isnull=True,
+            offers__held_at__isnull=True,
+        )
+        .order_by("offers__priority", "offers__sla_due_at", "offers__received_at", "id")
+        .select_related("facility__region", "patient_jurisdiction")
+    )
+
+
 def cases_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
     """The reader's claimed cases not yet final."""
     return (

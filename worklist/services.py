@@ -26,7 +26,7 @@ from studies.services import study_transition
 from studies.states import StudyStatus
 from teleradiology.errors import Conflict, NotPermitted
 from worklist.models import Offer
-from worklist.selectors import worklist_for_reader
+from worklist.selectors import claim_candidates
 
 
 def _claim_refusal(
@@ -147,11 +147,9 @@ def study_claim_next(
     now = timezone.now()
     with transaction.atomic():
         candidates = list(
-            worklist_for_reader(radiologist=radiologist)
-            .select_for_update(skip_locked=True, of=("self",))
-            .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")[
-                :scan
-            ]
+            claim_candidates(radiologist=radiologist).select_for_update(
+                skip_locked=True, of=("self",)
+            )[:scan]
         )
         for study in candidates:
             refusal = _claim_refusal(study, radiologist, now)
