@@ -78,6 +78,24 @@ class WorklistRowSerializer(serializers.ModelSerializer[Study]):
         return int((study.sla_due_at - timezone.now()).total_seconds())
 
 
+WORKLIST_ROW_COLUMNS = (
+    "id",
+    "accession_number",
+    "facility__name",
+    "patient_id",
+    "patient_name",
+    "patient_sex",
+    "patient_birth_date",
+    "modality",
+    "body_part",
+    "study_description",
+    "priority",
+    "status",
+    "received_at",
+    "sla_due_at",
+)
+
+
 class WorklistFilter(django_filters.FilterSet):
     # Filters on the offer's copies and on plain columns: no extra joins that would
     # multiply rows (no DISTINCT) or hide the worklist index from the planner.
@@ -113,7 +131,11 @@ class WorklistApi(generics.ListAPIView[Study]):
     def get_queryset(self) -> QuerySet[Study]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Study.objects.none()
-        return selectors.worklist_for_reader(radiologist=_reader(self.request))
+        # Only the columns the rows show: a page of whole study rows is most of
+        # what the database sends.
+        return selectors.worklist_for_reader(radiologist=_reader(self.request)).only(
+            *WORKLIST_ROW_COLUMNS
+        )
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().list(request, *args, **kwargs)

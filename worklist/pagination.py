@@ -9,7 +9,9 @@ import datetime as dt
 import json
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import BooleanField, QuerySet
+from django.db.models.expressions import RawSQL
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -48,15 +50,23 @@ def decode_cursor(cursor: str) -> tuple[int, dt.datetime, dt.datetime, int]:
         raise ValidationError({"cursor": "Not a cursor this API gave out."}) from exc
 
 
-def after(cursor: str) -> Q:
-    """Rows strictly after the cursor in the worklist order."""
+def after(cursor: str) -> RawSQL:
+    """Rows strictly after the cursor in the worklist order, as one row-value
+    comparison on the offer's copies of the sort keys: the database walks the
+    worklist index from the cursor on instead of from the top of its priority.
+    (The worklist query joins worklist_offer once, under its table name.)"""
     priority, due, received, pk = decode_cursor(cursor)
-    # The first term bounds the index walk; the rest break ties.
-    return Q(wl_priority__gte=priority) & (
-        Q(wl_priority__gt=priority)
-        | Q(wl_due__gt=due)
-        | Q(wl_due=due, wl_received__gt=received)
-        | Q(wl_due=due, wl_received=received, id__gt=pk)
+    ops = connection.ops
+    return RawSQL(
+        '("worklist_offer"."priority", "worklist_offer"."sla_due_at", '
+        '"worklist_offer"."received_at", "worklist_offer"."study_id") > (%s, %s, %s, %s)',
+        (
+            priority,
+            ops.adapt_datetimefield_value(due),
+            ops.adapt_datetimefield_value(received),
+            pk,
+        ),
+        output_field=BooleanField(),
     )
 
 
