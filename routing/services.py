@@ -163,7 +163,9 @@ def _offer_from(
     chosen = fresh[:1] if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN else fresh
     Offer.objects.bulk_create(
         [
-            Offer.make(study=study, radiologist_id=v.radiologist_id, tier=tier, at=now)
+            Offer.make(
+                study=study, radiologist_id=v.radiologist_id, tier=tier, at=now, rule_id=rule.pk
+            )
             for v in chosen
         ],
         ignore_conflicts=True,  # an open offer already there stays (unique constraint)

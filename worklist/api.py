@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
-from django.db.models import F, IntegerField, QuerySet, Value
+from django.db.models import F, IntegerField, Q, QuerySet, Value
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
@@ -102,13 +102,14 @@ class WorklistFilter(django_filters.FilterSet):
     priority = django_filters.MultipleChoiceFilter(
         field_name="wl_priority", choices=Priority.choices, distinct=False
     )
+    facility = django_filters.NumberFilter(field_name="wl_facility")
     modality = django_filters.CharFilter(method="filter_modality")
     tier = django_filters.NumberFilter(field_name="offer_tier")
     subspecialty = django_filters.CharFilter(method="filter_subspecialty")
 
     class Meta:
         model = Study
-        fields = ["facility", "priority", "modality"]
+        fields = ["priority", "modality"]
 
     def filter_modality(self, queryset: QuerySet[Study], name: str, value: str) -> QuerySet[Study]:
         return queryset.filter(modality=value.strip().upper())  # DICOM modalities are upper case
@@ -116,7 +117,8 @@ class WorklistFilter(django_filters.FilterSet):
     def filter_subspecialty(
         self, queryset: QuerySet[Study], name: str, value: str
     ) -> QuerySet[Study]:
-        return queryset.filter(routing__rule_id__in=rules_requiring(subspecialty_code=value))
+        # wl_rule: the offer's rule, annotated by worklist.selectors.worklist_for_reader.
+        return queryset.filter(Q(wl_rule__in=rules_requiring(subspecialty_code=value)))
 
 
 class WorklistApi(generics.ListAPIView[Study]):

@@ -39,6 +39,19 @@ class Offer(models.Model):
     priority = models.PositiveSmallIntegerField()
     sla_due_at = models.DateTimeField()
     received_at = models.DateTimeField()
+    # Copies the worklist filters read without a join: the study's facility and
+    # the routing rule that made the offer (its subspecialties).
+    facility = models.ForeignKey(
+        "network.Facility", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    rule = models.ForeignKey(
+        "routing.RoutingRule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
     # Open (not withdrawn) offers of a claimed study are held: off the worklists
     # while the claim stands, back on them when it is released.  So the rows on a
     # worklist (open and not held) are exactly the offered studies'.
@@ -54,6 +67,18 @@ class Offer(models.Model):
             models.Index(
                 fields=["radiologist", "priority", "sla_due_at", "received_at", "study"],
                 name="offer_worklist_idx",
+                condition=Q(withdrawn_at__isnull=True, held_at__isnull=True),
+            ),
+            models.Index(
+                fields=[
+                    "radiologist",
+                    "facility",
+                    "priority",
+                    "sla_due_at",
+                    "received_at",
+                    "study",
+                ],
+                name="offer_worklist_facility_idx",
                 condition=Q(withdrawn_at__isnull=True, held_at__isnull=True),
             ),
         ]
@@ -76,10 +101,20 @@ class Offer(models.Model):
         return f"study {self.study_id} -> reader {self.radiologist_id} (tier {self.tier})"
 
     @classmethod
-    def make(cls, *, study: Study, radiologist_id: int, tier: int, at: dt.datetime) -> Offer:
-        """An unsaved open offer of ``study``, with its worklist sort keys."""
+    def make(
+        cls,
+        *,
+        study: Study,
+        radiologist_id: int,
+        tier: int,
+        at: dt.datetime,
+        rule_id: int | None = None,
+    ) -> Offer:
+        """An unsaved open offer of ``study``, with its worklist sort and filter keys."""
         return cls(
             study=study,
+            facility_id=study.facility_id,
+            rule_id=rule_id,
             radiologist_id=radiologist_id,
             tier=tier,
             offered_at=at,

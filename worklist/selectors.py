@@ -31,6 +31,8 @@ def worklist_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
             wl_due=F("offers__sla_due_at"),
             wl_received=F("offers__received_at"),
             offer_tier=F("offers__tier"),
+            wl_facility=F("offers__facility_id"),
+            wl_rule=F("offers__rule_id"),
             relative_value=F("routing__relative_value"),
             rule_name=F("routing__rule__name"),
         )

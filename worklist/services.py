@@ -218,7 +218,14 @@ def study_reassign(
             if not Offer.objects.filter(
                 study=study, radiologist=to, withdrawn_at__isnull=True
             ).exists():
-                Offer.make(study=study, radiologist_id=to.pk, tier=0, at=now).save()
+                rule_id = (
+                    StudyRouting.objects.filter(study=study)
+                    .values_list("rule_id", flat=True)
+                    .first()
+                )
+                Offer.make(
+                    study=study, radiologist_id=to.pk, tier=0, at=now, rule_id=rule_id
+                ).save()
             study = study_transition(
                 study_id=study.pk,
                 locked=study,

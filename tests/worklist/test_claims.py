@@ -45,6 +45,18 @@ def test_the_worklist_shows_offered_studies_most_urgent_first(api, tiered, facil
         .get("/api/v1/worklist/", {"priority": 3})
         .json()["results"]
     ] == [routine.pk]
+
+    def listed(**query):
+        rows = api(tiered["local"].user).get("/api/v1/worklist/", query).json()["results"]
+        return [r["id"] for r in rows]
+
+    both = [offered.pk, routine.pk]
+    assert listed(facility=facility_a.pk) == both
+    assert listed(facility=facility_a.pk + 1000) == []
+    assert listed(subspecialty="neuro") == both  # the Neuro rule requires it
+    assert listed(subspecialty="msk") == []
+    assert listed(modality="ct", tier=0) == both
+    assert listed(tier=1) == []
     # Not yet offered to the regional reader.
     assert api(tiered["regional"].user).get("/api/v1/worklist/").json()["results"] == []
 
