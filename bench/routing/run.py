@@ -1613,11 +1613,11 @@ def phase_big_table(ctx: Ctx) -> None:
     for k in range(args.offers_per_study):
         c.execute(
             """INSERT INTO worklist_offer (study_id, radiologist_id, tier, offered_at,
-                                           priority, sla_due_at, received_at,
+                                           priority, sla_due_at, received_at, facility_id,
                                            withdrawn_at, withdrawn_reason)
                SELECT s.id, (%(rads)s::bigint[])[1 + ((s.id * 7919 + %(k)s * 677)
                                                      %% array_length(%(rads)s::bigint[], 1))],
-                      0, s.offered_at, s.priority, s.sla_due_at, s.received_at,
+                      0, s.offered_at, s.priority, s.sla_due_at, s.received_at, s.facility_id,
                       GREATEST(s.offered_at, COALESCE(s.finalized_at, s.cancelled_at)),
                       'study reported final or cancelled'
                FROM studies_study s WHERE s.id BETWEEN %(a)s AND %(b)s""",

@@ -15,7 +15,7 @@ What the app does to offers, and so what the history looks like:
   share of offers withdrawn along the way before that, for the reasons above);
 - escalation adds offers at the next tier and leaves the earlier ones open.
 - every offer carries copies of its study's worklist sort keys (priority, SLA
-  due time, arrival).
+  due time, arrival), its facility and the rule that made it.
 
 Deterministic for a given seed (relative to the generation time).
 """
@@ -367,6 +367,8 @@ OFFER_FIELDS = [
     "priority",
     "sla_due_at",
     "received_at",
+    "facility_id",
+    "rule_id",
     "held_at",
     "withdrawn_at",
     "withdrawn_reason",
@@ -709,6 +711,8 @@ def load(
                             str(priority),
                             stamp(sla),
                             stamp(received),
+                            str(fac),
+                            str(rule_id),
                             _opt(stamp, held),
                             _opt(stamp, withdrawn),
                             reason,
