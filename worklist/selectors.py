@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from network.models import Radiologist
 from studies.models import Study
@@ -13,6 +13,16 @@ from studies.states import StudyStatus
 WORKLIST_ORDER = ("wl_priority", "wl_due", "wl_received", "id")
 
 
+def _on_worklist_of(radiologist: Radiologist) -> Q:
+    """Studies with an open, unheld offer to the reader, as one condition (one join
+    to worklist_offer, which annotations and ordering on ``offers__`` then reuse)."""
+    return Q(
+        offers__radiologist=radiologist,
+        offers__withdrawn_at__isnull=True,
+        offers__held_at__isnull=True,
+    )
+
+
 def worklist_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
     """Studies on offer to the reader: priority, then SLA due time, then arrival.
 
@@ -21,11 +31,7 @@ def worklist_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
     The annotations reuse that one join (annotate after filter on the relation).
     """
     return (
-        Study.objects.filter(
-            offers__radiologist=radiologist,
-            offers__withdrawn_at__isnull=True,
-            offers__held_at__isnull=True,
-        )
+        Study.objects.filter(_on_worklist_of(radiologist))
         .annotate(
             wl_priority=F("offers__priority"),
             wl_due=F("offers__sla_due_at"),
@@ -45,11 +51,7 @@ def claim_candidates(*, radiologist: Radiologist) -> QuerySet[Study]:
     """The top of the reader's worklist for "next case", locked with SKIP LOCKED by
     the caller: only what claiming needs is joined (fewer joins, less planning)."""
     return (
-        Study.objects.filter(
-            offers__radiologist=radiologist,
-            offers__withdrawn_at__isnull=True,
-            offers__held_at__isnull=True,
-        )
+        Study.objects.filter(_on_worklist_of(radiologist))
         .order_by("offers__priority", "offers__sla_due_at", "offers__received_at", "id")
         .select_related("facility__region", "patient_jurisdiction")
     )

@@ -111,7 +111,7 @@ class FhirServer:
                 self.wfile.write(b'{"resourceType": "OperationOutcome"}')
 
             def log_message(self, *args: Any) -> None:
-                pass
+                """Keep the test output clean: no access log on stderr."""
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/fhir/DiagnosticReport"
