@@ -65,3 +65,31 @@ def audit_record_many(
             for object_id, patient_id in items
         ]
     )
+
+
+def audit_record_each(
+    *,
+    actor: User | AnonymousUser | None,
+    action: str,
+    object_type: str,
+    items: list[tuple[str, str, dict[str, Any]]],
+    ip_address: str | None = None,
+) -> None:
+    """Append one event per (object id, patient id, detail) in a single INSERT (a
+    batch of changes, each with its own detail)."""
+    user = actor if isinstance(actor, User) else None
+    AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(
+                actor=user,
+                actor_username=user.get_username() if user is not None else "",
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                patient_id=patient_id or "",
+                ip_address=ip_address,
+                detail=detail,
+            )
+            for object_id, patient_id, detail in items
+        ]
+    )

@@ -86,11 +86,20 @@ def rule_keys_for_group(*, reading_group_id: int) -> list[tuple[RuleKey, Routing
     return keyed
 
 
-def _tier_sql(*, facility: Facility) -> tuple[str, list[Any]]:
+def _tier_pools(facility_ids: list[int]) -> dict[int, dict[int, int]]:
+    """The admin's named pools per facility and tier (one query for many facilities)."""
+    pools: dict[int, dict[int, int]] = defaultdict(dict)
+    for facility_id, tier, pool_id in FacilityTierPool.objects.filter(
+        facility_id__in=facility_ids
+    ).values_list("facility_id", "tier", "pool_id"):
+        pools[facility_id][tier] = pool_id
+    return pools
+
+
+def _tier_sql(*, facility: Facility, pools: dict[int, int]) -> tuple[str, list[Any]]:
     """SQL for a reader's tier for this facility (0 local, 1 regional, 2 global):
     the admin's named pools where set, geography otherwise.  Pool membership is an
     EXISTS, so a reader is one row whatever their pools."""
-    pools = {tp.tier: tp.pool_id for tp in FacilityTierPool.objects.filter(facility=facility)}
     local_params: list[Any]
     regional_params: list[Any]
     member = (
@@ -112,25 +121,23 @@ def _tier_sql(*, facility: Facility) -> tuple[str, list[Any]]:
     )
 
 
-def candidate_facts(
+ReaderRow = tuple[int, str, int, bool, bool, bool, int, int, float]
+
+
+def _reader_rows(
     *,
     facility: Facility,
+    pools: dict[int, int],
     jurisdiction_code: str,
     max_tier: int,
     at: dt.datetime,
-    radiologist_ids: list[int] | None = None,
-) -> list[CandidateFacts]:
-    """Facts about the facility's group's readers within ``max_tier`` who are on shift
-    at ``at`` (or about the named readers, on shift or not).
-
-    Four queries whatever the number of readers, read as plain rows: readers with
-    their tier, shift, open claims and recent work; their licenses in the
-    jurisdiction; their privileges at the facility; their subspecialties.  The
-    first is hand-written SQL (portable: PostgreSQL and SQLite): it runs for every
-    routing decision, and building it with the ORM cost more than running it.
-    """
+    radiologist_ids: list[int] | None,
+) -> list[ReaderRow]:
+    """The readers query: one hand-written statement (portable: PostgreSQL and
+    SQLite).  It runs for every routing decision, and building it with the ORM cost
+    more than running it."""
     ops = connection.ops
-    tier_sql, tier_params = _tier_sql(facility=facility)
+    tier_sql, tier_params = _tier_sql(facility=facility, pools=pools)
     now = ops.adapt_datetimefield_value(at)
     where = ["r.reading_group_id = %s"]
     where_params: list[Any] = [facility.reading_group_id]
@@ -177,57 +184,144 @@ def candidate_facts(
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if not rows:
-        return []
-    ids = [row[0] for row in rows]
-    licenses: dict[int, list[Credential]] = defaultdict(list)
-    for reader_id, valid_from, valid_to, status, scope in License.objects.filter(
-        radiologist_id__in=ids, jurisdiction__code=jurisdiction_code
-    ).values_list("radiologist_id", "valid_from", "valid_to", "status", "scope"):
-        licenses[reader_id].append(
-            Credential(
-                key=jurisdiction_code,
-                valid_from=valid_from,
-                valid_to=valid_to,
-                active=status == CredentialStatus.ACTIVE,
-                final_scope=scope == License.Scope.FINAL,
+        rows: list[ReaderRow] = cursor.fetchall()
+    return rows
+
+
+class _Credentials:
+    """Licenses, privileges and subspecialties of a set of readers, read as plain
+    rows in three queries whatever the number of studies being decided."""
+
+    def __init__(
+        self, *, reader_ids: set[int], jurisdiction_codes: set[str], facility_ids: set[int]
+    ) -> None:
+        ids = sorted(reader_ids)
+        self.licenses: dict[tuple[int, str], list[Credential]] = defaultdict(list)
+        self.privileges: dict[tuple[int, int], list[Credential]] = defaultdict(list)
+        self.subspecialties: dict[int, set[str]] = defaultdict(set)
+        if not ids:
+            return
+        for reader_id, code, valid_from, valid_to, status, scope in License.objects.filter(
+            radiologist_id__in=ids, jurisdiction__code__in=sorted(jurisdiction_codes)
+        ).values_list(
+            "radiologist_id", "jurisdiction__code", "valid_from", "valid_to", "status", "scope"
+        ):
+            self.licenses[reader_id, code].append(
+                Credential(
+                    key=code,
+                    valid_from=valid_from,
+                    valid_to=valid_to,
+                    active=status == CredentialStatus.ACTIVE,
+                    final_scope=scope == License.Scope.FINAL,
+                )
             )
-        )
-    privileges: dict[int, list[Credential]] = defaultdict(list)
-    for reader_id, valid_from, valid_to, status in FacilityPrivilege.objects.filter(
-        radiologist_id__in=ids, facility=facility
-    ).values_list("radiologist_id", "valid_from", "valid_to", "status"):
-        privileges[reader_id].append(
-            Credential(
-                key=str(facility.pk),
-                valid_from=valid_from,
-                valid_to=valid_to,
-                active=status == CredentialStatus.ACTIVE,
+        for (
+            reader_id,
+            facility_id,
+            valid_from,
+            valid_to,
+            status,
+        ) in FacilityPrivilege.objects.filter(
+            radiologist_id__in=ids, facility_id__in=sorted(facility_ids)
+        ).values_list("radiologist_id", "facility_id", "valid_from", "valid_to", "status"):
+            self.privileges[reader_id, facility_id].append(
+                Credential(
+                    key=str(facility_id),
+                    valid_from=valid_from,
+                    valid_to=valid_to,
+                    active=status == CredentialStatus.ACTIVE,
+                )
             )
+        for reader_id, code in Radiologist.subspecialties.through.objects.filter(
+            radiologist_id__in=ids
+        ).values_list("radiologist_id", "subspecialty__code"):
+            self.subspecialties[reader_id].add(code)
+
+    def facts(
+        self, rows: list[ReaderRow], *, facility_id: int, jurisdiction_code: str
+    ) -> list[CandidateFacts]:
+        return [
+            CandidateFacts(
+                radiologist_id=pk,
+                name=name,
+                tier=int(tier),
+                active=is_active,
+                available=is_available,
+                on_shift=bool(shift),
+                subspecialties=frozenset(self.subspecialties[pk]),
+                licenses=tuple(self.licenses[pk, jurisdiction_code]),
+                privileges=tuple(self.privileges[pk, facility_id]),
+                open_claims=int(claims),
+                workload_cap=cap,
+                recent_work=float(work),
+            )
+            for pk, name, tier, is_active, is_available, shift, claims, cap, work in rows
+        ]
+
+
+def candidate_facts(
+    *,
+    facility: Facility,
+    jurisdiction_code: str,
+    max_tier: int,
+    at: dt.datetime,
+    radiologist_ids: list[int] | None = None,
+) -> list[CandidateFacts]:
+    """Facts about the facility's group's readers within ``max_tier`` who are on shift
+    at ``at`` (or about the named readers, on shift or not).
+
+    A few queries whatever the number of readers, read as plain rows: the named
+    pools; readers with their tier, shift, open claims and recent work; their
+    licenses in the jurisdiction; their privileges at the facility; their
+    subspecialties.
+    """
+    return candidate_facts_many(
+        [(facility, jurisdiction_code)], max_tier=max_tier, at=at, radiologist_ids=radiologist_ids
+    )[facility.pk, jurisdiction_code]
+
+
+def candidate_facts_many(
+    wanted: list[tuple[Facility, str]],
+    *,
+    max_tier: int,
+    at: dt.datetime,
+    radiologist_ids: list[int] | None = None,
+) -> dict[tuple[int, str], list[CandidateFacts]]:
+    """``candidate_facts`` for several (facility, jurisdiction code) pairs at once, as
+    when a batch of studies is routed: one readers query per distinct pair, and the
+    pools and credentials of everyone found read once for the whole batch."""
+    distinct = {(f.pk, code): (f, code) for f, code in wanted}
+    pools = _tier_pools(sorted({pk for pk, _ in distinct}))
+    rows = {
+        key: _reader_rows(
+            facility=facility,
+            pools=pools.get(facility.pk, {}),
+            jurisdiction_code=code,
+            max_tier=max_tier,
+            at=at,
+            radiologist_ids=radiologist_ids,
         )
-    subspecialties: dict[int, set[str]] = defaultdict(set)
-    for reader_id, code in Radiologist.subspecialties.through.objects.filter(
-        radiologist_id__in=ids
-    ).values_list("radiologist_id", "subspecialty__code"):
-        subspecialties[reader_id].add(code)
-    return [
-        CandidateFacts(
-            radiologist_id=pk,
-            name=name,
-            tier=int(tier),
-            active=is_active,
-            available=is_available,
-            on_shift=bool(shift),
-            subspecialties=frozenset(subspecialties[pk]),
-            licenses=tuple(licenses[pk]),
-            privileges=tuple(privileges[pk]),
-            open_claims=int(claims),
-            workload_cap=cap,
-            recent_work=float(work),
-        )
-        for pk, name, tier, is_active, is_available, shift, claims, cap, work in rows
-    ]
+        for key, (facility, code) in distinct.items()
+    }
+    credentials = _Credentials(
+        reader_ids={row[0] for found in rows.values() for row in found},
+        jurisdiction_codes={code for _, code in distinct},
+        facility_ids={pk for pk, _ in distinct},
+    )
+    return {
+        (pk, code): credentials.facts(found, facility_id=pk, jurisdiction_code=code)
+        for (pk, code), found in rows.items()
+    }
+
+
+def studies_awaiting_route() -> QuerySet[Study, int]:
+    """Ready studies never routed, most urgent first (the live-queue partial index):
+    a routing task takes a batch of them besides its own study."""
+    return (
+        Study.objects.filter(status=StudyStatus.READY, routing__isnull=True)
+        .order_by("priority", "sla_due_at", "id")
+        .values_list("pk", flat=True)
+    )
 
 
 def escalations_due(*, now: dt.datetime) -> QuerySet[StudyRouting, int]:

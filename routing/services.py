@@ -24,9 +24,9 @@ from network.models import Priority
 from routing import eligibility, selectors
 from routing.eligibility import Reason, StudyFacts, Verdict
 from routing.models import LAST_TIER, TIERS, RoutingDecision, RoutingRule, StudyRouting
-from routing.rules import StudyKey, first_match
+from routing.rules import RuleKey, StudyKey, first_match
 from studies.models import Study
-from studies.services import study_transition
+from studies.services import studies_transition_locked, study_transition
 from studies.sla import sla_due_at
 from studies.states import StudyStatus
 from worklist.models import Offer
@@ -51,9 +51,7 @@ def _study_key(study: Study) -> StudyKey:
 
 def rule_for_study(*, study: Study) -> RoutingRule | None:
     """The first active rule of the facility's reading group that matches the study."""
-    keyed = selectors.rule_keys_for_group(reading_group_id=study.facility.reading_group_id)
-    match = first_match([k for k, _ in keyed], _study_key(study))
-    return next((r for k, r in keyed if match is not None and k.rule_id == match.rule_id), None)
+    return _RuleBook().for_study(study)
 
 
 def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFacts:
@@ -81,11 +79,14 @@ _ROUTING_FIELDS = [
 ]
 
 
-def _routing_save(routing: StudyRouting) -> None:
-    """Insert or update a study's routing row in one statement (the study row is
-    locked by the caller, so nobody else writes it meanwhile)."""
+def _routing_save(*routings: StudyRouting) -> None:
+    """Insert or update studies' routing rows in one statement (the study rows are
+    locked by the caller, so nobody else writes them meanwhile)."""
     StudyRouting.objects.bulk_create(
-        [routing], update_conflicts=True, unique_fields=["study"], update_fields=_ROUTING_FIELDS
+        list(routings),
+        update_conflicts=True,
+        unique_fields=["study"],
+        update_fields=_ROUTING_FIELDS,
     )
 
 
@@ -101,38 +102,125 @@ def _lock_study(study_id: int, *, skip_locked: bool = False) -> Study | None:
 def study_route(*, study_id: int, now: dt.datetime | None = None) -> RoutingDecision | None:
     """Route a ready study: offer it at the nearest tier with eligible readers, or
     flag it unroutable.  Idempotent: a study that is not ready is left alone."""
+    return studies_route(study_id=study_id, batch_size=1, now=now).get(study_id)
+
+
+def studies_route(
+    *, study_id: int, batch_size: int, now: dt.datetime | None = None
+) -> dict[int, RoutingDecision | None]:
+    """Route a ready study and, in the same transaction, up to ``batch_size - 1``
+    other ready studies never routed (most urgent first) that no other worker holds.
+
+    The batch shares the reads that do not depend on the study (the groups' rules,
+    the facilities' pools, the readers' credentials) and its writes are a handful
+    of multi-row statements, so a backlog drains at several times the rate of one
+    study per transaction; the other studies' own tasks then find them offered and
+    stop.  Eligibility is decided per study exactly as for one study.
+    """
     now = now or timezone.now()
     with transaction.atomic():
-        study = _lock_study(study_id)
-        if study is None or study.status != StudyStatus.READY:
+        first = _lock_study(study_id)  # waits: a redelivered task must see its study done
+        studies = [first] if first is not None else []
+        if batch_size > 1:
+            more = [
+                pk for pk in selectors.studies_awaiting_route()[: batch_size + 1] if pk != study_id
+            ][: batch_size - 1]
+            if more:
+                studies += list(
+                    Study.objects.select_for_update(skip_locked=True, of=("self",))
+                    .select_related(
+                        "facility__region", "facility__reading_group", "patient_jurisdiction"
+                    )
+                    .filter(pk__in=more)
+                    .order_by("pk")
+                )
+        studies = [st for st in studies if st.status == StudyStatus.READY]
+        timers = dict(
+            StudyRouting.objects.filter(study__in=studies).values_list(
+                "study_id", "next_escalation_at"
+            )
+        )
+        # Already decided ones wait for their timer (it brings them back).
+        studies = [st for st in studies if not (timers.get(st.pk) or now) > now]
+        return _route_many(studies, now=now)
+
+
+def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingDecision | None]:
+    """Decide and offer locked ready studies from the hyperlocal tier: one pass of
+    reads for all, then multi-row writes for the offered ones."""
+    if not studies:
+        return {}
+    rules = _RuleBook()
+    plans: list[tuple[Study, RoutingRule, int, list[Verdict], list[Verdict]]] = []
+    decided: dict[int, RoutingDecision | None] = {}
+    matched = [(st, rules.for_study(st)) for st in studies]
+    everyone = selectors.candidate_facts_many(
+        [(st.facility, st.patient_jurisdiction.code) for st, rule in matched if rule],
+        max_tier=LAST_TIER,
+        at=now,
+    )
+    for study, rule in matched:
+        if rule is None:
+            decided[study.pk] = _mark_unroutable(
+                study,
+                None,
+                tier=0,
+                now=now,
+                verdicts=[],
+                reason="no routing rule matches the study and the group has no default rule",
+            )
+            continue
+        facts = study_facts(study=study, rule=rule, now=now)
+        candidates = everyone[study.facility_id, facts.jurisdiction]
+        tier, verdicts, fresh = _widen(eligibility.decide(facts, candidates), tier=0)
+        if not fresh:
+            decided[study.pk] = _mark_unroutable(
+                study,
+                rule,
+                tier=tier,
+                now=now,
+                reason=unroutable_reason(study, verdicts, now=now),
+                verdicts=verdicts,
+            )
+            continue
+        plans.append((study, rule, tier, verdicts, fresh))
+    decided.update(_offer_many(plans, now=now, outcome=RoutingDecision.Outcome.OFFERED))
+    return decided
+
+
+class _RuleBook:
+    """Each reading group's rules, read once per batch."""
+
+    def __init__(self) -> None:
+        self._keyed: dict[int, list[tuple[RuleKey, RoutingRule]]] = {}
+
+    def for_study(self, study: Study) -> RoutingRule | None:
+        group_id = study.facility.reading_group_id
+        if group_id not in self._keyed:
+            self._keyed[group_id] = selectors.rule_keys_for_group(reading_group_id=group_id)
+        keyed = self._keyed[group_id]
+        match = first_match([k for k, _ in keyed], _study_key(study))
+        if match is None:
             return None
-        routing = StudyRouting.objects.filter(study=study).first()
-        if routing is not None and routing.next_escalation_at and routing.next_escalation_at > now:
-            return None  # already decided; its timer will bring it back
-        return _route_afresh(study, now=now)
+        return next((r for k, r in keyed if k.rule_id == match.rule_id), None)
 
 
 def _route_afresh(study: Study, *, now: dt.datetime) -> RoutingDecision | None:
     """Match the study's rule and offer from the hyperlocal tier (or flag it unroutable)."""
-    rule = rule_for_study(study=study)
-    if rule is None:
-        return _mark_unroutable(
-            study,
-            None,
-            tier=0,
-            now=now,
-            verdicts=[],
-            reason="no routing rule matches the study and the group has no default rule",
-        )
-    return _offer_from(study, rule, tier=0, now=now, outcome=RoutingDecision.Outcome.OFFERED)
+    return _route_many([study], now=now).get(study.pk)
 
 
-def _gather(study: Study, rule: RoutingRule, *, tier: int, now: dt.datetime) -> list[Verdict]:
-    facts = study_facts(study=study, rule=rule, now=now)
-    candidates = selectors.candidate_facts(
-        facility=study.facility, jurisdiction_code=facts.jurisdiction, max_tier=tier, at=now
-    )
-    return eligibility.decide(facts, candidates)
+def _widen(
+    everyone: list[Verdict], *, tier: int, skip: frozenset[int] = frozenset()
+) -> tuple[int, list[Verdict], list[Verdict]]:
+    """From ``tier``, widen tier by tier until someone new is eligible: the tier
+    reached, the verdicts up to it, and the eligible readers not in ``skip``."""
+    while True:
+        verdicts = [v for v in everyone if v.tier <= tier]
+        fresh = [v for v in verdicts if v.eligible and v.radiologist_id not in skip]
+        if fresh or tier >= LAST_TIER:
+            return tier, verdicts, fresh
+        tier += 1
 
 
 def _offer_from(
@@ -145,71 +233,92 @@ def _offer_from(
     skip: frozenset[int] = frozenset(),
 ) -> RoutingDecision | None:
     """Offer at ``tier``, widening tier by tier until someone new is eligible."""
+    facts = study_facts(study=study, rule=rule, now=now)
     # One gathering for every tier; each step looks at the tiers up to its own.
-    everyone = _gather(study, rule, tier=LAST_TIER, now=now)
-    while True:
-        verdicts = [v for v in everyone if v.tier <= tier]
-        fresh = [v for v in verdicts if v.eligible and v.radiologist_id not in skip]
-        if fresh or tier >= LAST_TIER:
-            break
-        tier += 1
+    candidates = selectors.candidate_facts(
+        facility=study.facility, jurisdiction_code=facts.jurisdiction, max_tier=LAST_TIER, at=now
+    )
+    tier, verdicts, fresh = _widen(eligibility.decide(facts, candidates), tier=tier, skip=skip)
     if not fresh:
         if skip and outcome == RoutingDecision.Outcome.ESCALATED:
             reason = "nobody claimed it in time at any tier"
         else:
             reason = unroutable_reason(study, verdicts, now=now)
         return _mark_unroutable(study, rule, tier=tier, now=now, reason=reason, verdicts=verdicts)
+    return _offer_many([(study, rule, tier, verdicts, fresh)], now=now, outcome=outcome)[study.pk]
 
-    chosen = fresh[:1] if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN else fresh
-    Offer.objects.bulk_create(
-        [
+
+def _offer_many(
+    plans: list[tuple[Study, RoutingRule, int, list[Verdict], list[Verdict]]],
+    *,
+    now: dt.datetime,
+    outcome: str,
+) -> dict[int, RoutingDecision]:
+    """Write the offers of locked studies, each (study, rule, tier, verdicts,
+    eligible readers): the offers, the studies' transitions, their routing rows and
+    decisions, each kind in one multi-row statement."""
+    if not plans:
+        return {}
+    offers: list[Offer] = []
+    routings: list[StudyRouting] = []
+    decisions: list[RoutingDecision] = []
+    moving: dict[int, str] = {}
+    for study, rule, tier, verdicts, fresh in plans:
+        chosen = fresh[:1] if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN else fresh
+        offers += [
             Offer.make(
                 study=study, radiologist_id=v.radiologist_id, tier=tier, at=now, rule_id=rule.pk
             )
             for v in chosen
-        ],
-        ignore_conflicts=True,  # an open offer already there stays (unique constraint)
-    )
-    if study.status == StudyStatus.READY:
-        study_transition(
-            study_id=study.pk,
-            locked=study,
+        ]
+        if study.status == StudyStatus.READY:
+            moving[study.pk] = f"rule '{rule.name}', {TIERS[tier].lower()} tier"
+        if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
+            wait = dt.timedelta(seconds=rule.accept_timeout_seconds)
+        else:
+            wait = eligibility.escalation_waits(
+                tier_wait=rule.tier_wait(study.priority),
+                tiers_left=LAST_TIER - tier,
+                now=now,
+                due_at=study.sla_due_at,
+            )
+        routings.append(
+            StudyRouting(
+                study=study,
+                rule=rule,
+                tier=tier,
+                relative_value=rule.relative_value,
+                next_escalation_at=now + wait,
+                unroutable_at=None,
+                unroutable_reason="",
+                decided_at=now,
+            )
+        )
+        decisions.append(
+            RoutingDecision(
+                study=study,
+                rule=rule,
+                rule_name=rule.name,
+                tier=tier,
+                outcome=outcome,
+                offered_to=[v.radiologist_id for v in chosen],
+                verdicts=[v.as_dict() for v in verdicts],
+                created_at=now,
+                reason=f"offered to {len(chosen)} reader(s) at the {TIERS[tier].lower()} tier",
+            )
+        )
+    # An open offer already there stays (unique constraint).
+    Offer.objects.bulk_create(offers, ignore_conflicts=True)
+    if moving:
+        studies_transition_locked(
+            studies=[p[0] for p in plans if p[0].pk in moving],
             to_status=StudyStatus.OFFERED,
             at=now,
-            reason=f"rule '{rule.name}', {TIERS[tier].lower()} tier",
+            reasons=moving,
         )
-    if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
-        wait = dt.timedelta(seconds=rule.accept_timeout_seconds)
-    else:
-        wait = eligibility.escalation_waits(
-            tier_wait=rule.tier_wait(study.priority),
-            tiers_left=LAST_TIER - tier,
-            now=now,
-            due_at=study.sla_due_at,
-        )
-    _routing_save(
-        StudyRouting(
-            study=study,
-            rule=rule,
-            tier=tier,
-            relative_value=rule.relative_value,
-            next_escalation_at=now + wait,
-            unroutable_at=None,
-            unroutable_reason="",
-            decided_at=now,
-        )
-    )
-    return RoutingDecision.objects.create(
-        study=study,
-        rule=rule,
-        rule_name=rule.name,
-        tier=tier,
-        outcome=outcome,
-        offered_to=[v.radiologist_id for v in chosen],
-        verdicts=[v.as_dict() for v in verdicts],
-        created_at=now,
-        reason=f"offered to {len(chosen)} reader(s) at the {TIERS[tier].lower()} tier",
-    )
+    _routing_save(*routings)
+    RoutingDecision.objects.bulk_create(decisions)
+    return {d.study_id: d for d in decisions}
 
 
 def unroutable_reason(study: Study, verdicts: Sequence[Verdict], *, now: dt.datetime) -> str:

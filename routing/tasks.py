@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 from django.db import DatabaseError
 
 from routing import services
@@ -20,8 +21,10 @@ from routing.credentials import credentials_alert_expiring
     time_limit=60,
 )
 def route_study(study_id: int) -> str | None:
-    """Route one ready study (offer it, or flag it unroutable)."""
-    decision = services.study_route(study_id=study_id)
+    """Route a ready study (offer it, or flag it unroutable), and with it a batch of
+    other ready studies waiting for a decision (ROUTING_BATCH_SIZE)."""
+    decided = services.studies_route(study_id=study_id, batch_size=settings.ROUTING_BATCH_SIZE)
+    decision = decided.get(study_id)
     return decision.outcome if decision else None
 
 

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_each
 from network.models import Facility, Jurisdiction, Priority
 from studies import states
 from studies.models import Study, StudyTransition
@@ -110,3 +110,62 @@ def study_transition(
     if refusal is not None:
         raise InvalidTransition(refusal, code="invalid_transition")
     return study
+
+
+def studies_transition_locked(
+    *,
+    studies: list[Study],
+    to_status: str,
+    at: dt.datetime,
+    reasons: dict[int, str],
+    actor: User | None = None,
+) -> None:
+    """``study_transition`` for many rows the caller has locked in its transaction
+    (a routing batch): the same state machine, one UPDATE, one INSERT of the
+    transition records and one of the audit events.  If any of them may not move,
+    nothing is written and the refusal is raised."""
+    if not studies:
+        return
+    for study in studies:
+        refusal = states.transition_refusal(study.status, to_status)
+        if refusal is not None:
+            raise InvalidTransition(f"study {study.pk}: {refusal}", code="invalid_transition")
+    stamp = states.TIMESTAMP_FIELD.get(to_status)
+    changes: dict[str, Any] = {"status": to_status, "updated_at": timezone.now()}
+    if stamp is not None:
+        changes[stamp] = at
+    Study.objects.filter(pk__in=[s.pk for s in studies]).update(**changes)
+    from_status = {s.pk: s.status for s in studies}
+    for study in studies:
+        for name, value in changes.items():
+            setattr(study, name, value)
+    StudyTransition.objects.bulk_create(
+        [
+            StudyTransition(
+                study=study,
+                from_status=from_status[study.pk],
+                to_status=to_status,
+                at=at,
+                actor=actor,
+                reason=reasons.get(study.pk, ""),
+            )
+            for study in studies
+        ]
+    )
+    audit_record_each(
+        actor=actor,
+        action=AuditEvent.Action.TRANSITION,
+        object_type=Study._meta.label_lower,
+        items=[
+            (
+                str(study.pk),
+                study.patient_id,
+                {
+                    "from": from_status[study.pk],
+                    "to": to_status,
+                    "reason": reasons.get(study.pk, ""),
+                },
+            )
+            for study in studies
+        ],
+    )

@@ -253,6 +253,9 @@ ROUTING_SWEEP_SECONDS = env.float("ROUTING_SWEEP_SECONDS", default=5.0)
 # Open offers whose reader went off shift or lost a credential are withdrawn by
 # a sweep of its own, so the escalation sweep stays a small indexed read.
 OFFER_ELIGIBILITY_SWEEP_SECONDS = env.float("OFFER_ELIGIBILITY_SWEEP_SECONDS", default=30.0)
+# A routing task routes its own study and up to this many minus one other ready
+# studies waiting for a decision, in one transaction (1 routes one study a task).
+ROUTING_BATCH_SIZE = env.int("ROUTING_BATCH_SIZE", default=32)
 # Tasks a worker runs on one database connection before Celery closes it.
 WORKER_DB_REUSE_TASKS = env.int("WORKER_DB_REUSE_TASKS", default=10000)
 # SLA warnings: how often beat looks for studies nearing or past their due time,
