@@ -118,6 +118,9 @@ def studies_route(
     stop.  Eligibility is decided per study exactly as for one study.
     """
     now = now or timezone.now()
+    if not Study.objects.filter(pk=study_id, status=StudyStatus.READY).exists():
+        # Routed already (by a batch, or this is a redelivery): one indexed read.
+        return {}
     with transaction.atomic():
         first = _lock_study(study_id)  # waits: a redelivered task must see its study done
         studies = [first] if first is not None else []
