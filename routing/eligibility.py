@@ -247,3 +247,25 @@ def effective_priority(*, priority: int, waited: dt.timedelta, age_step: dt.time
     if age_step <= dt.timedelta(0):
         return float(priority)
     return max(priority - waited / age_step, 0.0)
+
+
+def tier_of(
+    *,
+    home_region_id: int,
+    home_country: str,
+    facility_region_id: int,
+    facility_country: str,
+    local_pool: int | None,
+    regional_pool: int | None,
+    pools: frozenset[int],
+) -> int:
+    """A reader's tier for a facility: 0 hyperlocal, 1 regional, 2 global.  The
+    admin's named pool for a tier replaces geography for that tier (the facility's
+    region; its country); a reader local by either rule is also regional."""
+    local = local_pool in pools if local_pool is not None else home_region_id == facility_region_id
+    if local:
+        return 0
+    regional = (
+        regional_pool in pools if regional_pool is not None else home_country == facility_country
+    )
+    return 1 if regional else 2

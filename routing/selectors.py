@@ -23,9 +23,10 @@ from network.models import (
     Radiologist,
     Shift,
 )
-from routing.eligibility import CandidateFacts, Credential
+from routing.eligibility import CandidateFacts, Credential, tier_of
 from routing.models import (
     FacilityTierPool,
+    ReaderPool,
     RoutingDecision,
     RoutingRule,
     StudyRouting,
@@ -96,167 +97,178 @@ def _tier_pools(facility_ids: list[int]) -> dict[int, dict[int, int]]:
     return pools
 
 
-def _tier_sql(*, facility: Facility, pools: dict[int, int]) -> tuple[str, list[Any]]:
-    """SQL for a reader's tier for this facility (0 local, 1 regional, 2 global):
-    the admin's named pools where set, geography otherwise.  Pool membership is an
-    EXISTS, so a reader is one row whatever their pools."""
-    local_params: list[Any]
-    regional_params: list[Any]
-    member = (
-        "EXISTS (SELECT 1 FROM routing_readerpool_radiologists pm"
-        " WHERE pm.readerpool_id = %s AND pm.radiologist_id = r.id)"
-    )
-    if 0 in pools:
-        local, local_params = member, [pools[0]]
-    else:
-        local, local_params = "r.home_region_id = %s", [facility.region_id]
-    if 1 in pools:
-        regional, regional_params = member, [pools[1]]
-    else:
-        regional = "r.home_region_id IN (SELECT rg.id FROM network_region rg WHERE rg.country = %s)"
-        regional_params = [facility.region.country]
-    return (
-        f"CASE WHEN {local} THEN 0 WHEN ({regional}) OR ({local}) THEN 1 ELSE 2 END",
-        [*local_params, *regional_params, *local_params],
-    )
+def _placeholders(n: int, width: int) -> str:
+    row = "(" + ", ".join(["%s"] * width) + ")"
+    return ", ".join([row] * n)
 
 
-ReaderRow = tuple[int, str, int, bool, bool, bool, int, int, float]
-
-
-def _reader_rows(
-    *,
-    facility: Facility,
-    pools: dict[int, int],
-    jurisdiction_code: str,
-    max_tier: int,
-    at: dt.datetime,
-    radiologist_ids: list[int] | None,
-) -> list[ReaderRow]:
-    """The readers query: one hand-written statement (portable: PostgreSQL and
-    SQLite).  It runs for every routing decision, and building it with the ORM cost
-    more than running it."""
-    ops = connection.ops
-    tier_sql, tier_params = _tier_sql(facility=facility, pools=pools)
-    now = ops.adapt_datetimefield_value(at)
-    where = ["r.reading_group_id = %s"]
-    where_params: list[Any] = [facility.reading_group_id]
-    if radiologist_ids is not None:
-        where.append(f"r.id IN ({', '.join(['%s'] * len(radiologist_ids))})")
-        where_params += radiologist_ids
-    else:
-        # Plausible candidates only: on shift in the tier, holding some license in
-        # the jurisdiction and some privilege at the facility (valid or not: the
-        # decision says which).  Anyone else is explained on demand (why_not).
-        where += [
-            "EXISTS (SELECT 1 FROM network_license l JOIN network_jurisdiction j"
-            " ON j.id = l.jurisdiction_id WHERE l.radiologist_id = r.id AND j.code = %s)",
-            "EXISTS (SELECT 1 FROM network_facilityprivilege p"
-            " WHERE p.radiologist_id = r.id AND p.facility_id = %s)",
-            "EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id"
-            " AND sh.starts_at <= %s AND sh.ends_at > %s)",
-            f"{tier_sql} <= %s",
-        ]
-        where_params += [jurisdiction_code, facility.pk, now, now, *tier_params, max_tier]
+def _plausible_pairs(
+    wanted: list[tuple[int, int, str]], *, at: dt.datetime
+) -> list[tuple[int, str, int]]:
+    """(facility id, jurisdiction code, reader id) for every reader of the
+    facility's group who is on shift at ``at`` and holds some license in the
+    jurisdiction and some privilege at the facility (valid or not: the decision
+    says which).  One statement for the whole batch: the pairs come in as a VALUES
+    list (portable: PostgreSQL and SQLite)."""
+    now = connection.ops.adapt_datetimefield_value(at)
     sql = f"""
-        SELECT r.id, r.display_name, {tier_sql} AS tier, r.is_active, r.is_available,
-            EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
-                    AND sh.starts_at <= %s AND sh.ends_at > %s) AS on_shift,
-            (SELECT COUNT(*) FROM studies_study st WHERE st.assigned_radiologist_id = r.id
-                AND st.status IN (%s, %s)) AS open_claims,
-            r.workload_cap,
-            COALESCE((SELECT SUM(sr.relative_value) FROM studies_study st
-                      JOIN routing_studyrouting sr ON sr.study_id = st.id
-                      WHERE st.assigned_radiologist_id = r.id AND st.claimed_at >= %s), 0)
-                AS recent_work
-        FROM network_radiologist r
-        WHERE {" AND ".join(where)}
-        ORDER BY r.id
-    """  # noqa: S608 - only placeholders and fixed fragments are interpolated
-    params = [
-        *tier_params,
-        now,
-        now,
-        StudyStatus.CLAIMED.value,
-        StudyStatus.PRELIMINARY.value,
-        ops.adapt_datetimefield_value(at - RECENT_WORK_WINDOW),
-        *where_params,
-    ]
+        WITH b(facility_id, group_id, code) AS (VALUES {_placeholders(len(wanted), 3)})
+        SELECT DISTINCT b.facility_id, b.code, r.id
+        FROM b
+        JOIN network_facilityprivilege p ON p.facility_id = b.facility_id
+        JOIN network_radiologist r ON r.id = p.radiologist_id AND r.reading_group_id = b.group_id
+        WHERE EXISTS (SELECT 1 FROM network_license l
+                      JOIN network_jurisdiction j ON j.id = l.jurisdiction_id
+                      WHERE l.radiologist_id = r.id AND j.code = b.code)
+          AND EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
+                      AND sh.starts_at <= %s AND sh.ends_at > %s)
+    """  # noqa: S608 - only placeholders are interpolated
+    params: list[Any] = [v for row in wanted for v in row] + [now, now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows: list[ReaderRow] = cursor.fetchall()
-    return rows
+        return [(int(f), str(c), int(r)) for f, c, r in cursor.fetchall()]
 
 
-class _Credentials:
-    """Licenses, privileges and subspecialties of a set of readers, read as plain
-    rows in three queries whatever the number of studies being decided."""
+class _Readers:
+    """What the decision needs about a set of readers, whatever the studies: their
+    shift, load, region and pools (two queries), and their licenses, privileges
+    and subspecialties (one query of three parts), read as plain rows."""
 
     def __init__(
-        self, *, reader_ids: set[int], jurisdiction_codes: set[str], facility_ids: set[int]
+        self,
+        *,
+        reader_ids: list[int],
+        at: dt.datetime,
+        jurisdiction_codes: list[str],
+        facility_ids: list[int],
+        pool_ids: list[int],
     ) -> None:
-        ids = sorted(reader_ids)
+        self.rows: dict[int, tuple[Any, ...]] = {}
         self.licenses: dict[tuple[int, str], list[Credential]] = defaultdict(list)
         self.privileges: dict[tuple[int, int], list[Credential]] = defaultdict(list)
         self.subspecialties: dict[int, set[str]] = defaultdict(set)
-        if not ids:
+        self.pools: dict[int, set[int]] = defaultdict(set)
+        if not reader_ids:
             return
-        for reader_id, code, valid_from, valid_to, status, scope in License.objects.filter(
-            radiologist_id__in=ids, jurisdiction__code__in=sorted(jurisdiction_codes)
-        ).values_list(
-            "radiologist_id", "jurisdiction__code", "valid_from", "valid_to", "status", "scope"
-        ):
-            self.licenses[reader_id, code].append(
-                Credential(
-                    key=code,
-                    valid_from=valid_from,
-                    valid_to=valid_to,
-                    active=status == CredentialStatus.ACTIVE,
-                    final_scope=scope == License.Scope.FINAL,
-                )
+        ops = connection.ops
+        now = ops.adapt_datetimefield_value(at)
+        ids = ", ".join(["%s"] * len(reader_ids))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT r.id, r.display_name, r.home_region_id, rg.country, r.is_active,
+                    r.is_available,
+                    EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
+                            AND sh.starts_at <= %s AND sh.ends_at > %s) AS on_shift,
+                    (SELECT COUNT(*) FROM studies_study st
+                     WHERE st.assigned_radiologist_id = r.id AND st.status IN (%s, %s))
+                        AS open_claims,
+                    r.workload_cap,
+                    COALESCE((SELECT SUM(sr.relative_value) FROM studies_study st
+                              JOIN routing_studyrouting sr ON sr.study_id = st.id
+                              WHERE st.assigned_radiologist_id = r.id
+                                AND st.claimed_at >= %s), 0) AS recent_work
+                FROM network_radiologist r
+                JOIN network_region rg ON rg.id = r.home_region_id
+                WHERE r.id IN ({ids})
+                """,  # noqa: S608 - only placeholders are interpolated
+                [
+                    now,
+                    now,
+                    StudyStatus.CLAIMED.value,
+                    StudyStatus.PRELIMINARY.value,
+                    ops.adapt_datetimefield_value(at - RECENT_WORK_WINDOW),
+                    *reader_ids,
+                ],
             )
-        for (
-            reader_id,
-            facility_id,
-            valid_from,
-            valid_to,
-            status,
-        ) in FacilityPrivilege.objects.filter(
-            radiologist_id__in=ids, facility_id__in=sorted(facility_ids)
-        ).values_list("radiologist_id", "facility_id", "valid_from", "valid_to", "status"):
-            self.privileges[reader_id, facility_id].append(
-                Credential(
-                    key=str(facility_id),
-                    valid_from=valid_from,
-                    valid_to=valid_to,
-                    active=status == CredentialStatus.ACTIVE,
-                )
+            self.rows = {row[0]: row for row in cursor.fetchall()}
+            codes = ", ".join(["%s"] * len(jurisdiction_codes))
+            facilities = ", ".join(["%s"] * len(facility_ids))
+            cursor.execute(
+                f"""
+                SELECT 'l', l.radiologist_id, j.code, l.valid_from, l.valid_to, l.status,
+                    l.scope
+                FROM network_license l JOIN network_jurisdiction j ON j.id = l.jurisdiction_id
+                WHERE l.radiologist_id IN ({ids}) AND j.code IN ({codes})
+                UNION ALL
+                SELECT 'p', p.radiologist_id, CAST(p.facility_id AS VARCHAR(20)),
+                    p.valid_from, p.valid_to, p.status, ''
+                FROM network_facilityprivilege p
+                WHERE p.radiologist_id IN ({ids}) AND p.facility_id IN ({facilities})
+                UNION ALL
+                SELECT 's', rs.radiologist_id, s.code, NULL, NULL, '', ''
+                FROM network_radiologist_subspecialties rs
+                JOIN network_subspecialty s ON s.id = rs.subspecialty_id
+                WHERE rs.radiologist_id IN ({ids})
+                """,  # noqa: S608 - only placeholders are interpolated
+                [*reader_ids, *jurisdiction_codes, *reader_ids, *facility_ids, *reader_ids],
             )
-        for reader_id, code in Radiologist.subspecialties.through.objects.filter(
-            radiologist_id__in=ids
-        ).values_list("radiologist_id", "subspecialty__code"):
-            self.subspecialties[reader_id].add(code)
+            credentials = cursor.fetchall()
+        convert = ops.convert_datefield_value if hasattr(ops, "convert_datefield_value") else None
+        for kind, reader_id, key, valid_from, valid_to, status, scope in credentials:
+            if kind == "s":
+                self.subspecialties[reader_id].add(str(key))
+                continue
+            if convert is not None:
+                valid_from = convert(valid_from, None, connection)
+                valid_to = convert(valid_to, None, connection)
+            credential = Credential(
+                key=str(key),
+                valid_from=valid_from,
+                valid_to=valid_to,
+                active=status == CredentialStatus.ACTIVE,
+                final_scope=kind == "l" and scope == License.Scope.FINAL,
+            )
+            if kind == "l":
+                self.licenses[reader_id, str(key)].append(credential)
+            else:
+                self.privileges[reader_id, int(key)].append(credential)
+        if pool_ids:
+            for pool_id, reader_id in ReaderPool.radiologists.through.objects.filter(
+                readerpool_id__in=pool_ids, radiologist_id__in=reader_ids
+            ).values_list("readerpool_id", "radiologist_id"):
+                self.pools[reader_id].add(pool_id)
 
     def facts(
-        self, rows: list[ReaderRow], *, facility_id: int, jurisdiction_code: str
+        self,
+        reader_ids: list[int],
+        *,
+        facility: Facility,
+        facility_country: str,
+        pools: dict[int, int],
+        jurisdiction_code: str,
     ) -> list[CandidateFacts]:
-        return [
-            CandidateFacts(
-                radiologist_id=pk,
-                name=name,
-                tier=int(tier),
-                active=is_active,
-                available=is_available,
-                on_shift=bool(shift),
-                subspecialties=frozenset(self.subspecialties[pk]),
-                licenses=tuple(self.licenses[pk, jurisdiction_code]),
-                privileges=tuple(self.privileges[pk, facility_id]),
-                open_claims=int(claims),
-                workload_cap=cap,
-                recent_work=float(work),
+        facts = []
+        for pk in sorted(reader_ids):
+            row = self.rows.get(pk)
+            if row is None:
+                continue
+            _, name, region_id, country, active, available, shift, claims, cap, work = row
+            facts.append(
+                CandidateFacts(
+                    radiologist_id=pk,
+                    name=name,
+                    tier=tier_of(
+                        home_region_id=region_id,
+                        home_country=country,
+                        facility_region_id=facility.region_id,
+                        facility_country=facility_country,
+                        local_pool=pools.get(0),
+                        regional_pool=pools.get(1),
+                        pools=frozenset(self.pools[pk]),
+                    ),
+                    active=bool(active),
+                    available=bool(available),
+                    on_shift=bool(shift),
+                    subspecialties=frozenset(self.subspecialties[pk]),
+                    licenses=tuple(self.licenses[pk, jurisdiction_code]),
+                    privileges=tuple(self.privileges[pk, facility.pk]),
+                    open_claims=int(claims),
+                    workload_cap=cap,
+                    recent_work=float(work),
+                )
             )
-            for pk, name, tier, is_active, is_available, shift, claims, cap, work in rows
-        ]
+        return facts
 
 
 def candidate_facts(
@@ -268,13 +280,7 @@ def candidate_facts(
     radiologist_ids: list[int] | None = None,
 ) -> list[CandidateFacts]:
     """Facts about the facility's group's readers within ``max_tier`` who are on shift
-    at ``at`` (or about the named readers, on shift or not).
-
-    A few queries whatever the number of readers, read as plain rows: the named
-    pools; readers with their tier, shift, open claims and recent work; their
-    licenses in the jurisdiction; their privileges at the facility; their
-    subspecialties.
-    """
+    at ``at`` (or about the named readers, on shift or not)."""
     return candidate_facts_many(
         [(facility, jurisdiction_code)], max_tier=max_tier, at=at, radiologist_ids=radiologist_ids
     )[facility.pk, jurisdiction_code]
@@ -288,30 +294,46 @@ def candidate_facts_many(
     radiologist_ids: list[int] | None = None,
 ) -> dict[tuple[int, str], list[CandidateFacts]]:
     """``candidate_facts`` for several (facility, jurisdiction code) pairs at once, as
-    when a batch of studies is routed: one readers query per distinct pair, and the
-    pools and credentials of everyone found read once for the whole batch."""
-    distinct = {(f.pk, code): (f, code) for f, code in wanted}
-    pools = _tier_pools(sorted({pk for pk, _ in distinct}))
-    rows = {
-        key: _reader_rows(
-            facility=facility,
-            pools=pools.get(facility.pk, {}),
-            jurisdiction_code=code,
-            max_tier=max_tier,
-            at=at,
-            radiologist_ids=radiologist_ids,
+    for a batch of studies being routed: the same few set-based queries whatever
+    the number of pairs and readers (the named pools; the plausible readers of
+    every pair; those readers' shift, load and region; their credentials; their
+    pool memberships if pools are named).  Only plausible candidates are read:
+    anyone else is explained on demand (``why_not`` names the readers)."""
+    distinct = {(f.pk, code): f for f, code in wanted}
+    if not distinct:
+        return {}
+    facility_ids = sorted({pk for pk, _ in distinct})
+    pools = _tier_pools(facility_ids)
+    readers_of: dict[tuple[int, str], list[int]] = defaultdict(list)
+    if radiologist_ids is not None:
+        group_of = {pk: f.reading_group_id for (pk, _), f in distinct.items()}
+        named = dict(
+            Radiologist.objects.filter(pk__in=radiologist_ids).values_list("pk", "reading_group_id")
         )
-        for key, (facility, code) in distinct.items()
-    }
-    credentials = _Credentials(
-        reader_ids={row[0] for found in rows.values() for row in found},
-        jurisdiction_codes={code for _, code in distinct},
-        facility_ids={pk for pk, _ in distinct},
+        for key in distinct:
+            readers_of[key] = [r for r, g in named.items() if g == group_of[key[0]]]
+    else:
+        batch = [(pk, f.reading_group_id, code) for (pk, code), f in distinct.items()]
+        for facility_id, code, reader_id in _plausible_pairs(batch, at=at):
+            readers_of[facility_id, code].append(reader_id)
+    readers = _Readers(
+        reader_ids=sorted({r for found in readers_of.values() for r in found}),
+        at=at,
+        jurisdiction_codes=sorted({code for _, code in distinct}),
+        facility_ids=facility_ids,
+        pool_ids=sorted({p for by_tier in pools.values() for p in by_tier.values()}),
     )
-    return {
-        (pk, code): credentials.facts(found, facility_id=pk, jurisdiction_code=code)
-        for (pk, code), found in rows.items()
-    }
+    out: dict[tuple[int, str], list[CandidateFacts]] = {}
+    for (pk, code), facility in distinct.items():
+        facts = readers.facts(
+            readers_of[pk, code],
+            facility=facility,
+            facility_country=facility.region.country,
+            pools=pools.get(pk, {}),
+            jurisdiction_code=code,
+        )
+        out[pk, code] = [c for c in facts if c.tier <= max_tier]
+    return out
 
 
 def studies_awaiting_route() -> QuerySet[Study, int]:

@@ -119,6 +119,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Server-side parameter binding lets PostgreSQL keep prepared plans for the
+    # statements a process repeats (routing runs the same few per decision).
+    if env.bool("DB_SERVER_SIDE_BINDING", default=False):
+        DATABASES["default"].setdefault("OPTIONS", {})
+        DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env.int(
+            "DB_PREPARE_THRESHOLD", default=5
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
