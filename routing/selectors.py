@@ -19,6 +19,7 @@ from network.models import (
     CredentialStatus,
     Facility,
     FacilityPrivilege,
+    Jurisdiction,
     License,
     Radiologist,
     Shift,
@@ -103,27 +104,34 @@ def _placeholders(n: int, width: int) -> str:
 
 
 def _plausible_pairs(
-    wanted: list[tuple[int, int, str]], *, at: dt.datetime
+    wanted: list[tuple[int, int, int, str]], *, at: dt.datetime
 ) -> list[tuple[int, str, int]]:
     """(facility id, jurisdiction code, reader id) for every reader of the
     facility's group who is on shift at ``at`` and holds some license in the
     jurisdiction and some privilege at the facility (valid or not: the decision
-    says which).  One statement for the whole batch: the pairs come in as a VALUES
-    list (portable: PostgreSQL and SQLite)."""
+    says which).  ``wanted`` is (facility id, group id, jurisdiction id, code).
+    One statement for the whole batch: the pairs come in as a VALUES list
+    (portable: PostgreSQL and SQLite)."""
     now = connection.ops.adapt_datetimefield_value(at)
+    # Driven from who is on shift now and the facilities' privileges, the smallest
+    # sets; the license is then one probe of its (jurisdiction, reader) index.
     sql = f"""
-        WITH b(facility_id, group_id, code) AS (VALUES {_placeholders(len(wanted), 3)})
+        WITH b(facility_id, group_id, jurisdiction_id, code) AS (
+            VALUES {_placeholders(len(wanted), 4)}
+        ),
+        on_shift AS MATERIALIZED (
+            SELECT DISTINCT sh.radiologist_id AS id FROM network_shift sh
+            WHERE sh.ends_at > %s AND sh.starts_at <= %s
+        )
         SELECT DISTINCT b.facility_id, b.code, r.id
         FROM b
         JOIN network_facilityprivilege p ON p.facility_id = b.facility_id
+        JOIN on_shift os ON os.id = p.radiologist_id
         JOIN network_radiologist r ON r.id = p.radiologist_id AND r.reading_group_id = b.group_id
         WHERE EXISTS (SELECT 1 FROM network_license l
-                      JOIN network_jurisdiction j ON j.id = l.jurisdiction_id
-                      WHERE l.radiologist_id = r.id AND j.code = b.code)
-          AND EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
-                      AND sh.starts_at <= %s AND sh.ends_at > %s)
+                      WHERE l.jurisdiction_id = b.jurisdiction_id AND l.radiologist_id = r.id)
     """  # noqa: S608 - only placeholders are interpolated
-    params: list[Any] = [v for row in wanted for v in row] + [now, now]
+    params: list[Any] = [*(v for row in wanted for v in row), now, now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [(int(f), str(c), int(r)) for f, c, r in cursor.fetchall()]
@@ -313,7 +321,16 @@ def candidate_facts_many(
         for key in distinct:
             readers_of[key] = [r for r, g in named.items() if g == group_of[key[0]]]
     else:
-        batch = [(pk, f.reading_group_id, code) for (pk, code), f in distinct.items()]
+        jurisdictions = dict(
+            Jurisdiction.objects.filter(code__in={code for _, code in distinct}).values_list(
+                "code", "pk"
+            )
+        )
+        batch = [
+            (pk, f.reading_group_id, jurisdictions[code], code)
+            for (pk, code), f in distinct.items()
+            if code in jurisdictions
+        ]
         for facility_id, code, reader_id in _plausible_pairs(batch, at=at):
             readers_of[facility_id, code].append(reader_id)
     readers = _Readers(
