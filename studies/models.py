@@ -75,6 +75,14 @@ class Study(models.Model):
                 name="study_live_queue_idx",
                 condition=Q(status__in=sorted(LIVE_STATES)),
             ),
+            # Ready studies waiting for a routing decision, most urgent first: a
+            # routing task takes its batch from the head (offered studies, which the
+            # live-queue index also holds, would have to be skipped one by one).
+            models.Index(
+                fields=["priority", "sla_due_at", "id"],
+                name="study_ready_queue_idx",
+                condition=Q(status=StudyStatus.READY),
+            ),
             models.Index(
                 fields=["last_instance_at"],
                 name="study_receiving_idx",
