@@ -102,6 +102,11 @@ def report_get_for_study(*, user: AnyUser, study_id: int) -> Report:
     return report
 
 
+def report_find_for_study(*, user: AnyUser, study_id: int) -> Report | None:
+    """The report of a study if it exists and ``user`` may read it; otherwise None."""
+    return report_list_visible(user=user).filter(study_id=study_id).first()
+
+
 def report_addenda(*, report: Report) -> QuerySet[Addendum]:
     """A readable report's addenda, oldest first."""
     return report.addenda.select_related("signed_by").order_by("number")

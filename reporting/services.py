@@ -389,6 +389,40 @@ def report_sign(
     return report
 
 
+def report_save_and_sign(
+    *,
+    study_id: int,
+    radiologist: Radiologist,
+    status: str,
+    values: dict[str, Any] | None = None,
+    impression: str | None = None,
+    critical_severity: str | None = None,
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> Report:
+    """Save the editor's last state as a version, then sign it (the editor's sign button).
+
+    Two transactions on purpose: a refused signature (a required field, an
+    uncommunicated critical finding) must not lose the words just typed.
+    """
+    report = report_save_draft(
+        study_id=study_id,
+        radiologist=radiologist,
+        actor=actor,
+        values=values,
+        impression=impression,
+        critical_severity=critical_severity,
+        ip_address=ip_address,
+    )
+    return report_sign(
+        report_id=report.pk,
+        radiologist=radiologist,
+        status=status,
+        actor=actor,
+        ip_address=ip_address,
+    )
+
+
 def report_addendum_add(
     *,
     report_id: int,

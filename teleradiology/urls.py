@@ -33,6 +33,7 @@ router.register("me/macros", reporting_api.MacroViewSet, basename="macro")
 
 urlpatterns = [
     path("", include("worklist.urls")),
+    path("", include("reporting.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
