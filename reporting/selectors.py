@@ -14,9 +14,10 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from rest_framework.exceptions import NotFound
 
+from alerts.models import Alert
 from network.models import Radiologist
 from network.selectors import (
     AnyUser,
@@ -27,6 +28,7 @@ from network.selectors import (
 from reporting.models import (
     Addendum,
     CriticalCommunication,
+    CriticalSeverity,
     Macro,
     Report,
     ReportMessage,
@@ -126,6 +128,28 @@ def report_message_latest(*, report: Report, kind: str) -> ReportMessage:
     if message is None:
         raise NotFound("No result message yet: the report is not final.")
     return message
+
+
+def reports_critical_overdue(*, now: dt.datetime, minutes: int) -> QuerySet[Report]:
+    """Reports whose finding has been critical for ``minutes`` or more with no
+    read-back-confirmed communication record and no overdue alert yet, oldest first."""
+    communicated = CriticalCommunication.objects.filter(
+        report_id=OuterRef("pk"), read_back_confirmed=True
+    )
+    # The alert's unique dedupe key is the guarantee; this keeps every sweep from
+    # re-trying the insert for reports already told of.
+    told = Alert.objects.filter(
+        study_id=OuterRef("study_id"), kind=Alert.Kind.CRITICAL_UNCOMMUNICATED
+    )
+    return (
+        Report.objects.filter(
+            critical_severity=CriticalSeverity.CRITICAL,
+            critical_marked_at__lte=now - dt.timedelta(minutes=minutes),
+        )
+        .filter(~Exists(communicated), ~Exists(told))
+        .select_related("study__facility__reading_group", "author__user")
+        .order_by("critical_marked_at", "pk")
+    )
 
 
 def template_list_visible(*, user: AnyUser) -> QuerySet[ReportTemplate]:

@@ -20,6 +20,8 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from alerts.models import Alert
+from alerts.services import alert_raise
 from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Radiologist, ReadingGroup
@@ -37,7 +39,7 @@ from reporting.models import (
     ReportTemplate,
     ReportVersion,
 )
-from reporting.selectors import sign_scope
+from reporting.selectors import reports_critical_overdue, sign_scope
 from reporting.states import ReportStatus
 from studies.models import Study
 from studies.services import study_transition
@@ -279,6 +281,11 @@ def report_save_draft(
         if impression is not None:
             report.impression = impression
         if critical_severity is not None:
+            if critical_severity != report.critical_severity or creating:
+                # The overdue-communication clock starts when the finding becomes critical.
+                report.critical_marked_at = (
+                    now if critical_severity == CriticalSeverity.CRITICAL else None
+                )
             report.critical_severity = critical_severity
         errors = ts.validate_values(report.template.schema, report.values)
         if errors:
@@ -529,6 +536,44 @@ def critical_communication_record(
             },
         )
     return record
+
+
+# A sweep alerts for at most this many reports; the next sweep takes the rest.
+CRITICAL_OVERDUE_BATCH = 500
+
+
+def critical_overdue_alerts_raise(*, now: dt.datetime | None = None) -> list[Alert]:
+    """Alert the study's reading group's admins (and the reader) of each critical finding
+    with no read-back-confirmed communication record within
+    ``CRITICAL_RESULT_COMMUNICATION_MINUTES`` of being marked; once per report, kept by
+    the alert's unique dedupe key ``critical_overdue:{report}``."""
+    now = now or timezone.now()
+    minutes = settings.CRITICAL_RESULT_COMMUNICATION_MINUTES
+    raised = []
+    for report in reports_critical_overdue(now=now, minutes=minutes)[:CRITICAL_OVERDUE_BATCH]:
+        study = report.study
+        assert report.critical_marked_at is not None  # noqa: S101 - the selector's filter
+        name = study.accession_number or study.study_instance_uid
+        waited = int((now - report.critical_marked_at).total_seconds() // 60)
+        message = (
+            f"Critical finding on {study.modality} study {name} from {study.facility.name} "
+            f"(read by {report.author.display_name}): no read-back-confirmed communication "
+            f"recorded {waited} minutes after it was marked critical "
+            f"({report.critical_marked_at:%Y-%m-%d %H:%M} UTC; the limit is {minutes} minutes)."
+        )
+        # alert_raise commits on its own and mails after commit; a concurrent sweep
+        # that got there first makes this a no-op (None).
+        alert = alert_raise(
+            kind=Alert.Kind.CRITICAL_UNCOMMUNICATED,
+            dedupe_key=f"critical_overdue:{report.pk}",
+            message=message,
+            reading_group=study.facility.reading_group,
+            study=study,
+            recipient=report.author.user,
+        )
+        if alert is not None:
+            raised.append(alert)
+    return raised
 
 
 # --- Macros -----------------------------------------------------------------------

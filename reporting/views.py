@@ -8,8 +8,10 @@ service (which checks the claim and audits).  A study outside the caller's reach
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, TypedDict
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
@@ -108,6 +110,12 @@ def editor_page(request: HttpRequest, study_id: int) -> HttpResponse:
             sections=editor.editor_sections(report.template.schema, report.values),
             communications=selectors.report_communications(report=report),
             addenda=selectors.report_addenda(report=report),
+            critical_due_at=(
+                report.critical_marked_at
+                + dt.timedelta(minutes=settings.CRITICAL_RESULT_COMMUNICATION_MINUTES)
+                if report.critical_marked_at is not None
+                else None
+            ),
             can_add_addendum=(
                 reader is not None
                 and report.status == states.ReportStatus.FINAL

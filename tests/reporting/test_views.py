@@ -154,6 +154,8 @@ def test_critical_finding_sign_refused_until_communicated_then_locked(
     assert b"must be communicated" in refused.content
     report = Report.objects.get(pk=started.pk)
     assert report.status == "draft" and report.impression == "Acute subdural."  # words kept
+    clock = client.get(editor_url(claimed)).content
+    assert b'id="critical-clock"' in clock and b"the group's admins are alerted" in clock
 
     when = (NOW - dt.timedelta(minutes=2)).isoformat()
     dialog = {
