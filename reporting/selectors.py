@@ -25,6 +25,7 @@ from network.selectors import (
     radiologist_for_user,
     reading_groups_administered,
 )
+from reporting import editor, pdf
 from reporting.models import (
     Addendum,
     CriticalCommunication,
@@ -256,3 +257,78 @@ def sign_scope(
     if reasons:
         return "", [eligibility.REASON_TEXT[r] for r in reasons]
     return verdict.scope, []
+
+
+def _person(name: str) -> str:
+    """A DICOM person name (FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX) as people write it."""
+    family, given, middle, prefix, suffix = (name.split("^") + [""] * 5)[:5]
+    first = " ".join(p for p in (prefix, given, middle) if p)
+    return ", ".join(p for p in (family, first) if p) + (f" {suffix}" if suffix else "")
+
+
+def report_pdf_facts(*, report: Report, now: dt.datetime, identified: bool = True) -> pdf.PdfFacts:
+    """What the PDF of a readable final report prints; ``identified`` False withholds
+    the patient's identity (a copy for someone who may read the report but not know
+    whose it is)."""
+    assert report.signed_by is not None and report.signed_at is not None  # noqa: S101 - final
+    study = Study.objects.select_related("facility__reading_group").get(pk=report.study_id)
+    patient = [
+        ("Name", _person(study.patient_name) or "-"),
+        ("Patient ID", study.patient_id),
+        ("Born", study.patient_birth_date.isoformat() if study.patient_birth_date else "-"),
+        ("Sex", study.get_patient_sex_display() or "-"),
+    ]
+    study_rows = [
+        ("Examination", f"{study.modality} {study.body_part} {study.study_description}".strip()),
+        ("Accession", study.accession_number or "-"),
+        ("Procedure code", study.procedure_code or "-"),
+        ("Referring physician", _person(study.referring_physician) or "-"),
+        ("Received", study.received_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+    sections = [
+        pdf.PdfSection(
+            title=section.title,
+            rows=[(f.label, f.display) for f in section.fields if f.display],
+        )
+        for section in editor.editor_sections(report.template.schema, report.values)
+    ]
+    preliminary = None
+    if report.preliminary_signed_by is not None and report.preliminary_signed_at is not None:
+        preliminary = (report.preliminary_signed_by.display_name, report.preliminary_signed_at)
+    return pdf.PdfFacts(
+        report_id=report.pk,
+        reading_group=study.facility.reading_group.name,
+        facility=study.facility.name,
+        patient=patient if identified else None,
+        study=study_rows,
+        template=f"{report.template.name}, v{report.template.version}",
+        sections=sections,
+        impression=report.impression,
+        severity=""
+        if report.critical_severity == CriticalSeverity.NONE
+        else report.get_critical_severity_display(),
+        communications=[
+            pdf.PdfCommunication(
+                communicated_at=c.communicated_at,
+                recipient=c.recipient_name,
+                role=c.recipient_role,
+                method=c.get_method_display(),
+                read_back_confirmed=c.read_back_confirmed,
+                recorded_by=c.recorded_by.display_name,
+            )
+            for c in report_communications(report=report)
+        ],
+        signed_by=report.signed_by.display_name,
+        signed_at=report.signed_at,
+        preliminary=preliminary,
+        addenda=[
+            pdf.PdfAddendum(
+                number=a.number,
+                text=a.text,
+                signed_by=a.signed_by.display_name,
+                signed_at=a.signed_at,
+            )
+            for a in report_addenda(report=report)
+        ],
+        generated_at=now,
+    )

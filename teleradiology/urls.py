@@ -73,6 +73,11 @@ urlpatterns = [
         name="report-fhir",
     ),
     path(
+        "api/v1/reports/<int:report_id>/pdf",
+        reporting_api.ReportPdfApi.as_view(),
+        name="report-pdf",
+    ),
+    path(
         "api/v1/studies/<int:study_id>/timeline/",
         turnaround_api.StudyTimelineApi.as_view(),
         name="study-timeline",
