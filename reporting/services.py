@@ -621,6 +621,55 @@ def macro_delete(*, radiologist: Radiologist, macro_id: int, actor: User | None 
         macro.delete()
 
 
+# --- Facilities' result endpoints ---------------------------------------------------
+def facility_endpoint_save(
+    *,
+    endpoint: FacilityEndpoint,
+    actor: User | None,
+    ip_address: str | None = None,
+) -> FacilityEndpoint:
+    """Validate and save where a facility receives its results, audited with the changes."""
+    creating = endpoint._state.adding
+    endpoint.full_clean()
+    with transaction.atomic():
+        before = (
+            None
+            if creating
+            else FacilityEndpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+        )
+        endpoint.save()
+        changes = {
+            f.attname: [getattr(before, f.attname), getattr(endpoint, f.attname)]
+            for f in FacilityEndpoint._meta.concrete_fields
+            if before is not None
+            and f.attname != "updated_at"
+            and getattr(before, f.attname) != getattr(endpoint, f.attname)
+        }
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.CREATE if creating else AuditEvent.Action.UPDATE,
+            obj=endpoint,
+            ip_address=ip_address,
+            detail={"facility": endpoint.facility_id, **changes},
+        )
+    return endpoint
+
+
+def facility_endpoint_delete(
+    *, endpoint: FacilityEndpoint, actor: User | None, ip_address: str | None = None
+) -> None:
+    """Remove a facility's result endpoint (its pending messages wait for a new one), audited."""
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.DELETE,
+            obj=endpoint,
+            ip_address=ip_address,
+            detail={"facility": endpoint.facility_id, "deleted": str(endpoint)},
+        )
+        endpoint.delete()
+
+
 # --- Result messages and their delivery ------------------------------------------------
 # A sender holds a message this long; longer than the delivery task's hard time limit,
 # so a message whose worker died is tried again, and never by two senders at once.
