@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from rest_framework.exceptions import NotFound
 
@@ -150,6 +151,15 @@ def reports_critical_overdue(*, now: dt.datetime, minutes: int) -> QuerySet[Repo
         .filter(~Exists(communicated), ~Exists(told))
         .select_related("study__facility__reading_group", "author__user")
         .order_by("critical_marked_at", "pk")
+    )
+
+
+def report_critical_due_at(*, report: Report) -> dt.datetime | None:
+    """When an uncommunicated critical finding of ``report`` alerts the admins (None: no clock)."""
+    if report.critical_marked_at is None:
+        return None
+    return report.critical_marked_at + dt.timedelta(
+        minutes=settings.CRITICAL_RESULT_COMMUNICATION_MINUTES
     )
 
 

@@ -8,10 +8,8 @@ service (which checks the claim and audits).  A study outside the caller's reach
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, TypedDict
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
@@ -110,12 +108,7 @@ def editor_page(request: HttpRequest, study_id: int) -> HttpResponse:
             sections=editor.editor_sections(report.template.schema, report.values),
             communications=selectors.report_communications(report=report),
             addenda=selectors.report_addenda(report=report),
-            critical_due_at=(
-                report.critical_marked_at
-                + dt.timedelta(minutes=settings.CRITICAL_RESULT_COMMUNICATION_MINUTES)
-                if report.critical_marked_at is not None
-                else None
-            ),
+            critical_due_at=selectors.report_critical_due_at(report=report),
             can_add_addendum=(
                 reader is not None
                 and report.status == states.ReportStatus.FINAL
@@ -123,7 +116,14 @@ def editor_page(request: HttpRequest, study_id: int) -> HttpResponse:
             ),
         )
     elif editable:
-        context["templates"] = selectors.template_matches(study=study)
+        fitting = list(selectors.template_matches(study=study))
+        context["templates"] = fitting
+        context["other_templates"] = (
+            selectors.template_list_visible(user=request.user)
+            .filter(is_active=True)
+            .exclude(pk__in=[t.pk for t in fitting])
+            .order_by("name")
+        )
     if editable and reader is not None:
         context["macros"] = selectors.macro_list_for(radiologist=reader)
     return render(request, "reporting/editor.html", context)
@@ -195,7 +195,16 @@ def report_autosave(request: HttpRequest, study_id: int) -> HttpResponse:
             {"error": refusal.message},
             status=refusal.status_code,
         )
-    return render(request, "reporting/_save_state.html", {"report": saved, "just_saved": True})
+    return render(
+        request,
+        "reporting/_save_state.html",
+        {
+            "report": saved,
+            "just_saved": True,
+            "clock_oob": True,
+            "critical_due_at": selectors.report_critical_due_at(report=saved),
+        },
+    )
 
 
 @login_required

@@ -213,3 +213,26 @@ def test_a_missing_required_field_refuses_the_signature(started, claimed, reader
     refused = signed_in(reader.user).post(editor_url(claimed, "sign/"), {**form, "status": "final"})
     assert refused.status_code == 400
     assert b"&#x27;Indication&#x27; is required before signing." in refused.content
+
+
+def test_marking_critical_shows_the_alert_clock_at_once(started, claimed, reader, settings):
+    settings.CRITICAL_RESULT_COMMUNICATION_MINUTES = 20
+    client = signed_in(reader.user)
+    response = client.post(
+        editor_url(claimed, "save/"), {**COMPLETE_FORM, "critical_severity": "critical"}
+    )
+    body = response.content.decode()
+    assert 'id="critical-clock-slot" hx-swap-oob="true"' in body
+    marked = Report.objects.get(pk=started.pk).critical_marked_at
+    due = marked + dt.timedelta(minutes=20)
+    assert f"by {due:%H:%M} UTC, the group's admins are alerted" in body
+    response = client.post(editor_url(claimed, "save/"), COMPLETE_FORM)
+    assert "critical-clock-slot" in response.content.decode()
+    assert "admins are alerted" not in response.content.decode()  # no longer critical
+
+
+def test_templates_that_do_not_fit_are_offered_after_those_that_do(claimed, reader, templates):
+    page = signed_in(reader.user).get(editor_url(claimed)).content.decode()
+    fitting, _, others = page.partition('<optgroup label="Other templates">')
+    assert "CT head without contrast" in fitting and "MRI knee" not in fitting
+    assert "CT head without contrast" not in others and "Chest radiograph" in others
