@@ -1,4 +1,5 @@
-"""A radiologist writes, autosaves, communicates a critical result and signs in a real browser."""
+"""A radiologist writes, autosaves, communicates a critical result, signs and adds an
+addendum in a real browser."""
 
 from __future__ import annotations
 
@@ -110,5 +111,14 @@ def test_write_autosave_critical_dialog_and_sign(browser, live_server, claimed):
         report.refresh_from_db()
         assert report.status == "final" and report.signed_by == reader
         assert Study.objects.get(pk=study.pk).status == "final"
+
+        # Later words go in a signed addendum; the final stays as signed.
+        page.fill("#addendum-text", "Also a non-displaced skull fracture.")
+        page.click("#sign-addendum")
+        page.wait_for_selector("#addendum-1")
+        assert "non-displaced skull fracture" in page.inner_text("#addendum-1")
+        assert "skull fracture" not in page.inner_text("#report-impression")
+        assert report.addenda.get().text == "Also a non-displaced skull fracture."
+        assert page.get_attribute("#report-pdf", "href") == f"/api/v1/reports/{report.pk}/pdf"
     finally:
         context.close()
