@@ -10,6 +10,7 @@ class Alert(models.Model):
         SLA = "sla", "Turnaround at risk"
         CREDENTIAL_EXPIRY = "credential_expiry", "Credential expiring"
         STALE_CLAIM = "stale_claim", "Idle claim released"
+        CRITICAL_UNCOMMUNICATED = "critical_uncommunicated", "Critical result not communicated"
 
     kind = models.CharField(max_length=30, choices=Kind.choices)
     reading_group = models.ForeignKey(

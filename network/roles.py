@@ -34,6 +34,22 @@ _GROUP_ADMIN_PERMS = [
     "ingest.change_quarantinedobject",
     "alerts.view_alert",
     "alerts.change_alert",
+    # Reporting: templates added (never changed), reports and their delivery read-only,
+    # and the facilities' result endpoints; each screen is scoped in reporting/admin.py.
+    "reporting.add_reporttemplate",
+    "reporting.view_reporttemplate",
+    *(
+        f"reporting.view_{model}"
+        for model in (
+            "report",
+            "reportversion",
+            "addendum",
+            "criticalcommunication",
+            "reportmessage",
+            "deliveryattempt",
+        )
+    ),
+    *(f"reporting.{verb}_facilityendpoint" for verb in ("add", "change", "delete", "view")),
 ]
 
 

@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
+from network.models import Facility
 from network.selectors import reading_groups_administered
 from reporting import services, transport
 from reporting.models import (
@@ -192,11 +193,45 @@ class FacilityEndpointForm(forms.ModelForm[FacilityEndpoint]):
 
 @admin.register(FacilityEndpoint)
 class FacilityEndpointAdmin(admin.ModelAdmin[FacilityEndpoint]):
-    """Where each facility receives its results (one endpoint per facility)."""
+    """Where each facility receives its results (one endpoint per facility): a group
+    admin sees and sets those of their groups' facilities; saves are audited."""
 
     form = FacilityEndpointForm
     list_display = ["facility", "kind", "host", "port", "url", "active"]
     list_filter = ["kind", "active"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[FacilityEndpoint]:
+        qs = super().get_queryset(request).select_related("facility")
+        if request.user.is_superuser:
+            return qs
+        groups = reading_groups_administered(user=request.user)
+        return qs.filter(facility__reading_group__in=groups)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "facility" and not request.user.is_superuser:
+            groups = reading_groups_administered(user=request.user)
+            kwargs["queryset"] = Facility.objects.filter(reading_group__in=groups)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(
+        self, request: HttpRequest, obj: FacilityEndpoint, form: Any, change: bool
+    ) -> None:
+        services.facility_endpoint_save(
+            endpoint=obj,
+            actor=request.user if request.user.is_authenticated else None,
+            ip_address=request.META.get("REMOTE_ADDR"),
+        )
+
+    def delete_model(self, request: HttpRequest, obj: FacilityEndpoint) -> None:
+        services.facility_endpoint_delete(
+            endpoint=obj,
+            actor=request.user if request.user.is_authenticated else None,
+            ip_address=request.META.get("REMOTE_ADDR"),
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[FacilityEndpoint]) -> None:
+        for endpoint in queryset:  # one audited delete each, like delete_model
+            self.delete_model(request, endpoint)
 
 
 class DeliveryAttemptInline(_ReadOnly, admin.TabularInline[DeliveryAttempt, ReportMessage]):

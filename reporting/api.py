@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.db import models, transaction
+from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -24,7 +26,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Radiologist, ReadingGroup
 from network.selectors import radiologist_for_user, reading_groups_administered
-from reporting import selectors, services
+from reporting import pdf, selectors, services
 from reporting.models import (
     Addendum,
     CriticalCommunication,
@@ -35,7 +37,7 @@ from reporting.models import (
     ReportTemplate,
     ReportVersion,
 )
-from reporting.states import SignAs
+from reporting.states import ReportStatus, SignAs
 from studies.selectors import study_get_visible
 from teleradiology.api import client_ip, request_actor
 
@@ -473,6 +475,56 @@ def _latest_message(request: Request, report_id: int, kind: str) -> ReportMessag
     message = selectors.report_message_latest(report=report, kind=kind)
     _audit_read(request, report)
     return message
+
+
+class PdfRenderer(BaseRenderer):
+    """A PDF document as is; errors as JSON text."""
+
+    media_type = "application/pdf"
+    format = "pdf"
+    charset = None
+    render_style = "binary"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        if isinstance(data, bytes):
+            return data
+        return json.dumps(data, default=str).encode("utf-8")
+
+
+class ReportPdfApi(APIView):
+    """The signed report (final, with its addenda) as a PDF for people, for whoever may
+    read the report; every download audited."""
+
+    permission_classes = [IsAuthenticated]
+    # JSON first: refusals (404) answer as JSON; the document itself is returned as is.
+    renderer_classes = [JSONRenderer, PdfRenderer]
+
+    @extend_schema(responses={(200, "application/pdf"): OpenApiTypes.BINARY})
+    def get(self, request: Request, report_id: int) -> HttpResponse:
+        report = selectors.report_get_visible(user=request.user, report_id=report_id)
+        if report.status != ReportStatus.FINAL:
+            raise NotFound("No PDF yet: the report is not final.")
+        facts = selectors.report_pdf_facts(report=report, now=timezone.now())
+        with transaction.atomic():
+            audit_record(
+                actor=request.user,
+                action=AuditEvent.Action.EXPORT,
+                obj=report,
+                patient_id=report.study.patient_id,
+                ip_address=client_ip(request),
+                detail={"format": "pdf", "addenda": len(facts.addenda)},
+            )
+        name = report.study.accession_number or f"report-{report.pk}"
+        return HttpResponse(
+            pdf.report_pdf(facts),
+            content_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="{name}.pdf"'},
+        )
 
 
 class ReportHl7Api(APIView):

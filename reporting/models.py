@@ -73,6 +73,9 @@ class Report(models.Model):
     critical_severity = models.CharField(
         max_length=12, choices=CriticalSeverity.choices, default=CriticalSeverity.NONE
     )
+    # When the finding was last marked critical: the clock of the overdue-communication
+    # alert (reporting.critical_overdue_sweep).  Null while the finding is not critical.
+    critical_marked_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     preliminary_signed_at = models.DateTimeField(null=True, blank=True)
     preliminary_signed_by = models.ForeignKey(
@@ -114,6 +117,18 @@ class Report(models.Model):
                 name="report_final_has_impression",
             ),
             models.CheckConstraint(condition=Q(version__gte=1), name="report_version_pos"),
+            models.CheckConstraint(
+                condition=Q(critical_severity=CriticalSeverity.CRITICAL)
+                | Q(critical_marked_at__isnull=True),
+                name="report_critical_marked_only_if_critical",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["critical_marked_at"],
+                condition=Q(critical_marked_at__isnull=False),
+                name="report_critical_marked_idx",
+            ),
         ]
 
     def __str__(self) -> str:

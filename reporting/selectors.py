@@ -14,9 +14,11 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from rest_framework.exceptions import NotFound
 
+from alerts.models import Alert
 from network.models import Radiologist
 from network.selectors import (
     AnyUser,
@@ -24,9 +26,11 @@ from network.selectors import (
     radiologist_for_user,
     reading_groups_administered,
 )
+from reporting import editor, pdf
 from reporting.models import (
     Addendum,
     CriticalCommunication,
+    CriticalSeverity,
     Macro,
     Report,
     ReportMessage,
@@ -102,6 +106,11 @@ def report_get_for_study(*, user: AnyUser, study_id: int) -> Report:
     return report
 
 
+def report_find_for_study(*, user: AnyUser, study_id: int) -> Report | None:
+    """The report of a study if it exists and ``user`` may read it; otherwise None."""
+    return report_list_visible(user=user).filter(study_id=study_id).first()
+
+
 def report_addenda(*, report: Report) -> QuerySet[Addendum]:
     """A readable report's addenda, oldest first."""
     return report.addenda.select_related("signed_by").order_by("number")
@@ -121,6 +130,37 @@ def report_message_latest(*, report: Report, kind: str) -> ReportMessage:
     if message is None:
         raise NotFound("No result message yet: the report is not final.")
     return message
+
+
+def reports_critical_overdue(*, now: dt.datetime, minutes: int) -> QuerySet[Report]:
+    """Reports whose finding has been critical for ``minutes`` or more with no
+    read-back-confirmed communication record and no overdue alert yet, oldest first."""
+    communicated = CriticalCommunication.objects.filter(
+        report_id=OuterRef("pk"), read_back_confirmed=True
+    )
+    # The alert's unique dedupe key is the guarantee; this keeps every sweep from
+    # re-trying the insert for reports already told of.
+    told = Alert.objects.filter(
+        study_id=OuterRef("study_id"), kind=Alert.Kind.CRITICAL_UNCOMMUNICATED
+    )
+    return (
+        Report.objects.filter(
+            critical_severity=CriticalSeverity.CRITICAL,
+            critical_marked_at__lte=now - dt.timedelta(minutes=minutes),
+        )
+        .filter(~Exists(communicated), ~Exists(told))
+        .select_related("study__facility__reading_group", "author__user")
+        .order_by("critical_marked_at", "pk")
+    )
+
+
+def report_critical_due_at(*, report: Report) -> dt.datetime | None:
+    """When an uncommunicated critical finding of ``report`` alerts the admins (None: no clock)."""
+    if report.critical_marked_at is None:
+        return None
+    return report.critical_marked_at + dt.timedelta(
+        minutes=settings.CRITICAL_RESULT_COMMUNICATION_MINUTES
+    )
 
 
 def template_list_visible(*, user: AnyUser) -> QuerySet[ReportTemplate]:
@@ -227,3 +267,78 @@ def sign_scope(
     if reasons:
         return "", [eligibility.REASON_TEXT[r] for r in reasons]
     return verdict.scope, []
+
+
+def _person(name: str) -> str:
+    """A DICOM person name (FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX) as people write it."""
+    family, given, middle, prefix, suffix = (name.split("^") + [""] * 5)[:5]
+    first = " ".join(p for p in (prefix, given, middle) if p)
+    return ", ".join(p for p in (family, first) if p) + (f" {suffix}" if suffix else "")
+
+
+def report_pdf_facts(*, report: Report, now: dt.datetime, identified: bool = True) -> pdf.PdfFacts:
+    """What the PDF of a readable final report prints; ``identified`` False withholds
+    the patient's identity (a copy for someone who may read the report but not know
+    whose it is)."""
+    assert report.signed_by is not None and report.signed_at is not None  # noqa: S101 - final
+    study = Study.objects.select_related("facility__reading_group").get(pk=report.study_id)
+    patient = [
+        ("Name", _person(study.patient_name) or "-"),
+        ("Patient ID", study.patient_id),
+        ("Born", study.patient_birth_date.isoformat() if study.patient_birth_date else "-"),
+        ("Sex", study.get_patient_sex_display() or "-"),
+    ]
+    study_rows = [
+        ("Examination", f"{study.modality} {study.body_part} {study.study_description}".strip()),
+        ("Accession", study.accession_number or "-"),
+        ("Procedure code", study.procedure_code or "-"),
+        ("Referring physician", _person(study.referring_physician) or "-"),
+        ("Received", study.received_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+    sections = [
+        pdf.PdfSection(
+            title=section.title,
+            rows=[(f.label, f.display) for f in section.fields if f.display],
+        )
+        for section in editor.editor_sections(report.template.schema, report.values)
+    ]
+    preliminary = None
+    if report.preliminary_signed_by is not None and report.preliminary_signed_at is not None:
+        preliminary = (report.preliminary_signed_by.display_name, report.preliminary_signed_at)
+    return pdf.PdfFacts(
+        report_id=report.pk,
+        reading_group=study.facility.reading_group.name,
+        facility=study.facility.name,
+        patient=patient if identified else None,
+        study=study_rows,
+        template=f"{report.template.name}, v{report.template.version}",
+        sections=sections,
+        impression=report.impression,
+        severity=""
+        if report.critical_severity == CriticalSeverity.NONE
+        else report.get_critical_severity_display(),
+        communications=[
+            pdf.PdfCommunication(
+                communicated_at=c.communicated_at,
+                recipient=c.recipient_name,
+                role=c.recipient_role,
+                method=c.get_method_display(),
+                read_back_confirmed=c.read_back_confirmed,
+                recorded_by=c.recorded_by.display_name,
+            )
+            for c in report_communications(report=report)
+        ],
+        signed_by=report.signed_by.display_name,
+        signed_at=report.signed_at,
+        preliminary=preliminary,
+        addenda=[
+            pdf.PdfAddendum(
+                number=a.number,
+                text=a.text,
+                signed_by=a.signed_by.display_name,
+                signed_at=a.signed_at,
+            )
+            for a in report_addenda(report=report)
+        ],
+        generated_at=now,
+    )

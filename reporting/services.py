@@ -20,6 +20,8 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from alerts.models import Alert
+from alerts.services import alert_raise
 from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Radiologist, ReadingGroup
@@ -37,7 +39,7 @@ from reporting.models import (
     ReportTemplate,
     ReportVersion,
 )
-from reporting.selectors import sign_scope
+from reporting.selectors import reports_critical_overdue, sign_scope
 from reporting.states import ReportStatus
 from studies.models import Study
 from studies.services import study_transition
@@ -279,6 +281,11 @@ def report_save_draft(
         if impression is not None:
             report.impression = impression
         if critical_severity is not None:
+            if critical_severity != report.critical_severity or creating:
+                # The overdue-communication clock starts when the finding becomes critical.
+                report.critical_marked_at = (
+                    now if critical_severity == CriticalSeverity.CRITICAL else None
+                )
             report.critical_severity = critical_severity
         errors = ts.validate_values(report.template.schema, report.values)
         if errors:
@@ -389,6 +396,40 @@ def report_sign(
     return report
 
 
+def report_save_and_sign(
+    *,
+    study_id: int,
+    radiologist: Radiologist,
+    status: str,
+    values: dict[str, Any] | None = None,
+    impression: str | None = None,
+    critical_severity: str | None = None,
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> Report:
+    """Save the editor's last state as a version, then sign it (the editor's sign button).
+
+    Two transactions on purpose: a refused signature (a required field, an
+    uncommunicated critical finding) must not lose the words just typed.
+    """
+    report = report_save_draft(
+        study_id=study_id,
+        radiologist=radiologist,
+        actor=actor,
+        values=values,
+        impression=impression,
+        critical_severity=critical_severity,
+        ip_address=ip_address,
+    )
+    return report_sign(
+        report_id=report.pk,
+        radiologist=radiologist,
+        status=status,
+        actor=actor,
+        ip_address=ip_address,
+    )
+
+
 def report_addendum_add(
     *,
     report_id: int,
@@ -497,6 +538,44 @@ def critical_communication_record(
     return record
 
 
+# A sweep alerts for at most this many reports; the next sweep takes the rest.
+CRITICAL_OVERDUE_BATCH = 500
+
+
+def critical_overdue_alerts_raise(*, now: dt.datetime | None = None) -> list[Alert]:
+    """Alert the study's reading group's admins (and the reader) of each critical finding
+    with no read-back-confirmed communication record within
+    ``CRITICAL_RESULT_COMMUNICATION_MINUTES`` of being marked; once per report, kept by
+    the alert's unique dedupe key ``critical_overdue:{report}``."""
+    now = now or timezone.now()
+    minutes = settings.CRITICAL_RESULT_COMMUNICATION_MINUTES
+    raised = []
+    for report in reports_critical_overdue(now=now, minutes=minutes)[:CRITICAL_OVERDUE_BATCH]:
+        study = report.study
+        assert report.critical_marked_at is not None  # noqa: S101 - the selector's filter
+        name = study.accession_number or study.study_instance_uid
+        waited = int((now - report.critical_marked_at).total_seconds() // 60)
+        message = (
+            f"Critical finding on {study.modality} study {name} from {study.facility.name} "
+            f"(read by {report.author.display_name}): no read-back-confirmed communication "
+            f"recorded {waited} minutes after it was marked critical "
+            f"({report.critical_marked_at:%Y-%m-%d %H:%M} UTC; the limit is {minutes} minutes)."
+        )
+        # alert_raise commits on its own and mails after commit; a concurrent sweep
+        # that got there first makes this a no-op (None).
+        alert = alert_raise(
+            kind=Alert.Kind.CRITICAL_UNCOMMUNICATED,
+            dedupe_key=f"critical_overdue:{report.pk}",
+            message=message,
+            reading_group=study.facility.reading_group,
+            study=study,
+            recipient=report.author.user,
+        )
+        if alert is not None:
+            raised.append(alert)
+    return raised
+
+
 # --- Macros -----------------------------------------------------------------------
 def macro_save(
     *,
@@ -540,6 +619,55 @@ def macro_delete(*, radiologist: Radiologist, macro_id: int, actor: User | None 
             actor=actor, action=AuditEvent.Action.DELETE, obj=macro, detail={"name": macro.name}
         )
         macro.delete()
+
+
+# --- Facilities' result endpoints ---------------------------------------------------
+def facility_endpoint_save(
+    *,
+    endpoint: FacilityEndpoint,
+    actor: User | None,
+    ip_address: str | None = None,
+) -> FacilityEndpoint:
+    """Validate and save where a facility receives its results, audited with the changes."""
+    creating = endpoint._state.adding
+    endpoint.full_clean()
+    with transaction.atomic():
+        before = (
+            None
+            if creating
+            else FacilityEndpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+        )
+        endpoint.save()
+        changes = {
+            f.attname: [getattr(before, f.attname), getattr(endpoint, f.attname)]
+            for f in FacilityEndpoint._meta.concrete_fields
+            if before is not None
+            and f.attname != "updated_at"
+            and getattr(before, f.attname) != getattr(endpoint, f.attname)
+        }
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.CREATE if creating else AuditEvent.Action.UPDATE,
+            obj=endpoint,
+            ip_address=ip_address,
+            detail={"facility": endpoint.facility_id, **changes},
+        )
+    return endpoint
+
+
+def facility_endpoint_delete(
+    *, endpoint: FacilityEndpoint, actor: User | None, ip_address: str | None = None
+) -> None:
+    """Remove a facility's result endpoint (its pending messages wait for a new one), audited."""
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.DELETE,
+            obj=endpoint,
+            ip_address=ip_address,
+            detail={"facility": endpoint.facility_id, "deleted": str(endpoint)},
+        )
+        endpoint.delete()
 
 
 # --- Result messages and their delivery ------------------------------------------------

@@ -37,3 +37,18 @@ def deliver_message(message_id: int) -> str:
 def report_messages_sweep() -> int:
     """Beat: enqueue the delivery of every pending result message that is due."""
     return services.report_messages_sweep()
+
+
+@shared_task(
+    name="reporting.critical_overdue_sweep",
+    # Idempotent: every alert has a unique dedupe key, so a rerun raises nothing twice.
+    acks_late=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=50,
+    time_limit=60,
+)
+def critical_overdue_sweep() -> int:
+    """Beat: alert admins of critical findings left uncommunicated past the limit (once each)."""
+    return len(services.critical_overdue_alerts_raise())

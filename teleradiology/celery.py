@@ -38,6 +38,10 @@ app.conf.beat_schedule = {
         "task": "turnaround.sla_warnings_sweep",
         "schedule": settings.SLA_WARNING_SWEEP_SECONDS,
     },
+    "reporting-critical-overdue": {
+        "task": "reporting.critical_overdue_sweep",
+        "schedule": settings.CRITICAL_OVERDUE_SWEEP_SECONDS,
+    },
 }
 
 

@@ -279,6 +279,12 @@ SLA_WARNING_FRACTIONS: tuple[float, ...] = tuple(
 )
 if not all(0 < fraction < 1 for fraction in SLA_WARNING_FRACTIONS):
     raise ImproperlyConfigured("SLA_WARNING_FRACTIONS must be fractions between 0 and 1.")
+# Critical results: a finding marked critical with no read-back-confirmed communication
+# record after this many minutes alerts the group's admins (once), checked by beat.
+CRITICAL_RESULT_COMMUNICATION_MINUTES = env.int("CRITICAL_RESULT_COMMUNICATION_MINUTES", default=30)
+if CRITICAL_RESULT_COMMUNICATION_MINUTES < 1:
+    raise ImproperlyConfigured("CRITICAL_RESULT_COMMUNICATION_MINUTES must be at least 1.")
+CRITICAL_OVERDUE_SWEEP_SECONDS = env.float("CRITICAL_OVERDUE_SWEEP_SECONDS", default=60.0)
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

@@ -33,6 +33,7 @@ router.register("me/macros", reporting_api.MacroViewSet, basename="macro")
 
 urlpatterns = [
     path("", include("worklist.urls")),
+    path("", include("reporting.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -70,6 +71,11 @@ urlpatterns = [
         "api/v1/reports/<int:report_id>/fhir",
         reporting_api.ReportFhirApi.as_view(),
         name="report-fhir",
+    ),
+    path(
+        "api/v1/reports/<int:report_id>/pdf",
+        reporting_api.ReportPdfApi.as_view(),
+        name="report-pdf",
     ),
     path(
         "api/v1/studies/<int:study_id>/timeline/",

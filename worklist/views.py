@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -163,7 +163,10 @@ def my_cases_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def study_page(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = study_get_visible(user=request.user, study_id=study_id)
+    try:
+        study = study_get_visible(user=request.user, study_id=study_id)
+    except NotFound as missing:  # the API's 404, as a page's
+        raise Http404("No such study.") from missing
     audit_record(
         actor=request.user,
         action=AuditEvent.Action.READ,

@@ -68,3 +68,10 @@ def test_my_cases_page(tiered, offered):
     client = signed_in(tiered["local"].user)
     client.post(f"/studies/{offered.pk}/claim/", HTTP_HX_REQUEST="true")
     assert f"/studies/{offered.pk}/".encode() in client.get("/cases/").content
+
+
+def test_a_study_outside_ones_reach_is_a_404_page(tiered, offered, staff_b):
+    for user in (tiered["regional"].user, staff_b):
+        client = Client(raise_request_exception=False)
+        client.force_login(user)
+        assert client.get(f"/studies/{offered.pk}/").status_code == 404
