@@ -38,6 +38,7 @@ app.conf.beat_schedule = {
         "task": "turnaround.sla_warnings_sweep",
         "schedule": settings.SLA_WARNING_SWEEP_SECONDS,
     },
+    "review-sweep": {"task": "review.reviews_sweep", "schedule": 60.0},
 }
 
 

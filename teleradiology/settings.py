@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "alerts",
     "turnaround",
     "health",
+    "review",
 ]
 
 MIDDLEWARE = [
