@@ -15,10 +15,31 @@ from review import services
 from review.models import PeerReviewPolicy, ReviewCase
 
 
+def _administers_a_group(request: HttpRequest) -> bool:
+    return bool(request.user.is_active) and reading_groups_administered(user=request.user).exists()
+
+
+class _GroupAdminsOnly:
+    """Open to the admins of a reading group (guardian grant), scoped to their groups,
+    without a model permission to hand out: the grant is what makes a group admin."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _administers_a_group(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _administers_a_group(request)
+
+
 @admin.register(PeerReviewPolicy)
-class PeerReviewPolicyAdmin(admin.ModelAdmin[PeerReviewPolicy]):
+class PeerReviewPolicyAdmin(_GroupAdminsOnly, admin.ModelAdmin[PeerReviewPolicy]):
     list_display = ["reading_group", "sample_percent", "updated_at"]
     fields = ["reading_group", "sample_percent"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return _administers_a_group(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _administers_a_group(request)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PeerReviewPolicy]:
         groups = reading_groups_administered(user=request.user)
@@ -50,7 +71,7 @@ class PeerReviewPolicyAdmin(admin.ModelAdmin[PeerReviewPolicy]):
 
 
 @admin.register(ReviewCase)
-class ReviewCaseAdmin(admin.ModelAdmin[ReviewCase]):
+class ReviewCaseAdmin(_GroupAdminsOnly, admin.ModelAdmin[ReviewCase]):
     list_display = [
         "id",
         "kind",

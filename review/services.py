@@ -277,6 +277,14 @@ def peer_review_policy_set(
     return policy
 
 
+def is_sampled(*, draw: float, percent: Decimal) -> bool:
+    """A uniform draw in [0, 1) selects its report when below ``percent`` / 100: so a
+    rate of p % selects p % of reports on average, 0 % none and 100 % all."""
+    if not 0.0 <= draw < 1.0:
+        raise ValueError("a draw is uniform in [0, 1)")
+    return Decimal(repr(draw)) * 100 < percent
+
+
 def peer_review_consider(
     *,
     report_id: int,
@@ -297,9 +305,7 @@ def peer_review_consider(
             reading_group_id=report.study.facility.reading_group_id
         ).values_list("sample_percent", flat=True).first() or Decimal(0)
         value = (draw or _system_random.random)()
-        if not 0.0 <= value < 1.0:
-            raise ValueError("a draw is uniform in [0, 1)")
-        selected = Decimal(repr(value)) * 100 < percent
+        selected = is_sampled(draw=value, percent=percent)
         PeerReviewDraw.objects.create(
             report=report, draw=value, sample_percent=percent, selected=selected, drawn_at=now
         )
