@@ -400,6 +400,12 @@ def peer_review_score(
 
 
 # --- Shared: claim, answer, retry --------------------------------------------------
+def _already_claimed() -> Conflict:
+    return Conflict(
+        "This case has already been claimed by another radiologist.", code="already_claimed"
+    )
+
+
 def review_claim(
     *,
     review_id: int,
@@ -425,13 +431,14 @@ def review_claim(
         if review is None:
             raise NotPermitted("No such review case.", code="not_offered")
         if review.status != ReviewStatus.OFFERED:
-            raise Conflict(
-                "This case has already been claimed by another radiologist.",
-                code="already_claimed",
-            )
+            raise _already_claimed()
         if not ReviewOffer.objects.filter(
             review=review, radiologist=radiologist, withdrawn_at__isnull=True
         ).exists():
+            # A winner who committed since the status was read withdrew every offer:
+            # the caller lost a race and hears so, not "not on your list".
+            if not ReviewCase.objects.filter(pk=review.pk, status=ReviewStatus.OFFERED).exists():
+                raise _already_claimed()
             raise NotPermitted("This case is not on your review list.", code="not_offered")
         verdict = selectors.review_verdict_for(review=review, radiologist=radiologist, now=now)
         if verdict is None or not verdict.eligible:
@@ -448,10 +455,7 @@ def review_claim(
             next_route_at=None,
         )
         if won != 1:
-            raise Conflict(
-                "This case has already been claimed by another radiologist.",
-                code="already_claimed",
-            )
+            raise _already_claimed()
         ReviewOffer.objects.filter(review=review, withdrawn_at__isnull=True).update(
             withdrawn_at=now, withdrawn_reason=f"claimed by {radiologist.display_name}"[:200]
         )
