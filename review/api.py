@@ -224,6 +224,10 @@ class PeerReviewScoreSerializer(serializers.Serializer[Any]):
     )
 
 
+class ReviewReleaseSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=300)
+
+
 class PeerReviewSummaryRowSerializer(serializers.Serializer[Any]):
     radiologist = serializers.IntegerField()
     radiologist_name = serializers.CharField()
@@ -328,6 +332,22 @@ class _ReviewCaseViewSet(
             request,
             selectors.review_get_visible(user=request.user, kind=self.kind, review_id=claimed.pk),
         )
+
+    @extend_schema(request=ReviewReleaseSerializer, responses=ReviewCaseSerializer)
+    @action(detail=True, methods=["post"])
+    def release(self, request: Request, pk: str | None = None) -> Response:
+        """Give a case I claimed back, with a reason: it is offered afresh."""
+        review = self._visible()
+        body = ReviewReleaseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        released = services.review_release(
+            review_id=review.pk,
+            radiologist=_reader(request),
+            reason=body.validated_data["reason"],
+            actor=request_actor(request),
+            ip_address=client_ip(request),
+        )
+        return _respond(request, released)
 
 
 class SecondOpinionViewSet(_ReviewCaseViewSet):

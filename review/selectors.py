@@ -145,7 +145,7 @@ def review_visibility_filter(*, user: AnyUser, kind: str) -> Q | None:
 def review_list_visible(*, user: AnyUser, kind: str) -> QuerySet[ReviewCase]:
     """Review cases of ``kind`` that ``user`` may see, with what the rows show joined in."""
     qs = ReviewCase.objects.filter(kind=kind).select_related(
-        "report__study",
+        "report__study__facility",
         "facility",
         "required_subspecialty",
         "assigned_radiologist",
@@ -200,9 +200,12 @@ def administers_group_of(*, user: AnyUser, reading_group_id: int) -> bool:
 
 
 def reviews_due_for_routing(*, now: dt.datetime) -> QuerySet[ReviewCase, int]:
-    """Ids of unroutable cases whose retry is due, oldest first."""
+    """Ids of unroutable or offered cases whose routing is due again, oldest first
+    (partial index on the timer)."""
     return (
-        ReviewCase.objects.filter(next_route_at__lte=now, status=ReviewStatus.UNROUTABLE)
+        ReviewCase.objects.filter(
+            next_route_at__lte=now, status__in=[ReviewStatus.UNROUTABLE, ReviewStatus.OFFERED]
+        )
         .order_by("next_route_at")
         .values_list("pk", flat=True)
     )

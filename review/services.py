@@ -42,6 +42,9 @@ from teleradiology.errors import Conflict, DomainError, InvalidTransition, NotPe
 
 # An unroutable case is tried again this often (a reader may come on shift).
 ROUTE_RETRY = dt.timedelta(seconds=60)
+# An offered case's offers are checked again this often: readers who went off shift
+# or lost a credential come off its lists, readers who came on shift are added.
+OFFER_REFRESH = dt.timedelta(minutes=5)
 QUESTION_MAX = 5_000
 COMMENTS_MAX = 20_000
 _system_random = secrets.SystemRandom()
@@ -95,9 +98,14 @@ def _why_unroutable(review: ReviewCase, verdicts: list[Verdict], now: dt.datetim
 
 
 def _route_locked(review: ReviewCase, *, now: dt.datetime) -> ReviewCase:
-    """Offer the (locked) case to every eligible reader, or flag it unroutable."""
+    """Offer the (locked) case to every reader eligible now and take it off the lists of
+    readers who no longer are (off shift, a credential lapsed, at the cap); with nobody
+    left, flag it unroutable and alert the group's admins once per episode."""
     verdicts = selectors.review_verdicts(review=review, now=now)
     eligible = [v for v in verdicts if v.eligible]
+    ReviewOffer.objects.filter(review=review, withdrawn_at__isnull=True).exclude(
+        radiologist_id__in=[v.radiologist_id for v in eligible]
+    ).update(withdrawn_at=now, withdrawn_reason="reader no longer eligible")
     if eligible:
         ReviewOffer.objects.bulk_create(
             [
@@ -110,7 +118,7 @@ def _route_locked(review: ReviewCase, *, now: dt.datetime) -> ReviewCase:
         )
         review.status = ReviewStatus.OFFERED
         review.unroutable_reason = ""
-        review.next_route_at = None
+        review.next_route_at = now + OFFER_REFRESH
         review.routed_at = now
         review.save(update_fields=["status", "unroutable_reason", "next_route_at", "routed_at"])
         return review
@@ -120,10 +128,12 @@ def _route_locked(review: ReviewCase, *, now: dt.datetime) -> ReviewCase:
     review.next_route_at = now + ROUTE_RETRY
     review.save(update_fields=["status", "unroutable_reason", "next_route_at"])
     study = review.report.study
+    episode = review.routed_at.isoformat() if review.routed_at else "never-offered"
     alert_raise(
         kind=Alert.Kind.UNROUTABLE,
-        # One alert per case (its retries do not mail the admins every minute).
-        dedupe_key=f"review-unroutable:{review.pk}",
+        # Once per episode: retries every minute do not mail the admins again, but a
+        # case that was offered and lost its readers alerts anew.
+        dedupe_key=f"review-unroutable:{review.pk}:{episode}",
         message=f"{_label(review)} cannot be routed: {reason}.",
         reading_group=study.facility.reading_group,
         study=study,
@@ -511,18 +521,62 @@ def _answer(
 
 
 def review_route(*, review_id: int, now: dt.datetime | None = None) -> ReviewCase | None:
-    """Try an unroutable case again (a reader may have come on shift); idempotent:
-    a case that is offered, claimed or answered is left alone."""
+    """Route a case whose routing time is due again: retry an unroutable one, refresh
+    an offered one's readers.  Checked under the row lock, so of two sweepers the
+    second finds it done; claimed and answered cases are left alone."""
     now = now or timezone.now()
     with transaction.atomic():
         review = _lock_review(review_id)
-        if review is None or review.status != ReviewStatus.UNROUTABLE:
+        if (
+            review is None
+            or review.status not in (ReviewStatus.UNROUTABLE, ReviewStatus.OFFERED)
+            or review.next_route_at is None
+            or review.next_route_at > now
+        ):
             return None
         return _route_locked(review, now=now)
 
 
+def review_release(
+    *,
+    review_id: int,
+    radiologist: Radiologist,
+    reason: str,
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> ReviewCase:
+    """Give a claimed case back, with a reason: it is offered afresh to the readers
+    eligible now (the releasing reader among them, if still eligible)."""
+    if not reason.strip():
+        raise DomainError("Say why you release the case.", code="reason_required")
+    now = timezone.now()
+    with transaction.atomic():
+        review = _lock_review(review_id)
+        if (
+            review is None
+            or review.status != ReviewStatus.CLAIMED
+            or review.assigned_radiologist_id != radiologist.pk
+        ):
+            raise Conflict("You do not hold a claim on this case.", code="not_claimed")
+        # Back to offered (routing below confirms it, or flags it unroutable).
+        review.status = ReviewStatus.OFFERED
+        review.assigned_radiologist = None
+        review.claimed_at = None
+        review.save(update_fields=["status", "assigned_radiologist", "claimed_at"])
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.TRANSITION,
+            obj=review,
+            patient_id=review.report.study.patient_id,
+            ip_address=ip_address,
+            detail={"to": "released", "reason": reason.strip()[:300]},
+        )
+        return _route_locked(review, now=now)
+
+
 def reviews_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> dict[str, int]:
-    """Beat: retry unroutable review cases that are due, and draw for final reports
+    """Beat: route review cases that are due (retry the unroutable, refresh the offered
+    ones' readers), and draw for final reports
     whose draw was lost (their task never ran) within the last day."""
     now = now or timezone.now()
     due = list(selectors.reviews_due_for_routing(now=now)[:batch_size])

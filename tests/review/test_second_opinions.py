@@ -9,7 +9,7 @@ import pytest
 
 from alerts.models import Alert
 from audit.models import AuditEvent
-from network.models import Shift
+from network.models import Radiologist, Shift
 from review import services
 from review.models import ReviewCase, ReviewOffer
 from tests.review.conftest import NOW, make_reader
@@ -234,3 +234,65 @@ def test_ids_and_kinds_do_not_mix(api, final, staff_a, tiered):
     assert client.get(f"/api/v1/peer-reviews/{review_id}/").status_code == 404
     assert client.get("/api/v1/second-opinions/?role=elsewhere").status_code == 400
     assert api(staff_a).get("/api/v1/second-opinions/?role=offered").status_code == 403
+
+
+def test_offers_follow_the_readers_eligibility_and_an_emptied_case_alerts(
+    api, final, staff_a, tiered, group_a, facility_a, regions
+):
+    review_id = ask(api(staff_a), final).json()["id"]
+    assert offered_to(review_id) == {"dr_regional", "dr_global"}
+    # The regional reader goes off shift, a new reader comes on: the sweep follows.
+    Shift.objects.filter(radiologist=tiered["regional"]).update(ends_at=NOW)
+    make_reader(group_a, facility_a, name="dr_new", region=regions["local"])
+    services.reviews_sweep(now=NOW + dt.timedelta(minutes=6))
+    assert offered_to(review_id) == {"dr_global", "dr_new"}
+    assert api(tiered["regional"].user).get("/api/v1/second-opinions/").json()["results"] == []
+    # Nobody left: flagged unroutable, the admins told (the case is never left silently).
+    Radiologist.objects.filter(user__username__in=["dr_global", "dr_new"]).update(is_active=False)
+    services.reviews_sweep(now=NOW + dt.timedelta(minutes=12))
+    review = ReviewCase.objects.get(pk=review_id)
+    assert review.status == "unroutable" and offered_to(review_id) == set()
+    alert = Alert.objects.get(kind="unroutable")
+    assert "cannot be routed" in alert.message and alert.study_id == final.study_id
+    # Not yet due again: a second sweep in the same minute changes nothing.
+    assert services.review_route(review_id=review_id, now=NOW + dt.timedelta(minutes=12)) is None
+
+
+def test_a_claimer_releases_with_a_reason_and_the_case_is_offered_afresh(
+    api, final, staff_a, tiered
+):
+    review_id = ask(api(staff_a), final).json()["id"]
+    regional, glob = api(tiered["regional"].user), api(tiered["global"].user)
+    assert regional.post(f"/api/v1/second-opinions/{review_id}/claim/").status_code == 200
+    url = f"/api/v1/second-opinions/{review_id}/release/"
+    assert regional.post(url, {}).status_code == 400
+    released = regional.post(url, {"reason": "Out of my depth."})
+    assert released.status_code == 200, released.json()
+    assert released.json()["status"] == "offered"
+    assert released.json()["assigned_radiologist"] is None
+    assert offered_to(review_id) == {"dr_regional", "dr_global"}
+    assert glob.post(url, {"reason": "Not mine."}).status_code == 409
+    assert glob.post(f"/api/v1/second-opinions/{review_id}/claim/").status_code == 200
+    assert AuditEvent.objects.filter(
+        object_id=str(review_id), object_type="review.reviewcase", detail__to="released"
+    ).exists()
+
+
+def test_the_review_list_costs_the_same_queries_for_one_row_or_four(
+    api, final, staff_a, tiered, ct_head
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.review.conftest import another_final
+
+    client = api(tiered["regional"].user)
+    services.second_opinion_request(report_id=final.pk, actor=None)
+    with CaptureQueriesContext(connection) as one:
+        assert len(client.get("/api/v1/second-opinions/").json()["results"]) == 1
+    for _ in range(3):
+        report = another_final(final.study.facility, tiered["local"], ct_head)
+        services.second_opinion_request(report_id=report.pk, actor=None)
+    with CaptureQueriesContext(connection) as four:
+        assert len(client.get("/api/v1/second-opinions/").json()["results"]) == 4
+    assert len(four.captured_queries) == len(one.captured_queries)
