@@ -124,6 +124,8 @@ class ReviewCaseSerializer(serializers.ModelSerializer[ReviewCase]):
             "score",
             "clinically_significant",
             "comments",
+            "cancelled_at",
+            "cancel_reason",
             "reviewed_radiologist",
             "reviewed_radiologist_name",
             "report_content",
@@ -225,6 +227,8 @@ class PeerReviewScoreSerializer(serializers.Serializer[Any]):
 
 
 class ReviewReleaseSerializer(serializers.Serializer[Any]):
+    """Why a case is released (by its claimer) or cancelled (by the requester side)."""
+
     reason = serializers.CharField(max_length=300)
 
 
@@ -254,6 +258,7 @@ class _ReviewCaseViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[ReviewCase]
 ):
     kind: str = ""
+    cancel_refusal = ""
     serializer_class = ReviewCaseSerializer
     permission_classes = [IsAuthenticated]
     filter_backends: list[Any] = []
@@ -349,12 +354,40 @@ class _ReviewCaseViewSet(
         )
         return _respond(request, released)
 
+    def _may_cancel(self, review: ReviewCase) -> bool:
+        raise NotImplementedError
+
+    @extend_schema(request=ReviewReleaseSerializer, responses=ReviewCaseSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Withdraw a case not yet answered, with a reason (the requester side only)."""
+        review = self._visible()
+        if not self._may_cancel(review):
+            raise PermissionDenied(self.cancel_refusal)
+        body = ReviewReleaseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.review_cancel(
+            review_id=review.pk,
+            kind=self.kind,
+            reason=body.validated_data["reason"],
+            actor=request_actor(request),
+            ip_address=client_ip(request),
+        )
+        return _respond(
+            request,
+            selectors.review_get_visible(user=request.user, kind=self.kind, review_id=review.pk),
+        )
+
 
 class SecondOpinionViewSet(_ReviewCaseViewSet):
     """Second opinions I may see: offered to or claimed by me (reader), asked by my
     facility (staff), or of my groups (admin)."""
 
     kind = ReviewKind.SECOND_OPINION
+    cancel_refusal = "Only the facility's staff or the reading group's admins cancel it."
+
+    def _may_cancel(self, review: ReviewCase) -> bool:
+        return selectors.may_request_second_opinion(user=self.request.user, report=review.report)
 
     @extend_schema(request=SecondOpinionAnswerSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])
@@ -382,6 +415,12 @@ class PeerReviewViewSet(_ReviewCaseViewSet):
     (admin).  Facility staff never see peer reviews."""
 
     kind = ReviewKind.PEER_REVIEW
+    cancel_refusal = "Only the reading group's admins cancel a peer review."
+
+    def _may_cancel(self, review: ReviewCase) -> bool:
+        return selectors.administers_group_of(
+            user=self.request.user, reading_group_id=review.facility.reading_group_id
+        )
 
     @extend_schema(request=PeerReviewScoreSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])

@@ -6,10 +6,11 @@ its state machine (studies/states.py) ends there; the worklist's ``Offer`` rows 
 study's), and a claim moves the study through that state machine.  Re-opening a
 final study for a second reader would break both.  So a review case is its own row
 with its own small lifecycle (offered -> claimed -> answered, or unroutable until a
-reader can be found), offered to readers through ``ReviewOffer`` rows and claimed by
-a conditional UPDATE.  Who may read it is decided by routing's own pure eligibility
-(routing/eligibility.py) over routing's candidate facts (routing/selectors.py), with
-the report's original readers excluded.
+reader can be found; cancelled by the requester side while not answered), offered
+to readers through ``ReviewOffer`` rows and claimed by a conditional UPDATE.  Who
+may read it is decided by routing's own pure eligibility (routing/eligibility.py)
+over routing's candidate facts (routing/selectors.py), with the report's original
+readers excluded.
 
 One table holds both kinds: they share the queue, the routing and the claim; they
 differ only in the answer (an opinion for a second opinion, a RADPEER score for a
@@ -35,6 +36,7 @@ class ReviewStatus(models.TextChoices):
     UNROUTABLE = "unroutable", "No eligible reader (retried)"
     CLAIMED = "claimed", "Claimed by a reader"
     ANSWERED = "answered", "Answered"
+    CANCELLED = "cancelled", "Cancelled by the requester side"
 
 
 OPEN_STATUSES = (ReviewStatus.OFFERED, ReviewStatus.UNROUTABLE, ReviewStatus.CLAIMED)
@@ -102,6 +104,8 @@ class ReviewCase(models.Model):
     )
     clinically_significant = models.BooleanField(null=True, blank=True)
     comments = models.TextField(blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -121,7 +125,9 @@ class ReviewCase(models.Model):
                 condition=Q(kind__in=["second_opinion", "peer_review"]), name="review_kind_valid"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["offered", "unroutable", "claimed", "answered"]),
+                condition=Q(
+                    status__in=["offered", "unroutable", "claimed", "answered", "cancelled"]
+                ),
                 name="review_status_valid",
             ),
             models.CheckConstraint(
@@ -132,6 +138,10 @@ class ReviewCase(models.Model):
             models.CheckConstraint(
                 condition=~Q(status="answered") | Q(answered_at__isnull=False),
                 name="review_answered_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="cancelled") | Q(cancelled_at__isnull=False),
+                name="review_cancelled_has_time",
             ),
             # The answer fits the kind: an opinion, or a score with its flag.
             models.CheckConstraint(

@@ -574,6 +574,47 @@ def review_release(
         return _route_locked(review, now=now)
 
 
+def review_cancel(
+    *,
+    review_id: int,
+    kind: str,
+    reason: str,
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> ReviewCase:
+    """The requester side withdraws a case not yet answered (e.g. one nobody can take):
+    it leaves every list and routing stops; the record stays."""
+    if not reason.strip():
+        raise DomainError("Say why you cancel the case.", code="reason_required")
+    now = timezone.now()
+    with transaction.atomic():
+        review = _lock_review(review_id)
+        if review is None or review.kind != kind:
+            raise NotPermitted("No such review case.", code="not_found")
+        if review.status in (ReviewStatus.ANSWERED, ReviewStatus.CANCELLED):
+            raise Conflict(
+                f"This case is already {review.status}.", code=f"already_{review.status}"
+            )
+        before = review.status
+        review.status = ReviewStatus.CANCELLED
+        review.cancelled_at = now
+        review.cancel_reason = reason.strip()[:300]
+        review.next_route_at = None
+        review.save(update_fields=["status", "cancelled_at", "cancel_reason", "next_route_at"])
+        ReviewOffer.objects.filter(review=review, withdrawn_at__isnull=True).update(
+            withdrawn_at=now, withdrawn_reason="case cancelled"
+        )
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.TRANSITION,
+            obj=review,
+            patient_id=review.report.study.patient_id,
+            ip_address=ip_address,
+            detail={"from": before, "to": ReviewStatus.CANCELLED, "reason": review.cancel_reason},
+        )
+    return review
+
+
 def reviews_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> dict[str, int]:
     """Beat: route review cases that are due (retry the unroutable, refresh the offered
     ones' readers), and draw for final reports

@@ -287,3 +287,13 @@ def test_group_admins_set_the_rate_in_the_admin_for_their_group_only(
     staff = Client()
     staff.force_login(staff_a)
     assert staff.get("/admin/review/peerreviewpolicy/").status_code == 302
+
+
+def test_only_the_groups_admins_cancel_a_peer_review(api, peer_review, group_admin, tiered):
+    url = f"/api/v1/peer-reviews/{peer_review.pk}/cancel/"
+    refused = api(tiered["regional"].user).post(url, {"reason": "Not my job."})
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "Only the reading group's admins cancel a peer review."
+    done = api(group_admin).post(url, {"reason": "Duplicate of an external audit."})
+    assert done.status_code == 200 and done.json()["status"] == "cancelled"
+    assert offered_to(peer_review.pk) == set()

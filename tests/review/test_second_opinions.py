@@ -296,3 +296,33 @@ def test_the_review_list_costs_the_same_queries_for_one_row_or_four(
     with CaptureQueriesContext(connection) as four:
         assert len(client.get("/api/v1/second-opinions/").json()["results"]) == 4
     assert len(four.captured_queries) == len(one.captured_queries)
+
+
+def test_the_requester_side_cancels_an_unanswered_case(api, final, staff_a, tiered, group_admin):
+    review_id = ask(api(staff_a), final, subspecialty="msk").json()["id"]  # unroutable
+    url = f"/api/v1/second-opinions/{review_id}/cancel/"
+    # The readers it could be offered to have no say; a reason is required.
+    refused = api(tiered["local"].user).post(url, {"reason": "x"})
+    assert refused.status_code == 404
+    assert api(staff_a).post(url, {}).status_code == 400
+    cancelled = api(staff_a).post(url, {"reason": "Nobody reads MSK tonight; asked locally."})
+    assert cancelled.status_code == 200, cancelled.json()
+    body = cancelled.json()
+    assert body["status"] == "cancelled" and body["cancel_reason"].startswith("Nobody reads")
+    review = ReviewCase.objects.get(pk=review_id)
+    assert review.next_route_at is None  # the sweep leaves it alone
+    again = api(group_admin).post(url, {"reason": "twice"})
+    assert again.status_code == 409
+    assert again.json()["detail"] == "This case is already cancelled."
+    # The report may be asked about again.
+    assert ask(api(staff_a), final).status_code == 201
+
+
+def test_an_offered_case_cancelled_leaves_the_readers_lists(api, final, staff_a, tiered):
+    review_id = ask(api(staff_a), final).json()["id"]
+    assert offered_to(review_id) == {"dr_regional", "dr_global"}
+    api(staff_a).post(f"/api/v1/second-opinions/{review_id}/cancel/", {"reason": "Resolved."})
+    assert offered_to(review_id) == set()
+    regional = api(tiered["regional"].user)
+    assert regional.get("/api/v1/second-opinions/?role=offered").json()["results"] == []
+    assert regional.post(f"/api/v1/second-opinions/{review_id}/claim/").status_code == 404
