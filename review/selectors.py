@@ -29,7 +29,7 @@ from network.selectors import (
     reading_groups_administered,
 )
 from reporting.models import Report
-from review.models import ReviewCase, ReviewKind, ReviewOffer, ReviewStatus
+from review.models import OPEN_STATUSES, ReviewCase, ReviewKind, ReviewOffer, ReviewStatus
 from routing import eligibility
 from routing.eligibility import CandidateFacts, StudyFacts, Verdict
 from routing.models import LAST_TIER, StudyRouting
@@ -242,16 +242,7 @@ def peer_review_summary(
             score_3=Count("pk", filter=answered & Q(score=3)),
             score_4=Count("pk", filter=answered & Q(score=4)),
             clinically_significant=Count("pk", filter=answered & Q(clinically_significant=True)),
-            open=Count(
-                "pk",
-                filter=Q(
-                    status__in=[
-                        ReviewStatus.OFFERED,
-                        ReviewStatus.UNROUTABLE,
-                        ReviewStatus.CLAIMED,
-                    ]
-                ),
-            ),
+            open=Count("pk", filter=Q(status__in=OPEN_STATUSES)),
         )
         .order_by("reviewed_radiologist__display_name", "reviewed_radiologist_id")
     )

@@ -28,6 +28,7 @@ from reporting.models import Report
 from reporting.states import ReportStatus
 from review import selectors
 from review.models import (
+    OPEN_STATUSES,
     Opinion,
     PeerReviewDraw,
     PeerReviewPolicy,
@@ -204,7 +205,7 @@ def second_opinion_request(
             ReviewCase.objects.filter(
                 report=report,
                 kind=ReviewKind.SECOND_OPINION,
-                status__in=[ReviewStatus.OFFERED, ReviewStatus.UNROUTABLE, ReviewStatus.CLAIMED],
+                status__in=OPEN_STATUSES,
             )
             .values_list("pk", flat=True)
             .first()
@@ -321,6 +322,8 @@ def peer_review_consider(
         )
         if not selected:
             return None
+        if ReviewCase.objects.filter(report=report, kind=ReviewKind.PEER_REVIEW).exists():
+            return None  # an admin sent it to peer review already: once per report
         review = _case_create(report=report, kind=ReviewKind.PEER_REVIEW, now=now)
         audit_record(
             actor=None,

@@ -297,3 +297,13 @@ def test_only_the_groups_admins_cancel_a_peer_review(api, peer_review, group_adm
     done = api(group_admin).post(url, {"reason": "Duplicate of an external audit."})
     assert done.status_code == 200 and done.json()["status"] == "cancelled"
     assert offered_to(peer_review.pk) == set()
+
+
+def test_a_report_an_admin_sent_to_peer_review_is_not_reviewed_twice_by_the_draw(
+    final, group_a, tiered
+):
+    sent = services.peer_review_request(report_id=final.pk, actor=None)
+    set_rate(group_a, "100")
+    assert services.peer_review_consider(report_id=final.pk, draw=lambda: 0.1) is None
+    assert PeerReviewDraw.objects.get(report=final).selected is True
+    assert list(ReviewCase.objects.filter(report=final)) == [sent]
