@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
@@ -561,20 +562,72 @@ def review_release(
             or review.assigned_radiologist_id != radiologist.pk
         ):
             raise Conflict("You do not hold a claim on this case.", code="not_claimed")
-        # Back to offered (routing below confirms it, or flags it unroutable).
-        review.status = ReviewStatus.OFFERED
-        review.assigned_radiologist = None
-        review.claimed_at = None
-        review.save(update_fields=["status", "assigned_radiologist", "claimed_at"])
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.TRANSITION,
-            obj=review,
-            patient_id=review.report.study.patient_id,
-            ip_address=ip_address,
-            detail={"to": "released", "reason": reason.strip()[:300]},
-        )
-        return _route_locked(review, now=now)
+        return _release_locked(review, now=now, reason=reason, actor=actor, ip_address=ip_address)
+
+
+def _release_locked(
+    review: ReviewCase,
+    *,
+    now: dt.datetime,
+    reason: str,
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> ReviewCase:
+    # Back to offered (routing below confirms it, or flags it unroutable).
+    previous = review.assigned_radiologist_id
+    review.status = ReviewStatus.OFFERED
+    review.assigned_radiologist = None
+    review.claimed_at = None
+    review.save(update_fields=["status", "assigned_radiologist", "claimed_at"])
+    audit_record(
+        actor=actor,
+        action=AuditEvent.Action.TRANSITION,
+        obj=review,
+        patient_id=review.report.study.patient_id,
+        ip_address=ip_address,
+        detail={"to": "released", "radiologist": previous, "reason": reason.strip()[:300]},
+    )
+    return _route_locked(review, now=now)
+
+
+def reviews_release_stale(*, now: dt.datetime, batch_size: int = 200) -> list[int]:
+    """Release claims held unanswered longer than REVIEW_STALE_CLAIM_HOURS: the case is
+    offered afresh, and the reader and the group's admins are told (once per claim)."""
+    hours = float(settings.REVIEW_STALE_CLAIM_HOURS)
+    cutoff = now - dt.timedelta(hours=hours)
+    candidates = list(
+        ReviewCase.objects.filter(status=ReviewStatus.CLAIMED, claimed_at__lt=cutoff)
+        .order_by("claimed_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    released = []
+    for review_id in candidates:
+        with transaction.atomic():
+            review = _lock_review(review_id)
+            if (
+                review is None
+                or review.status != ReviewStatus.CLAIMED
+                or review.claimed_at is None
+                or review.claimed_at >= cutoff
+                or review.assigned_radiologist is None
+            ):
+                continue  # answered or released since we looked
+            reader, claimed_at = review.assigned_radiologist, review.claimed_at
+            _release_locked(review, now=now, reason=f"no answer for {hours:g} hours (automatic)")
+            study = review.report.study
+            alert_raise(
+                kind=Alert.Kind.STALE_CLAIM,
+                dedupe_key=f"review-stale-claim:{review.pk}:{claimed_at.isoformat()}",
+                message=(
+                    f"{reader.display_name}'s claim on the {_label(review).lower()} was "
+                    f"released after {hours:g} hours without an answer; it is offered again."
+                ),
+                reading_group=study.facility.reading_group,
+                study=study,
+                recipient=reader.user,
+            )
+            released.append(review.pk)
+    return released
 
 
 def review_cancel(
@@ -619,10 +672,11 @@ def review_cancel(
 
 
 def reviews_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> dict[str, int]:
-    """Beat: route review cases that are due (retry the unroutable, refresh the offered
-    ones' readers), and draw for final reports
+    """Beat: release stale claims, route review cases that are due (retry the
+    unroutable, refresh the offered ones' readers), and draw for final reports
     whose draw was lost (their task never ran) within the last day."""
     now = now or timezone.now()
+    stale = reviews_release_stale(now=now, batch_size=batch_size)
     due = list(selectors.reviews_due_for_routing(now=now)[:batch_size])
     routed = sum(
         1
@@ -642,4 +696,4 @@ def reviews_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> d
     )
     for report_id in undrawn:
         peer_review_consider(report_id=report_id, now=now)
-    return {"routed": routed, "drawn_late": len(undrawn)}
+    return {"routed": routed, "drawn_late": len(undrawn), "released_stale": len(stale)}

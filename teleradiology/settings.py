@@ -269,6 +269,9 @@ SLA_WARNING_FRACTIONS: tuple[float, ...] = tuple(
 )
 if not all(0 < fraction < 1 for fraction in SLA_WARNING_FRACTIONS):
     raise ImproperlyConfigured("SLA_WARNING_FRACTIONS must be fractions between 0 and 1.")
+# Second opinions and peer reviews: a claimed case unanswered for this long is offered
+# to the eligible readers again, and the reader and the group's admins are told.
+REVIEW_STALE_CLAIM_HOURS = env.float("REVIEW_STALE_CLAIM_HOURS", default=24.0)
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

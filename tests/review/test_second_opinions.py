@@ -326,3 +326,22 @@ def test_an_offered_case_cancelled_leaves_the_readers_lists(api, final, staff_a,
     regional = api(tiered["regional"].user)
     assert regional.get("/api/v1/second-opinions/?role=offered").json()["results"] == []
     assert regional.post(f"/api/v1/second-opinions/{review_id}/claim/").status_code == 404
+
+
+def test_a_claim_left_unanswered_for_a_day_is_released_and_the_reader_told(
+    api, final, staff_a, tiered, settings
+):
+    settings.REVIEW_STALE_CLAIM_HOURS = 24
+    Shift.objects.update(ends_at=NOW + dt.timedelta(days=3))
+    review_id = ask(api(staff_a), final).json()["id"]
+    services.review_claim(review_id=review_id, radiologist=tiered["regional"])
+    assert services.reviews_sweep(now=NOW + dt.timedelta(hours=23))["released_stale"] == 0
+    assert ReviewCase.objects.get(pk=review_id).status == "claimed"
+    assert services.reviews_sweep(now=NOW + dt.timedelta(hours=25))["released_stale"] == 1
+    review = ReviewCase.objects.get(pk=review_id)
+    assert review.status == "offered" and review.assigned_radiologist is None
+    assert offered_to(review_id) == {"dr_regional", "dr_global"}
+    alert = Alert.objects.get(kind="stale_claim")
+    assert alert.recipient == tiered["regional"].user
+    assert "released after 24 hours without an answer" in alert.message
+    assert services.reviews_sweep(now=NOW + dt.timedelta(hours=26))["released_stale"] == 0
