@@ -363,6 +363,8 @@ def report_sign(
         version = _keep_version(report, by=radiologist, at=now)
         if status == ReportStatus.FINAL:
             _report_messages_create(report=report, study=study, version=version, now=now)
+            # The peer review sample draws once per final (review/), after commit.
+            transaction.on_commit(partial(_peer_review_enqueue, report.pk))
         target = StudyStatus.FINAL if status == ReportStatus.FINAL else StudyStatus.PRELIMINARY
         if study.status != target:
             study_transition(
@@ -428,6 +430,13 @@ def report_save_and_sign(
         actor=actor,
         ip_address=ip_address,
     )
+
+
+def _peer_review_enqueue(report_id: int) -> None:
+    # If the broker loses it, review's sweep draws for the final within the day.
+    from review.tasks import peer_review_consider
+
+    peer_review_consider.delay(report_id)
 
 
 def report_addendum_add(

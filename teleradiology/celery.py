@@ -42,6 +42,7 @@ app.conf.beat_schedule = {
         "task": "reporting.critical_overdue_sweep",
         "schedule": settings.CRITICAL_OVERDUE_SWEEP_SECONDS,
     },
+    "review-sweep": {"task": "review.reviews_sweep", "schedule": 60.0},
 }
 
 

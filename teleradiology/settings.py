@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "alerts",
     "turnaround",
     "health",
+    "review",
 ]
 
 MIDDLEWARE = [
@@ -285,6 +286,9 @@ CRITICAL_RESULT_COMMUNICATION_MINUTES = env.int("CRITICAL_RESULT_COMMUNICATION_M
 if CRITICAL_RESULT_COMMUNICATION_MINUTES < 1:
     raise ImproperlyConfigured("CRITICAL_RESULT_COMMUNICATION_MINUTES must be at least 1.")
 CRITICAL_OVERDUE_SWEEP_SECONDS = env.float("CRITICAL_OVERDUE_SWEEP_SECONDS", default=60.0)
+# Second opinions and peer reviews: a claimed case unanswered for this long is offered
+# to the eligible readers again, and the reader and the group's admins are told.
+REVIEW_STALE_CLAIM_HOURS = env.float("REVIEW_STALE_CLAIM_HOURS", default=24.0)
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

@@ -9,6 +9,7 @@ from health.views import healthz
 from ingest.api import QuarantineViewSet
 from network import api as network_api
 from reporting import api as reporting_api
+from review import api as review_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
 from turnaround import api as turnaround_api
@@ -30,6 +31,8 @@ router.register("routing-rules", RoutingRuleViewSet, basename="routing-rule")
 router.register("report-templates", reporting_api.ReportTemplateViewSet, basename="report-template")
 router.register("reports", reporting_api.ReportViewSet, basename="report")
 router.register("me/macros", reporting_api.MacroViewSet, basename="macro")
+router.register("second-opinions", review_api.SecondOpinionViewSet, basename="second-opinion")
+router.register("peer-reviews", review_api.PeerReviewViewSet, basename="peer-review")
 
 urlpatterns = [
     path("", include("worklist.urls")),
@@ -83,6 +86,26 @@ urlpatterns = [
         name="study-timeline",
     ),
     path("api/v1/turnaround/", turnaround_api.TurnaroundApi.as_view(), name="turnaround"),
+    path(
+        "api/v1/reports/<int:report_id>/second-opinions/",
+        review_api.ReportSecondOpinionsApi.as_view(),
+        name="report-second-opinions",
+    ),
+    path(
+        "api/v1/reports/<int:report_id>/peer-reviews/",
+        review_api.ReportPeerReviewsApi.as_view(),
+        name="report-peer-reviews",
+    ),
+    path(
+        "api/v1/peer-review-policies/",
+        review_api.PeerReviewPolicyListApi.as_view(),
+        name="peer-review-policies",
+    ),
+    path(
+        "api/v1/peer-review-policies/<int:reading_group_id>/",
+        review_api.PeerReviewPolicyApi.as_view(),
+        name="peer-review-policy",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),

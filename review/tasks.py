@@ -1,0 +1,36 @@
+"""Review's Celery tasks: thin adapters over review.services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from review import services
+
+
+@shared_task(
+    name="review.peer_review_consider",
+    acks_late=True,  # idempotent: the draw is stored once per report
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=30,
+    time_limit=45,
+)
+def peer_review_consider(report_id: int) -> int | None:
+    """Draw a newly final report for peer review; the id of the new case, if selected."""
+    review = services.peer_review_consider(report_id=report_id)
+    return review.pk if review is not None else None
+
+
+@shared_task(
+    name="review.reviews_sweep",
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=50,
+    time_limit=60,
+)
+def reviews_sweep() -> dict[str, int]:
+    """Beat: retry unroutable review cases and draw for finals whose draw was lost."""
+    return services.reviews_sweep()
