@@ -41,6 +41,7 @@ from reporting.models import (
 )
 from reporting.selectors import reports_critical_overdue, sign_scope
 from reporting.states import ReportStatus
+from routing.services import study_reroute
 from studies.models import Study
 from studies.services import study_transition
 from studies.states import StudyStatus
@@ -376,6 +377,9 @@ def report_sign(
                 ip_address=ip_address,
                 reason=f"report signed {status} by {radiologist.display_name}",
             )
+        handed_over = status == ReportStatus.PRELIMINARY and scope != "final"
+        if handed_over:
+            _final_read_route(study, radiologist, actor=actor, now=now, ip_address=ip_address)
         withdrawn = 0
         if status == ReportStatus.FINAL:
             # A final study is history: nothing of it may linger on any worklist.
@@ -393,9 +397,44 @@ def report_sign(
                 "to": status,
                 "version": report.version,
                 "offers_withdrawn": withdrawn,
+                "final_read_routed": handed_over,
             },
         )
     return report
+
+
+def _final_read_route(
+    study: Study,
+    radiologist: Radiologist,
+    *,
+    actor: User | None,
+    now: dt.datetime,
+    ip_address: str | None,
+) -> None:
+    """A preliminary read signed on a preliminary-only license: the reader's claim
+    ends and the study is routed afresh, in the same transaction, for the final
+    read, which only a reader licensed for final reads in the patient's
+    jurisdiction may claim (routing's facts say so once the study has a
+    preliminary).  The report stays preliminary for the final reader to revise."""
+    study_transition(
+        study_id=study.pk,
+        locked=study,
+        to_status=StudyStatus.OFFERED,
+        actor=actor,
+        at=now,
+        assigned_radiologist=None,
+        claim_activity_at=None,
+        ip_address=ip_address,
+        reason=(
+            f"preliminary read by {radiologist.display_name} (preliminary-only license): "
+            "the final read is routed to a reader licensed for final reads"
+        ),
+    )
+    study_reroute(
+        study_id=study.pk,
+        reason="the final read needs a reader licensed for final reads",
+        now=now,
+    )
 
 
 def report_save_and_sign(

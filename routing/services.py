@@ -64,7 +64,9 @@ def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFa
         read_date=now.date(),
         subspecialties=rule.required_subspecialties(),
         allow_general=rule.allow_general,
-        allow_preliminary=rule.allow_preliminary,
+        # Once a preliminary read is signed, what is left to route is the final read:
+        # only readers licensed for final reads in the jurisdiction may take it.
+        allow_preliminary=rule.allow_preliminary and study.preliminary_at is None,
         bypass_cap=rule.bypass_cap_for_stat and study.priority == Priority.STAT,
     )
 

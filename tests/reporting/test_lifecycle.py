@@ -215,7 +215,53 @@ def test_a_preliminary_only_license_cannot_sign_final(
         report_id=report.pk, radiologist=prelim_reader, status="preliminary"
     )
     assert signed.status == "preliminary" and signed.preliminary_signed_by == prelim_reader
-    assert Study.objects.get(pk=study.pk).status == "preliminary"
+    # Nobody licensed for the final read is here: the study is flagged, not left held.
+    study = Study.objects.get(pk=study.pk)
+    assert study.assigned_radiologist is None and study.preliminary_at is not None
+    assert study.status == "ready" and study.routing.unroutable_at is not None
+
+
+def test_a_preliminary_only_read_is_routed_for_the_final_read(
+    ready_study, ct_head, group_a, facility_a, regions, neuro_rule, tiered
+):
+    from routing.services import study_route
+    from worklist.services import study_claim
+
+    # A preliminary-only reader in the hyperlocal tier, beside the final readers.
+    prelim_reader = make_reader(
+        group_a, facility_a, name="dr_prelim_local", region=regions["local"], scope="preliminary"
+    )
+    neuro_rule.allow_preliminary = True
+    neuro_rule.save()
+    study_route(study_id=ready_study.pk, now=NOW)
+    offered = set(Offer.objects.filter(study=ready_study).values_list("radiologist", flat=True))
+    assert prelim_reader.pk in offered  # the rule lets a preliminary-only license read first
+    study = study_claim(study_id=ready_study.pk, radiologist=prelim_reader)
+    report = draft(study, prelim_reader, ct_head)
+    services.report_sign(report_id=report.pk, radiologist=prelim_reader, status="preliminary")
+
+    study = Study.objects.get(pk=study.pk)
+    assert study.status == "offered" and study.assigned_radiologist is None
+    open_offers = set(
+        Offer.objects.filter(study=study, withdrawn_at__isnull=True).values_list(
+            "radiologist", flat=True
+        )
+    )
+    # Offered again, for the final read, only to readers licensed for final reads.
+    assert open_offers and prelim_reader.pk not in open_offers
+    assert open_offers <= {r.pk for r in tiered.values()}
+    with pytest.raises(NotPermitted):
+        study_claim(study_id=study.pk, radiologist=prelim_reader)
+    final_reader = next(r for r in tiered.values() if r.pk in open_offers)
+    study_claim(study_id=study.pk, radiologist=final_reader)
+    services.report_save_draft(
+        study_id=study.pk, radiologist=final_reader, impression="Confirmed at final read."
+    )
+    final = services.report_sign(report_id=report.pk, radiologist=final_reader, status="final")
+    assert final.preliminary_signed_by == prelim_reader and final.signed_by == final_reader
+    assert Study.objects.get(pk=study.pk).status == "final"
+    transitions = list(study.transitions.order_by("at", "id").values_list("to_status", flat=True))
+    assert transitions[-6:] == ["preliminary", "offered", "ready", "offered", "claimed", "final"]
 
 
 def test_a_preliminary_read_needs_a_rule_that_allows_it(
