@@ -92,6 +92,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "teleradiology.context_processors.nav",
             ],
         },
     },
@@ -268,6 +269,16 @@ SLA_WARNING_FRACTIONS: tuple[float, ...] = tuple(
 )
 if not all(0 < fraction < 1 for fraction in SLA_WARNING_FRACTIONS):
     raise ImproperlyConfigured("SLA_WARNING_FRACTIONS must be fractions between 0 and 1.")
+# Operations page: the window of a reader's "recent" weighted work, how many
+# at-risk / unroutable studies it lists, and how often it refreshes itself.
+OPERATIONS_WORK_HOURS = env.float("OPERATIONS_WORK_HOURS", default=8.0)
+OPERATIONS_LIST_LIMIT = env.int("OPERATIONS_LIST_LIMIT", default=100)
+OPERATIONS_REFRESH_SECONDS = env.int("OPERATIONS_REFRESH_SECONDS", default=5)
+if OPERATIONS_WORK_HOURS <= 0 or OPERATIONS_LIST_LIMIT < 1 or OPERATIONS_REFRESH_SECONDS < 1:
+    raise ImproperlyConfigured("OPERATIONS_* settings must be positive.")
+# /metrics: a scraper sends "Authorization: Bearer <METRICS_TOKEN>"; unset, only a
+# signed-in superuser or a user with turnaround.view_metrics may read it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

@@ -33,6 +33,7 @@ router.register("me/macros", reporting_api.MacroViewSet, basename="macro")
 
 urlpatterns = [
     path("", include("worklist.urls")),
+    path("", include("turnaround.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -77,6 +78,7 @@ urlpatterns = [
         name="study-timeline",
     ),
     path("api/v1/turnaround/", turnaround_api.TurnaroundApi.as_view(), name="turnaround"),
+    path("api/v1/operations/", turnaround_api.OperationsApi.as_view(), name="operations"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),

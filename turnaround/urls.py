@@ -1,0 +1,8 @@
+from django.urls import path
+
+from turnaround import views
+
+urlpatterns = [
+    path("operations/", views.operations_page, name="operations-page"),
+    path("operations/panel/", views.operations_panel, name="operations-panel"),
+]
