@@ -43,6 +43,8 @@ def home(request: HttpRequest) -> HttpResponseBase:
     roles = user_roles(user=request.user)
     if "group_admin" in roles:
         return redirect("operations-page")
+    if "facility_staff" in roles:
+        return redirect("portal-page")
     return redirect("/admin/" if request.user.is_staff else "/api/docs/")
 
 
