@@ -194,7 +194,10 @@ class RoutingDecision(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["study", "created_at"], name="decision_study_idx")]
+        indexes = [
+            models.Index(fields=["study", "created_at"], name="decision_study_idx"),
+            models.Index(fields=["outcome"], name="decision_outcome_idx"),  # /metrics
+        ]
 
     def __str__(self) -> str:
         return f"study {self.study_id}: {self.outcome} at tier {self.tier}"

@@ -95,6 +95,12 @@ class Study(models.Model):
                 name="study_claimed_activity_idx",
                 condition=Q(status=StudyStatus.CLAIMED),
             ),
+            # Recently finalised studies (the /metrics turnaround histogram).
+            models.Index(
+                fields=["finalized_at"],
+                name="study_finalized_idx",
+                condition=Q(finalized_at__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -139,7 +145,15 @@ class StudyTransition(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
-        indexes = [models.Index(fields=["study", "at"], name="transition_study_idx")]
+        indexes = [
+            models.Index(fields=["study", "at"], name="transition_study_idx"),
+            # Claims made, counted by /metrics on this small index alone.
+            models.Index(
+                fields=["at"],
+                name="transition_claimed_idx",
+                condition=Q(to_status=StudyStatus.CLAIMED),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.study_id}: {self.from_status} -> {self.to_status}"

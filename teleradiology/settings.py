@@ -279,6 +279,8 @@ if OPERATIONS_WORK_HOURS <= 0 or OPERATIONS_LIST_LIMIT < 1 or OPERATIONS_REFRESH
 # /metrics: a scraper sends "Authorization: Bearer <METRICS_TOKEN>"; unset, only a
 # signed-in superuser or a user with turnaround.view_metrics may read it.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The turnaround histogram covers the studies finalised in this trailing window.
+METRICS_TURNAROUND_WINDOW_HOURS = env.float("METRICS_TURNAROUND_WINDOW_HOURS", default=24.0)
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

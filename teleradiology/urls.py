@@ -12,6 +12,7 @@ from reporting import api as reporting_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
 from turnaround import api as turnaround_api
+from turnaround import views as turnaround_views
 from worklist import api as worklist_api
 
 router = DefaultRouter()
@@ -83,4 +84,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),
     path("healthz", healthz, name="healthz"),
+    path("metrics", turnaround_views.metrics, name="metrics"),
 ]

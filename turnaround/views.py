@@ -8,6 +8,7 @@ a filter changes.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from collections import defaultdict
 from typing import Any
 from urllib.parse import urlencode
@@ -19,6 +20,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from audit.models import AuditEvent
@@ -27,6 +29,7 @@ from network.models import Priority
 from routing.models import TIERS
 from teleradiology.api import client_ip
 from turnaround import charts, operations, selectors
+from turnaround import metrics as turnaround_metrics
 from turnaround.api import TurnaroundQuerySerializer
 
 
@@ -277,3 +280,33 @@ def portal_panel(request: HttpRequest) -> HttpResponse:
     query = request.GET.urlencode()
     response["HX-Push-Url"] = reverse("portal-page") + (f"?{query}" if query else "")
     return response
+
+
+# --- Prometheus -------------------------------------------------------------
+def _bearer_token(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, computed from the database at scrape time.
+
+    Allowed with ``Authorization: Bearer <METRICS_TOKEN>`` (when the setting is
+    set), or for a signed-in superuser or holder of ``turnaround.view_metrics``.
+    No credentials: 401; wrong token or no permission: 403."""
+    token = _bearer_token(request)
+    expected = settings.METRICS_TOKEN
+    if token is not None:
+        allowed = bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+    else:
+        user = request.user
+        if not user.is_authenticated:
+            response = HttpResponse("Authentication required.\n", status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+        allowed = user.is_active and (user.is_superuser or user.has_perm("turnaround.view_metrics"))
+    if not allowed:
+        return HttpResponse("Not allowed.\n", status=403)
+    body = generate_latest(turnaround_metrics.metrics_registry())
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
