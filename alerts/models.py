@@ -30,14 +30,6 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [
-            # SLA breaches, counted by /metrics without reading the warnings.
-            models.Index(
-                fields=["created_at"],
-                name="alert_sla_breach_idx",
-                condition=models.Q(kind="sla", dedupe_key__endswith=":breach"),
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.message}"

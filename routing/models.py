@@ -200,10 +200,7 @@ class RoutingDecision(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [
-            models.Index(fields=["study", "created_at"], name="decision_study_idx"),
-            models.Index(fields=["outcome"], name="decision_outcome_idx"),  # /metrics
-        ]
+        indexes = [models.Index(fields=["study", "created_at"], name="decision_study_idx")]
 
     def __str__(self) -> str:
         return f"study {self.study_id}: {self.outcome} at tier {self.tier}"

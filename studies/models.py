@@ -145,15 +145,7 @@ class StudyTransition(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
-        indexes = [
-            models.Index(fields=["study", "at"], name="transition_study_idx"),
-            # Claims made, counted by /metrics on this small index alone.
-            models.Index(
-                fields=["at"],
-                name="transition_claimed_idx",
-                condition=Q(to_status=StudyStatus.CLAIMED),
-            ),
-        ]
+        indexes = [models.Index(fields=["study", "at"], name="transition_study_idx")]
 
     def __str__(self) -> str:
         return f"{self.study_id}: {self.from_status} -> {self.to_status}"

@@ -10,7 +10,8 @@ figures.  Each family is one small query on an index:
   claimed or preliminary (same index);
 - ``telerad_studies_overdue{priority}`` (gauge): live studies past their due time;
 - ``telerad_studies_ingested_total`` (counter): studies received (rows are never
-  deleted: a count only grows);
+  deleted: a count only grows; the counters are exact and counted incrementally,
+  see ``Tallies``);
 - ``telerad_routing_decisions_total{outcome}`` (counter): routing steps;
 - ``telerad_claims_total`` (counter): claims made (transitions into *claimed*,
   released ones included);
@@ -24,11 +25,15 @@ figures.  Each family is one small query on an index:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db import connection
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -123,34 +128,29 @@ class DatabaseCollector(Collector):
         yield overdue
 
     def _counters(self) -> Iterator[Metric]:
+        totals = TALLIES.read()
         yield CounterMetricFamily(
             "telerad_studies_ingested",
             "Studies received (first instance stored).",
-            value=Study.objects.count(),
+            value=totals["studies"].get("", 0),
         )
         decisions = CounterMetricFamily(
             "telerad_routing_decisions",
             "Routing decisions: first offers, escalations, unroutable flags.",
             labels=["outcome"],
         )
-        counts = dict(
-            RoutingDecision.objects.values("outcome")
-            .annotate(n=Count("pk"))
-            .order_by()
-            .values_list("outcome", "n")
-        )
         for outcome in RoutingDecision.Outcome.values:
-            decisions.add_metric([outcome], counts.get(outcome, 0))
+            decisions.add_metric([outcome], totals["decisions"].get(outcome, 0))
         yield decisions
         yield CounterMetricFamily(
             "telerad_claims",
             "Claims made (each entry into the claimed state, later releases included).",
-            value=StudyTransition.objects.filter(to_status=S.CLAIMED).count(),
+            value=totals["claims"].get("", 0),
         )
         yield CounterMetricFamily(
             "telerad_sla_breaches",
             "Studies that missed their turnaround target (one breach alert each).",
-            value=Alert.objects.filter(kind=Alert.Kind.SLA, dedupe_key__endswith=":breach").count(),
+            value=totals["breaches"].get("", 0),
         )
 
     def _turnaround(self, now: dt.datetime) -> Metric:
@@ -185,6 +185,103 @@ class DatabaseCollector(Collector):
                 [_priority(priority)], buckets, float(row["total"] or 0.0) if row else 0.0
             )
         return family
+
+
+# --- Counters: counted once, then only what is new ----------------------------
+@dataclass(frozen=True)
+class CountedRows:
+    """An append-only set of rows (never updated out of it, never deleted) to count,
+    optionally per the value of one column."""
+
+    key: str
+    queryset: Callable[[], QuerySet[Any]]
+    label: str | None = None
+
+
+COUNTED = (
+    CountedRows("studies", lambda: Study.objects.all()),
+    CountedRows("decisions", lambda: RoutingDecision.objects.all(), label="outcome"),
+    CountedRows("claims", lambda: StudyTransition.objects.filter(to_status=S.CLAIMED)),
+    CountedRows(
+        "breaches",
+        lambda: Alert.objects.filter(kind=Alert.Kind.SLA, dedupe_key__endswith=":breach"),
+    ),
+)
+
+
+@dataclass
+class _Tally:
+    settled_id: int = 0  # every row with id <= settled_id is in `settled`, for good
+    settled: Counter[str] = field(default_factory=Counter)
+    candidate_id: int | None = None  # the highest id seen at an earlier scrape
+    candidate_xmax: int | None = None  # the next transaction id, a scrape later
+
+
+class Tallies:
+    """Exact counts of append-only rows without counting the whole table each scrape.
+
+    Rows take increasing ids, so a count is the rows up to a *settled* id (counted
+    once, remembered by this process) plus the few above it (one primary-key range
+    each scrape).  An id is settled once every transaction that could still insert
+    a row below it has finished: the highest id seen at one scrape becomes a
+    candidate; the next scrape notes the next transaction id (``xmax`` of
+    PostgreSQL's snapshot; a scrape later, so a transaction that took an id just
+    before the first look has had its transaction id assigned); once the oldest
+    running transaction (``xmin``) is past that, every row up to the candidate is
+    committed or never will be.  Each process keeps its own tallies; all read the
+    same committed rows, so every worker answers the same exact figure.  On other
+    databases (SQLite: development) the rows are simply counted.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tallies: dict[str, _Tally] = {}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._tallies.clear()
+
+    @staticmethod
+    def _count(spec: CountedRows, **id_range: int) -> Counter[str]:
+        rows = spec.queryset().filter(**id_range)
+        if spec.label is None:
+            return Counter({"": rows.count()})
+        by_label = rows.values(spec.label).annotate(n=Count("pk")).order_by()
+        return Counter(dict(by_label.values_list(spec.label, "n")))
+
+    def read(self) -> dict[str, Counter[str]]:
+        if connection.vendor != "postgresql":
+            return {spec.key: self._count(spec) for spec in COUNTED}
+        with self._lock, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
+                " FROM pg_current_snapshot() AS s"
+            )
+            xmin, xmax = cursor.fetchone()
+            out = {}
+            for spec in COUNTED:
+                tally = self._tallies.setdefault(spec.key, _Tally())
+                self._advance(spec, tally, xmin=xmin, xmax=xmax)
+                out[spec.key] = tally.settled + self._count(spec, pk__gt=tally.settled_id)
+            return out
+
+    def _advance(self, spec: CountedRows, tally: _Tally, *, xmin: int, xmax: int) -> None:
+        if tally.candidate_id is not None and tally.candidate_xmax is not None:
+            if xmin >= tally.candidate_xmax:
+                tally.settled += self._count(
+                    spec, pk__gt=tally.settled_id, pk__lte=tally.candidate_id
+                )
+                tally.settled_id = tally.candidate_id
+                tally.candidate_id = tally.candidate_xmax = None
+        elif tally.candidate_id is not None:
+            tally.candidate_xmax = xmax
+        if tally.candidate_id is None:
+            top = spec.queryset().model.objects.aggregate(top=Max("pk"))["top"] or 0
+            if top > tally.settled_id:
+                tally.candidate_id = top
+
+
+TALLIES = Tallies()
 
 
 def metrics_registry(*, now: dt.datetime | None = None) -> CollectorRegistry:

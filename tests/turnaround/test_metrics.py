@@ -16,9 +16,18 @@ from routing.models import RoutingDecision, StudyRouting
 from studies.services import study_transition
 from tests import factories as f
 from tests.turnaround.conftest import DAY, scripted_study
-from turnaround.metrics import metrics_registry
+from turnaround.metrics import TALLIES, metrics_registry
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tallies() -> Any:
+    # The counters' settled tallies belong to the process; each test has its own rows.
+    TALLIES.reset()
+    yield
+    TALLIES.reset()
+
 
 NOW = DAY + dt.timedelta(hours=2)
 TOKEN = "scrape-token-for-tests-0123456789"
@@ -148,3 +157,75 @@ def test_signed_in_users_need_the_permission(client: Any, group_admin: Any, staf
     assert scrape(client).status_code == 200
     client.force_login(f.UserFactory(username="root", is_superuser=True))
     assert scrape(client).status_code == 200
+
+
+# --- Exact counters, counted incrementally (PostgreSQL) ----------------------
+def _ingested() -> float:
+    from prometheus_client import generate_latest
+
+    got = samples(generate_latest(metrics_registry(now=NOW)).decode())
+    return got[("telerad_studies_ingested_total", ())]
+
+
+def settle(*, expected: int) -> None:
+    """Scrape until the tally settles up to the newest study, exact at every scrape.
+    (Settling waits for every older transaction of the cluster, other databases'
+    included: on a shared machine that may take a few scrapes.)"""
+    import time
+
+    from studies.models import Study
+
+    top = Study.objects.order_by("-pk").values_list("pk", flat=True).first()
+    deadline = time.monotonic() + 30
+    while True:
+        assert _ingested() == expected
+        if TALLIES._tallies["studies"].settled_id == top:
+            return
+        assert time.monotonic() < deadline, "the tally never settled"
+        time.sleep(0.1)
+
+
+@pytest.mark.postgres
+def test_counters_settle_only_once_no_transaction_can_still_add_a_row(
+    transactional_db: Any, facility_a: Any
+) -> None:
+    """A row inserted by a transaction still open when a higher id is already
+    committed is counted once it commits: the tally never settles past it."""
+    import threading
+
+    from django.db import connection
+
+    from studies.models import Study
+
+    f.StudyFactory(facility=facility_a)
+    f.StudyFactory(facility=facility_a)
+    settle(expected=2)  # ids up to the second study are settled
+    tally = TALLIES._tallies["studies"]
+    assert tally.settled[""] == 2
+
+    inserted, finish = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                f.StudyFactory(facility=facility_a)  # takes the lower id, commits late
+                inserted.set()
+                finish.wait(10)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    try:
+        assert inserted.wait(10)
+        f.StudyFactory(facility=facility_a)  # a higher id, committed at once
+        for _ in range(4):  # the open transaction holds the tally back
+            assert _ingested() == 3
+        assert tally.settled_id < Study.objects.order_by("-pk").first().pk
+    finally:
+        finish.set()
+        writer.join(10)
+    settle(expected=4)
+    assert tally.settled[""] == 4

@@ -254,3 +254,26 @@ def test_page_and_its_live_panel(
     client.force_login(staff_a)
     assert client.get("/operations/").status_code == 403
     assert client.get("/operations/panel/").status_code == 403
+
+
+def test_page_for_an_admin_of_two_groups_names_the_groups(
+    client: Any, group_admin: Any, group_c: Any, facility_a: Any, facility_c: Any, group_a: Any
+) -> None:
+    reading_group_admin_grant(actor=None, user=group_admin, group=group_c)
+    offered(facility_a, minutes_ago=20)
+    offered(facility_c, minutes_ago=20)
+    stuck = scripted_study(facility_c, received_at=NOW - dt.timedelta(minutes=9), ready=1)
+    routed(stuck, tier=2, unroutable="no radiologist licensed in US-TX is on shift")
+    reader = on_shift(reader_in(group_c, "zed"))
+    claimed_by(reader, facility_c, minutes_ago=10, rvu="2")
+    client.force_login(group_admin)
+    with time_machine.travel(NOW, tick=False):
+        html = client.get("/operations/").content.decode()
+        only_c = client.get("/operations/", {"group": group_c.pk}).content.decode()
+        assert client.get("/operations/", {"group": 999999}).status_code == 404
+    assert "Queue: Group A" in html and "Queue: Group C" in html
+    assert "Fairness this shift: Group C" in html
+    assert "no radiologist licensed in US-TX is on shift" in html
+    assert f'data-reader="{reader.pk}"' in html and "(Group C)" in html
+    assert "Group A" not in only_c
+    assert 'hx-get="/operations/panel/?group=' in only_c
