@@ -32,8 +32,9 @@ from network.models import (
     Subspecialty,
 )
 from reporting.models import ReportTemplate
-from studies.models import Study
+from studies.models import Study, StudyTransition
 from studies.services import study_create, study_transition
+from studies.sla import sla_due_at
 from studies.states import StudyStatus
 
 DEMO_PASSWORD = "demo-pass-2026"
@@ -368,6 +369,7 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
 
     report_templates_seed()
     _seed_studies(facilities, now=now)
+    _seed_history(facilities, now=now)
     return {
         "facilities": Facility.objects.count(),
         "radiologists": Radiologist.objects.count(),
@@ -475,3 +477,132 @@ def _seed_studies(facilities: list[Facility], *, now: dt.datetime) -> None:
             study_date=now.date(),
         )
         study_transition(study_id=study.pk, to_status=StudyStatus.READY, reason="demo seed")
+
+
+# --- Finished history, so the turnaround portal has something to show -------
+HISTORY_DAYS = 60
+HISTORY_UID_ROOT = "2.25.2026112299"
+# Per priority: minutes to a claim (median) and to read; STAT fastest.
+HISTORY_PACE = {
+    Priority.STAT: (6.0, 14.0),
+    Priority.URGENT: (25.0, 30.0),
+    Priority.ROUTINE: (150.0, 45.0),
+}
+HISTORY_MODALITIES = [
+    ("CT", "HEAD", "CT HEAD WITHOUT CONTRAST"),
+    ("CT", "CHEST", "CT CHEST PE PROTOCOL"),
+    ("CT", "ABDOMEN", "CT ABDOMEN PELVIS WITH CONTRAST"),
+    ("MR", "BRAIN", "MRI BRAIN WITH AND WITHOUT CONTRAST"),
+    ("MR", "LSPINE", "MRI LUMBAR SPINE"),
+    ("CR", "CHEST", "XR CHEST 2 VIEWS"),
+    ("US", "ABDOMEN", "US ABDOMEN COMPLETE"),
+]
+
+
+def _seed_history(facilities: list[Facility], *, now: dt.datetime) -> None:
+    """Finished studies over the last HISTORY_DAYS days for every facility (a few a
+    day, mostly in local daytime; some late), written in bulk with their
+    transitions.  A facility that has its history already is left alone, so a
+    second run changes nothing."""
+    readers_by_group: dict[int, list[Radiologist]] = {}
+    for reader in Radiologist.objects.order_by("pk"):
+        readers_by_group.setdefault(reader.reading_group_id, []).append(reader)
+    for index, facility in enumerate(facilities):
+        prefix = f"{HISTORY_UID_ROOT}.{index + 1}."
+        if Study.objects.filter(study_instance_uid__startswith=prefix).exists():
+            continue
+        readers = readers_by_group.get(facility.reading_group_id, [])
+        if not readers:
+            continue
+        rng = random.Random(f"history-{index}")  # noqa: S311 - demo data
+        studies, lives = _history_studies(facility, readers, prefix=prefix, now=now, rng=rng)
+        created = Study.objects.bulk_create(studies)
+        StudyTransition.objects.bulk_create(
+            StudyTransition(study=study, from_status=before, to_status=after, at=at)
+            for study, life in zip(created, lives, strict=True)
+            for before, after, at in life
+        )
+
+
+def _history_studies(
+    facility: Facility,
+    readers: list[Radiologist],
+    *,
+    prefix: str,
+    now: dt.datetime,
+    rng: random.Random,
+) -> tuple[list[Study], list[list[tuple[str, str, dt.datetime]]]]:
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(facility.timezone)
+    today = now.astimezone(tz).date()
+    studies: list[Study] = []
+    lives: list[list[tuple[str, str, dt.datetime]]] = []
+    n = 0
+    for days_ago in range(HISTORY_DAYS, 0, -1):
+        day = today - dt.timedelta(days=days_ago)
+        for _ in range(rng.randint(4, 9) if day.weekday() < 5 else rng.randint(2, 5)):
+            n += 1
+            # Local daytime mostly, some overnight.
+            hour = rng.choice([*range(7, 20)] * 3 + [*range(24)])
+            received = dt.datetime.combine(
+                day, dt.time(hour, rng.randrange(60), rng.randrange(60)), tzinfo=tz
+            ).astimezone(dt.UTC)
+            priority = rng.choices(list(HISTORY_PACE), weights=[15, 30, 55])[0]
+            to_claim, to_read = HISTORY_PACE[Priority(priority)]
+            ready = received + dt.timedelta(minutes=rng.uniform(1, 4))
+            claimed = ready + dt.timedelta(minutes=rng.lognormvariate(0, 0.6) * to_claim)
+            final = claimed + dt.timedelta(minutes=rng.lognormvariate(0, 0.5) * to_read)
+            modality, body, description = rng.choice(HISTORY_MODALITIES)
+            reader = rng.choice(readers)
+            S = StudyStatus
+            studies.append(
+                Study(
+                    study_instance_uid=f"{prefix}{n}",
+                    accession_number=f"H{facility.pk:02d}{n:05d}"[:16],
+                    facility=facility,
+                    patient_id=f"HX-{facility.pk}-{rng.randrange(10000, 99999)}",
+                    patient_name=rng.choice(HISTORY_PATIENTS),
+                    patient_jurisdiction=facility.jurisdiction,
+                    modality=modality,
+                    body_part=body,
+                    study_description=description,
+                    study_date=day,
+                    priority=priority,
+                    status=S.FINAL,
+                    assigned_radiologist=reader,
+                    received_at=received,
+                    last_instance_at=ready,
+                    ready_at=ready,
+                    offered_at=ready,
+                    claimed_at=claimed,
+                    finalized_at=final,
+                    claim_activity_at=final,
+                    sla_due_at=sla_due_at(
+                        received_at=received, tat_minutes=facility.tat_minutes(priority)
+                    ),
+                )
+            )
+            lives.append(
+                [
+                    (S.RECEIVING, S.READY, ready),
+                    (S.READY, S.OFFERED, ready),
+                    (S.OFFERED, S.CLAIMED, claimed),
+                    (S.CLAIMED, S.FINAL, final),
+                ]
+            )
+    return studies, lives
+
+
+HISTORY_PATIENTS = [
+    "GARCIA^MARIA",
+    "NGUYEN^ANH",
+    "SMITH^JOHN",
+    "PATEL^RAVI",
+    "JOHNSON^LINDA",
+    "KIM^JISOO",
+    "BROWN^ROBERT",
+    "LOPEZ^CARLOS",
+    "DAVIS^EMMA",
+    "MILLER^OLIVIA",
+]

@@ -164,6 +164,12 @@ class StudyRouting(models.Model):
                 name="routing_due_idx",
                 condition=Q(next_escalation_at__isnull=False),
             ),
+            # The few unroutable studies (operations page), not the whole history.
+            models.Index(
+                fields=["unroutable_at"],
+                name="routing_unroutable_idx",
+                condition=Q(unroutable_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

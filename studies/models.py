@@ -103,6 +103,12 @@ class Study(models.Model):
                 name="study_claimed_activity_idx",
                 condition=Q(status=StudyStatus.CLAIMED),
             ),
+            # Recently finalised studies (the /metrics turnaround histogram).
+            models.Index(
+                fields=["finalized_at"],
+                name="study_finalized_idx",
+                condition=Q(finalized_at__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

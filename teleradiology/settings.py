@@ -93,6 +93,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "teleradiology.context_processors.nav",
             ],
         },
     },
@@ -289,6 +290,18 @@ CRITICAL_OVERDUE_SWEEP_SECONDS = env.float("CRITICAL_OVERDUE_SWEEP_SECONDS", def
 # Second opinions and peer reviews: a claimed case unanswered for this long is offered
 # to the eligible readers again, and the reader and the group's admins are told.
 REVIEW_STALE_CLAIM_HOURS = env.float("REVIEW_STALE_CLAIM_HOURS", default=24.0)
+# Operations page: the window of a reader's "recent" weighted work, how many
+# at-risk / unroutable studies it lists, and how often it refreshes itself.
+OPERATIONS_WORK_HOURS = env.float("OPERATIONS_WORK_HOURS", default=8.0)
+OPERATIONS_LIST_LIMIT = env.int("OPERATIONS_LIST_LIMIT", default=100)
+OPERATIONS_REFRESH_SECONDS = env.int("OPERATIONS_REFRESH_SECONDS", default=5)
+if OPERATIONS_WORK_HOURS <= 0 or OPERATIONS_LIST_LIMIT < 1 or OPERATIONS_REFRESH_SECONDS < 1:
+    raise ImproperlyConfigured("OPERATIONS_* settings must be positive.")
+# /metrics: a scraper sends "Authorization: Bearer <METRICS_TOKEN>"; unset, only a
+# signed-in superuser or a user with turnaround.view_metrics may read it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The turnaround histogram covers the studies finalised in this trailing window.
+METRICS_TURNAROUND_WINDOW_HOURS = env.float("METRICS_TURNAROUND_WINDOW_HOURS", default=24.0)
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {

@@ -13,6 +13,7 @@ from review import api as review_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
 from turnaround import api as turnaround_api
+from turnaround import views as turnaround_views
 from worklist import api as worklist_api
 
 router = DefaultRouter()
@@ -37,6 +38,7 @@ router.register("peer-reviews", review_api.PeerReviewViewSet, basename="peer-rev
 urlpatterns = [
     path("", include("worklist.urls")),
     path("", include("reporting.urls")),
+    path("", include("turnaround.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -106,8 +108,10 @@ urlpatterns = [
         review_api.PeerReviewPolicyApi.as_view(),
         name="peer-review-policy",
     ),
+    path("api/v1/operations/", turnaround_api.OperationsApi.as_view(), name="operations"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),
     path("healthz", healthz, name="healthz"),
+    path("metrics", turnaround_views.metrics, name="metrics"),
 ]

@@ -25,7 +25,7 @@ from audit.services import audit_record
 from network.models import Priority
 from studies.states import StudyStatus
 from teleradiology.api import client_ip
-from turnaround import selectors
+from turnaround import operations, selectors
 
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
@@ -266,3 +266,123 @@ class TurnaroundApi(APIView):
             name = f"turnaround-{summary.date_from}-{summary.date_to}-{summary.group_by}.csv"
             response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
+
+
+# --- Operations (group admins) ----------------------------------------------
+class QueueRowSerializer(serializers.Serializer[Any]):
+    reading_group = serializers.IntegerField()
+    tier = serializers.IntegerField(allow_null=True)
+    tier_name = serializers.CharField()
+    priority = serializers.IntegerField()
+    priority_name = serializers.CharField()
+    studies = serializers.IntegerField(help_text="offered, unclaimed")
+    overdue = serializers.IntegerField(help_text="of which past their due time")
+    next_due_at = serializers.DateTimeField()
+    oldest_received_at = serializers.DateTimeField()
+
+
+class AtRiskSerializer(serializers.Serializer[Any]):
+    study = serializers.IntegerField(source="pk")
+    accession_number = serializers.CharField()
+    facility = serializers.IntegerField(source="facility_id")
+    facility_name = serializers.CharField(source="facility.name")
+    reading_group = serializers.IntegerField(source="facility.reading_group_id")
+    priority = serializers.IntegerField()
+    modality = serializers.CharField()
+    status = serializers.CharField()
+    tier = serializers.IntegerField(allow_null=True)
+    received_at = serializers.DateTimeField()
+    sla_due_at = serializers.DateTimeField()
+    target_used = serializers.FloatField(help_text="elapsed / target; 1.0 = due now")
+    overdue = serializers.SerializerMethodField()
+
+    def get_overdue(self, study: Any) -> bool:
+        return bool(study.target_used >= 1)
+
+
+class UnroutableSerializer(serializers.Serializer[Any]):
+    study = serializers.IntegerField(source="study_id")
+    accession_number = serializers.CharField(source="study.accession_number")
+    facility = serializers.IntegerField(source="study.facility_id")
+    facility_name = serializers.CharField(source="study.facility.name")
+    reading_group = serializers.IntegerField(source="study.facility.reading_group_id")
+    priority = serializers.IntegerField(source="study.priority")
+    modality = serializers.CharField(source="study.modality")
+    tier = serializers.IntegerField()
+    unroutable_since = serializers.DateTimeField(source="unroutable_at")
+    reason = serializers.CharField(source="unroutable_reason")
+    sla_due_at = serializers.DateTimeField(source="study.sla_due_at")
+
+
+class ReaderLoadSerializer(serializers.Serializer[Any]):
+    radiologist = serializers.IntegerField(source="radiologist_id")
+    name = serializers.CharField()
+    reading_group = serializers.IntegerField(source="reading_group_id")
+    on_shift = serializers.BooleanField()
+    shift_started_at = serializers.DateTimeField(allow_null=True)
+    available = serializers.BooleanField()
+    workload_cap = serializers.IntegerField()
+    open_claims = serializers.IntegerField(help_text="claimed or preliminary now")
+    recent_claims = serializers.IntegerField(help_text="claimed in the work window")
+    recent_work = serializers.FloatField(help_text="sum of relative values, work window")
+    shift_work = serializers.FloatField(help_text="sum of relative values since shift start")
+
+
+class FairnessSerializer(serializers.Serializer[Any]):
+    reading_group = serializers.IntegerField(source="reading_group_id")
+    readers_on_shift = serializers.IntegerField()
+    total_work = serializers.FloatField()
+    mean_work = serializers.FloatField(allow_null=True)
+    max_work = serializers.FloatField(allow_null=True)
+    coefficient_of_variation = serializers.FloatField(
+        allow_null=True, help_text="population std dev / mean of shift work; 0 = even"
+    )
+    max_over_mean = serializers.FloatField(allow_null=True)
+
+
+class GroupSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="pk")
+    name = serializers.CharField()
+
+
+class OperationsSerializer(serializers.Serializer[Any]):
+    generated_at = serializers.DateTimeField()
+    groups = GroupSerializer(many=True)
+    at_risk_fraction = serializers.FloatField(
+        help_text="an unclaimed study is at risk once it used this share of its target"
+    )
+    work_hours = serializers.FloatField(help_text="the window of recent_claims / recent_work")
+    queue = QueueRowSerializer(many=True)
+    at_risk_total = serializers.IntegerField()
+    at_risk = AtRiskSerializer(many=True)
+    unroutable_total = serializers.IntegerField()
+    unroutable = UnroutableSerializer(many=True)
+    load = ReaderLoadSerializer(many=True)
+    fairness = FairnessSerializer(many=True)
+
+
+class OperationsQuerySerializer(serializers.Serializer[Any]):
+    group = serializers.IntegerField(required=False, min_value=1)
+
+
+class OperationsApi(APIView):
+    """The live picture for group admins, over the groups they administer (or
+    ``?group=``): the offered queue by tier and priority, studies at risk (unclaimed
+    past the first SLA warning fraction), unroutable studies with their reasons,
+    each reader's load and the current shift's fairness (coefficient of variation
+    of on-shift readers' weighted work since their shift began).  403 for users
+    who administer no group."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("group", int, required=False)],
+        responses={200: OperationsSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        query = OperationsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        snapshot = operations.operations_snapshot(
+            user=request.user, group_id=query.validated_data.get("group"), now=timezone.now()
+        )
+        return Response(OperationsSerializer(snapshot).data)

@@ -44,7 +44,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import TruncDate
+from django.db.models.functions import Coalesce, ExtractHour, TruncDate
 from rest_framework.exceptions import NotFound
 
 from alerts.models import Alert
@@ -168,6 +168,43 @@ def turnaround_facilities(*, user: AnyUser) -> QuerySet[Facility]:
 
 
 @dataclass(frozen=True)
+class StudyScope:
+    facility: Facility | None
+    tz: dt.tzinfo
+    studies: QuerySet[Study]
+
+
+def scoped_studies(
+    *,
+    user: AnyUser,
+    date_from: dt.date,
+    date_to: dt.date,
+    facility_id: int | None = None,
+    priority: int | None = None,
+) -> StudyScope:
+    """Studies of the facilities ``user`` may see (or of the one asked for: a 404 when
+    it is not theirs, so its existence does not leak), received from ``date_from`` to
+    ``date_to`` inclusive, days in the facility's zone (UTC across facilities)."""
+    facilities = turnaround_facilities(user=user)
+    facility = None
+    tz: dt.tzinfo = dt.UTC
+    if facility_id is not None:
+        facility = facilities.filter(pk=facility_id).first()
+        if facility is None:
+            raise NotFound("No such facility.")
+        tz = ZoneInfo(facility.timezone)
+        studies = Study.objects.filter(facility=facility)
+    else:
+        studies = Study.objects.filter(facility__in=facilities.values("pk"))
+    start = dt.datetime.combine(date_from, dt.time(), tzinfo=tz)
+    end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    studies = studies.filter(received_at__gte=start, received_at__lt=end)
+    if priority is not None:
+        studies = studies.filter(priority=priority)
+    return StudyScope(facility=facility, tz=tz, studies=studies)
+
+
+@dataclass(frozen=True)
 class TurnaroundSummary:
     facility: Facility | None
     timezone: str
@@ -244,24 +281,11 @@ def turnaround_summary(
     and a facility outside them is a 404 (its existence does not leak)."""
     if group_by not in GROUP_BY_CHOICES:
         raise ValueError(group_by)
-    facilities = turnaround_facilities(user=user)
-    facility = None
-    tz: dt.tzinfo = dt.UTC
-    if facility_id is not None:
-        facility = facilities.filter(pk=facility_id).first()
-        if facility is None:
-            raise NotFound("No such facility.")
-        tz = ZoneInfo(facility.timezone)
-        studies = Study.objects.filter(facility=facility)
-    else:
-        studies = Study.objects.filter(facility__in=facilities.values("pk"))
-    start = dt.datetime.combine(date_from, dt.time(), tzinfo=tz)
-    end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), tzinfo=tz)
-    studies = studies.filter(received_at__gte=start, received_at__lt=end).exclude(
-        status=S.CANCELLED
+    scope = scoped_studies(
+        user=user, facility_id=facility_id, date_from=date_from, date_to=date_to, priority=priority
     )
-    if priority is not None:
-        studies = studies.filter(priority=priority)
+    facility, tz = scope.facility, scope.tz
+    studies = scope.studies.exclude(status=S.CANCELLED)
     key = _group_key(group_by, tz)
 
     counts = (
@@ -329,6 +353,36 @@ def turnaround_summary(
         group_by=group_by,
         rows=list(rows.values()),
     )
+
+
+# --- Facility portal --------------------------------------------------------
+def portal_studies(*, scope: StudyScope, now: dt.datetime) -> QuerySet[Study]:
+    """The scope's studies, newest first, each with ``wait_seconds``: receipt to final
+    for a finished study, receipt to ``now`` for an open one (to its cancellation for
+    a cancelled one), computed in the database."""
+    now_value = Value(now, output_field=DateTimeField())
+    return (
+        scope.studies.annotate(
+            wait_seconds=SecondsBetween(
+                "received_at", Coalesce("finalized_at", "cancelled_at", now_value)
+            )
+        )
+        .select_related("facility")
+        .order_by("-received_at", "-id")
+    )
+
+
+def volume_by_hour(*, scope: StudyScope) -> list[int]:
+    """Studies received in each hour of the day (0-23, in the scope's zone): one
+    GROUP BY, cancelled studies included (they were sent all the same)."""
+    counts = dict(
+        scope.studies.annotate(hour=ExtractHour("received_at", tzinfo=scope.tz))
+        .values("hour")
+        .annotate(n=Count("pk"))
+        .order_by("hour")
+        .values_list("hour", "n")
+    )
+    return [int(counts.get(hour, 0)) for hour in range(24)]
 
 
 # --- SLA warnings -----------------------------------------------------------

@@ -18,7 +18,7 @@ from rest_framework.exceptions import NotFound
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Radiologist
-from network.selectors import radiologist_for_user
+from network.selectors import radiologist_for_user, user_roles
 from routing.models import StudyRouting
 from routing.selectors import decisions_for_study
 from studies.models import Study
@@ -34,9 +34,17 @@ def _reader_or_none(request: HttpRequest) -> Radiologist | None:
 
 @login_required
 def home(request: HttpRequest) -> HttpResponseBase:
-    """Readers land on their worklist; others on the tools they have."""
+    """Readers land on their worklist, group admins on operations, facility staff on
+    their turnaround portal; others on the tools they have."""
     if _reader_or_none(request) is not None:
         return redirect("worklist-page")
+    if request.user.is_superuser:
+        return redirect("/admin/")
+    roles = user_roles(user=request.user)
+    if "group_admin" in roles:
+        return redirect("operations-page")
+    if "facility_staff" in roles:
+        return redirect("portal-page")
     return redirect("/admin/" if request.user.is_staff else "/api/docs/")
 
 

@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('network', '0003_facility_dicom_allowed_networks'),
-        ('studies', '0004_study_study_open_claims_idx_and_more'),
+        ('studies', '0005_study_study_finalized_idx'),
     ]
 
     operations = [

@@ -1,0 +1,383 @@
+"""Reads for the group admins' operations page: the live queue, studies at risk,
+unroutable studies, each reader's load and the shift's fairness figure.
+
+Scoped to the reading groups the user administers (all of them for a superuser);
+anyone else has no operations view.  Every figure is aggregated in the database
+(GROUP BY, window functions); Python only shapes the few rows that come back.
+
+Definitions (the page and the README say the same):
+- **queue**: studies on offer and unclaimed (status *offered*), counted by the
+  routing tier they are offered at and by priority, with the earliest due time
+  and how many are already past it;
+- **at risk**: unclaimed studies (ready or offered) that have used at least the
+  first SLA warning fraction (``SLA_WARNING_FRACTIONS``, 50% by default) of their
+  target, receipt to due time; overdue ones included, soonest due first;
+- **unroutable**: live unclaimed studies that routing flagged as having nobody
+  to offer them to, with the reason it recorded and since when;
+- **load**, per reader: open claims (claimed or preliminary), studies claimed and
+  *weighted work* (the sum of each study's relative value, from the routing rule
+  that offered it) in the last ``OPERATIONS_WORK_HOURS`` hours, and the weighted
+  work claimed since the start of their current shift;
+- **fairness** of the current shift, per reading group: over the readers on shift
+  now, the coefficient of variation of their weighted work claimed since their
+  shift began (population standard deviation ÷ mean; 0 = perfectly even, higher
+  = more uneven), and max ÷ mean.  Undefined (None) while nobody on shift has
+  claimed anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import (
+    Count,
+    DateTimeField,
+    F,
+    Min,
+    Q,
+    QuerySet,
+    Value,
+    Window,
+)
+from rest_framework.exceptions import NotFound, PermissionDenied
+
+from network.models import Priority, ReadingGroup
+from network.selectors import AnyUser, reading_groups_administered
+from routing.models import TIERS, StudyRouting
+from studies.models import Study
+from studies.states import StudyStatus
+from turnaround.expressions import SecondsBetween
+
+S = StudyStatus
+UNCLAIMED = (S.READY, S.OFFERED)
+OPEN_CLAIM = (S.CLAIMED, S.PRELIMINARY)
+
+
+def operations_groups(*, user: AnyUser, group_id: int | None = None) -> list[ReadingGroup]:
+    """The reading groups whose operations ``user`` sees: those they administer, or the
+    one asked for.  403 for someone who administers none; 404 for a group not theirs."""
+    groups = reading_groups_administered(user=user)
+    if not groups.exists():
+        raise PermissionDenied("The operations view is for group admins.")
+    if group_id is not None:
+        groups = groups.filter(pk=group_id)
+        if not groups.exists():
+            raise NotFound("No such reading group.")
+    return list(groups.order_by("name"))
+
+
+def at_risk_fraction() -> float:
+    """The share of its target an unclaimed study has used when it counts as at risk."""
+    return min(settings.SLA_WARNING_FRACTIONS, default=0.5)
+
+
+# --- Queue ------------------------------------------------------------------
+def queue_by_tier_and_priority(
+    *, groups: list[ReadingGroup], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Offered, unclaimed studies counted per (group, tier, priority): one GROUP BY
+    over the live-queue partial index."""
+    rows = (
+        Study.objects.filter(status=S.OFFERED, facility__reading_group__in=groups)
+        .values(group=F("facility__reading_group_id"), tier=F("routing__tier"), prio=F("priority"))
+        .annotate(
+            studies=Count("pk"),
+            overdue=Count("pk", filter=Q(sla_due_at__lte=now)),
+            next_due_at=Min("sla_due_at"),
+            oldest_received_at=Min("received_at"),
+        )
+        .order_by("group", "tier", "prio")
+    )
+    return [
+        {
+            "reading_group": r["group"],
+            "tier": r["tier"],
+            "tier_name": TIERS.get(r["tier"], "(not routed)"),
+            "priority": r["prio"],
+            "priority_name": str(Priority(r["prio"]).label),
+            "studies": r["studies"],
+            "overdue": r["overdue"],
+            "next_due_at": r["next_due_at"],
+            "oldest_received_at": r["oldest_received_at"],
+        }
+        for r in rows
+    ]
+
+
+# --- At risk ----------------------------------------------------------------
+def studies_at_risk(*, groups: list[ReadingGroup], now: dt.datetime) -> QuerySet[Study]:
+    """Unclaimed studies past the first warning fraction of their target, soonest due
+    first, each annotated with ``target_used`` (elapsed ÷ target: 1.0 = due now),
+    ``tier`` and ``at_risk_total`` (the count before any slicing, by a window)."""
+    fraction = at_risk_fraction()
+    elapsed = SecondsBetween("received_at", Value(now, output_field=DateTimeField()))
+    target = SecondsBetween("received_at", "sla_due_at")
+    return (
+        Study.objects.filter(
+            status__in=UNCLAIMED, facility__reading_group__in=groups, received_at__lte=now
+        )
+        .alias(elapsed=elapsed, target=target)
+        # A millisecond of slack, as the SLA sweep (SQLite's Julian days).
+        .filter(elapsed__gte=F("target") * fraction - 0.001)
+        .annotate(
+            target_used=F("elapsed") / F("target"),
+            tier=F("routing__tier"),
+            at_risk_total=Window(Count("pk")),
+        )
+        .select_related("facility")
+        .order_by("sla_due_at", "id")
+    )
+
+
+# --- Unroutable -------------------------------------------------------------
+def studies_unroutable(*, groups: list[ReadingGroup]) -> QuerySet[StudyRouting]:
+    """Unclaimed studies routing could not place, longest stuck first, with
+    ``unroutable_total`` (the count before slicing)."""
+    return (
+        StudyRouting.objects.filter(
+            unroutable_at__isnull=False,
+            study__status__in=UNCLAIMED,
+            study__facility__reading_group__in=groups,
+        )
+        .annotate(unroutable_total=Window(Count("pk")))
+        .select_related("study__facility")
+        .order_by("unroutable_at", "study_id")
+    )
+
+
+# --- Load and fairness ------------------------------------------------------
+@dataclass(frozen=True)
+class ReaderLoad:
+    radiologist_id: int
+    name: str
+    reading_group_id: int
+    on_shift: bool
+    shift_started_at: dt.datetime | None
+    available: bool
+    workload_cap: int
+    open_claims: int
+    recent_claims: int
+    recent_work: float
+    shift_work: float
+
+
+@dataclass(frozen=True)
+class Fairness:
+    reading_group_id: int
+    readers_on_shift: int
+    total_work: float
+    mean_work: float | None
+    max_work: float | None
+    coefficient_of_variation: float | None
+    max_over_mean: float | None
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    """A datetime from a raw row (SQLite returns text)."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    parsed = dt.datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def reader_load(
+    *, groups: list[ReadingGroup], now: dt.datetime
+) -> tuple[list[ReaderLoad], list[Fairness]]:
+    """Each active reader of the groups who is on shift, holds a claim or claimed
+    something in the work window; and each group's fairness figure.
+
+    Two statements: the earliest start of a shift under way (a constant lower bound
+    for the index ranges below), then the readers with their current shift's start; their studies
+    claimed in the window or since their shift began (or still held), summed per
+    reader; then, by window functions over each group's on-shift readers, the
+    count, mean, mean of squares and maximum of the shift's weighted work.  Hand
+    written (it runs every few seconds per admin) and portable (PostgreSQL, SQLite).
+    """
+    if not groups:
+        return [], []
+    ops = connection.ops
+    since = now - dt.timedelta(hours=settings.OPERATIONS_WORK_HOURS)
+    group_marks = ", ".join(["%s"] * len(groups))
+    sql = f"""
+        WITH rd AS (
+            SELECT r.id, r.display_name, r.reading_group_id, r.is_available, r.workload_cap,
+                (SELECT MIN(sh.starts_at) FROM network_shift sh WHERE sh.radiologist_id = r.id
+                    AND sh.starts_at <= %s AND sh.ends_at > %s) AS shift_start,
+                (SELECT COUNT(*) FROM studies_study st WHERE st.assigned_radiologist_id = r.id
+                    AND st.status IN (%s, %s)) AS open_claims
+            FROM network_radiologist r
+            WHERE r.is_active AND r.reading_group_id IN ({group_marks})
+        ),
+        rw AS (
+            SELECT rd.*, CASE WHEN rd.shift_start IS NOT NULL AND rd.shift_start < %s
+                THEN rd.shift_start ELSE %s END AS work_from
+            FROM rd
+        ),
+        work AS (
+            -- One range of the (reader, claimed_at) index per reader; the constant
+            -- lower bound (the earliest of any reader's) lets the planner see how
+            -- few rows that is.
+            SELECT rw.id AS rid,
+                SUM(CASE WHEN st.claimed_at >= %s THEN 1 ELSE 0 END) AS recent_claims,
+                SUM(CASE WHEN st.claimed_at >= %s
+                    THEN COALESCE(sr.relative_value, 1) ELSE 0 END) AS recent_work,
+                SUM(CASE WHEN rw.shift_start IS NOT NULL AND st.claimed_at >= rw.shift_start
+                    THEN COALESCE(sr.relative_value, 1) ELSE 0 END) AS shift_work
+            FROM rw
+            JOIN studies_study st
+                ON st.assigned_radiologist_id = rw.id AND st.claimed_at >= rw.work_from
+                AND st.claimed_at >= %s
+            LEFT JOIN routing_studyrouting sr ON sr.study_id = st.id
+            GROUP BY rw.id
+        ),
+        loads AS (
+            SELECT rw.id, rw.display_name, rw.reading_group_id, rw.shift_start,
+                rw.is_available, rw.workload_cap,
+                CASE WHEN rw.shift_start IS NULL THEN 0 ELSE 1 END AS on_shift,
+                rw.open_claims,
+                COALESCE(w.recent_claims, 0) AS recent_claims,
+                COALESCE(w.recent_work, 0) AS recent_work,
+                COALESCE(w.shift_work, 0) AS shift_work
+            FROM rw LEFT JOIN work w ON w.rid = rw.id
+        )
+        SELECT id, display_name, reading_group_id, shift_start, is_available, workload_cap,
+            on_shift, open_claims, recent_claims, recent_work, shift_work,
+            COUNT(*) OVER g AS n, AVG(shift_work) OVER g AS mean,
+            AVG(shift_work * shift_work) OVER g AS mean_sq, MAX(shift_work) OVER g AS top
+        FROM loads
+        WHERE on_shift = 1 OR open_claims > 0 OR recent_claims > 0
+        WINDOW g AS (PARTITION BY reading_group_id, on_shift)
+        ORDER BY reading_group_id, on_shift DESC, shift_work DESC, recent_work DESC,
+            display_name, id
+    """  # noqa: S608 - only placeholders are interpolated
+    now_db = ops.adapt_datetimefield_value(now)
+    since_db = ops.adapt_datetimefield_value(since)
+    group_ids = [g.pk for g in groups]
+    with connection.cursor() as cursor:
+        # The earliest start of a shift under way: no reader's work is read before it.
+        cursor.execute(
+            "SELECT MIN(sh.starts_at) FROM network_shift sh"  # noqa: S608 - placeholders only
+            " JOIN network_radiologist r ON r.id = sh.radiologist_id"
+            f" WHERE r.is_active AND r.reading_group_id IN ({group_marks})"
+            " AND sh.starts_at <= %s AND sh.ends_at > %s",
+            [*group_ids, now_db, now_db],
+        )
+        earliest_shift = _as_datetime(cursor.fetchone()[0])
+    lower = since if earliest_shift is None else min(since, earliest_shift)
+    params = [
+        now_db,
+        now_db,
+        S.CLAIMED.value,
+        S.PRELIMINARY.value,
+        *group_ids,
+        since_db,
+        since_db,
+        since_db,
+        since_db,
+        ops.adapt_datetimefield_value(lower),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    loads = []
+    fairness: dict[int, Fairness] = {}
+    for (
+        pk,
+        name,
+        group_id,
+        shift_start,
+        available,
+        cap,
+        on_shift,
+        open_claims,
+        recent_claims,
+        recent_work,
+        shift_work,
+        n,
+        mean,
+        mean_sq,
+        top,
+    ) in rows:
+        loads.append(
+            ReaderLoad(
+                radiologist_id=pk,
+                name=name,
+                reading_group_id=group_id,
+                on_shift=bool(on_shift),
+                shift_started_at=_as_datetime(shift_start),
+                available=bool(available),
+                workload_cap=cap,
+                open_claims=int(open_claims),
+                recent_claims=int(recent_claims),
+                recent_work=round(float(recent_work), 2),
+                shift_work=round(float(shift_work), 2),
+            )
+        )
+        if on_shift and group_id not in fairness:
+            fairness[group_id] = _fairness(
+                group_id, int(n), float(mean), float(mean_sq), float(top)
+            )
+    return loads, [
+        fairness.get(g.pk) or Fairness(g.pk, 0, 0.0, None, None, None, None) for g in groups
+    ]
+
+
+def _fairness(group_id: int, n: int, mean: float, mean_sq: float, top: float) -> Fairness:
+    """The figure from the window aggregates: CV = sqrt(E[w²] - E[w]²) / E[w]."""
+    if mean <= 0:
+        return Fairness(group_id, n, 0.0, 0.0, 0.0, None, None)
+    variance = max(0.0, mean_sq - mean * mean)  # rounding can dip a hair below 0
+    return Fairness(
+        reading_group_id=group_id,
+        readers_on_shift=n,
+        total_work=round(mean * n, 2),
+        mean_work=round(mean, 3),
+        max_work=round(top, 2),
+        coefficient_of_variation=round(math.sqrt(variance) / mean, 3),
+        max_over_mean=round(top / mean, 3),
+    )
+
+
+# --- All of it --------------------------------------------------------------
+@dataclass(frozen=True)
+class OperationsSnapshot:
+    generated_at: dt.datetime
+    groups: list[ReadingGroup]
+    at_risk_fraction: float
+    work_hours: float
+    queue: list[dict[str, Any]]
+    at_risk: list[Study]
+    at_risk_total: int
+    unroutable: list[StudyRouting]
+    unroutable_total: int
+    load: list[ReaderLoad]
+    fairness: list[Fairness]
+
+
+def operations_snapshot(
+    *, user: AnyUser, now: dt.datetime, group_id: int | None = None, limit: int | None = None
+) -> OperationsSnapshot:
+    """Everything the operations page shows, in eight small queries whatever the volume."""
+    groups = operations_groups(user=user, group_id=group_id)
+    limit = limit or settings.OPERATIONS_LIST_LIMIT
+    at_risk = list(studies_at_risk(groups=groups, now=now)[:limit])
+    unroutable = list(studies_unroutable(groups=groups)[:limit])
+    load, fairness = reader_load(groups=groups, now=now)
+    return OperationsSnapshot(
+        generated_at=now,
+        groups=groups,
+        at_risk_fraction=at_risk_fraction(),
+        work_hours=settings.OPERATIONS_WORK_HOURS,
+        queue=queue_by_tier_and_priority(groups=groups, now=now),
+        at_risk=at_risk,
+        at_risk_total=at_risk[0].at_risk_total if at_risk else 0,  # type: ignore[attr-defined]
+        unroutable=unroutable,
+        unroutable_total=unroutable[0].unroutable_total if unroutable else 0,  # type: ignore[attr-defined]
+        load=load,
+        fairness=fairness,
+    )
