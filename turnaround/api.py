@@ -345,6 +345,16 @@ class GroupSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
 
 
+class OpenAlertSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    kind_name = serializers.CharField(source="get_kind_display")
+    reading_group = serializers.IntegerField(source="reading_group_id")
+    study = serializers.IntegerField(source="study_id", allow_null=True)
+    message = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
 class OperationsSerializer(serializers.Serializer[Any]):
     generated_at = serializers.DateTimeField()
     groups = GroupSerializer(many=True)
@@ -359,6 +369,7 @@ class OperationsSerializer(serializers.Serializer[Any]):
     unroutable = UnroutableSerializer(many=True)
     load = ReaderLoadSerializer(many=True)
     fairness = FairnessSerializer(many=True)
+    alerts = OpenAlertSerializer(many=True)
 
 
 class OperationsQuerySerializer(serializers.Serializer[Any]):

@@ -46,6 +46,7 @@ from django.db.models import (
 )
 from rest_framework.exceptions import NotFound, PermissionDenied
 
+from alerts.models import Alert
 from network.models import Priority, ReadingGroup
 from network.selectors import AnyUser, reading_groups_administered
 from routing.models import TIERS, StudyRouting
@@ -343,6 +344,17 @@ def _fairness(group_id: int, n: int, mean: float, mean_sq: float, top: float) ->
     )
 
 
+def alerts_open(*, groups: list[ReadingGroup]) -> QuerySet[Alert]:
+    """The groups' unacknowledged alerts, newest first (SLA warnings and breaches,
+    unroutable studies, critical results not communicated, ...): what needs an
+    admin now, on the page beside the queue."""
+    return (
+        Alert.objects.filter(reading_group__in=groups, acknowledged_at__isnull=True)
+        .select_related("study")
+        .order_by("-created_at", "-id")
+    )
+
+
 # --- All of it --------------------------------------------------------------
 @dataclass(frozen=True)
 class OperationsSnapshot:
@@ -357,12 +369,13 @@ class OperationsSnapshot:
     unroutable_total: int
     load: list[ReaderLoad]
     fairness: list[Fairness]
+    alerts: list[Alert]
 
 
 def operations_snapshot(
     *, user: AnyUser, now: dt.datetime, group_id: int | None = None, limit: int | None = None
 ) -> OperationsSnapshot:
-    """Everything the operations page shows, in eight small queries whatever the volume."""
+    """Everything the operations page shows, in nine small queries whatever the volume."""
     groups = operations_groups(user=user, group_id=group_id)
     limit = limit or settings.OPERATIONS_LIST_LIMIT
     at_risk = list(studies_at_risk(groups=groups, now=now)[:limit])
@@ -380,4 +393,5 @@ def operations_snapshot(
         unroutable_total=unroutable[0].unroutable_total if unroutable else 0,  # type: ignore[attr-defined]
         load=load,
         fairness=fairness,
+        alerts=list(alerts_open(groups=groups)[:limit]),
     )

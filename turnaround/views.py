@@ -81,6 +81,7 @@ def _operations_context(request: HttpRequest) -> dict[str, Any]:
         "fairness": [(names[f.reading_group_id], f) for f in snapshot.fairness],
         "priorities": [str(label) for label in Priority.labels],
         "refresh_seconds": settings.OPERATIONS_REFRESH_SECONDS,
+        "list_limit": settings.OPERATIONS_LIST_LIMIT,
         "at_risk_percent": round(snapshot.at_risk_fraction * 100),
     }
 

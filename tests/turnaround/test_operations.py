@@ -277,3 +277,28 @@ def test_page_for_an_admin_of_two_groups_names_the_groups(
     assert f'data-reader="{reader.pk}"' in html and "(Group C)" in html
     assert "Group A" not in only_c
     assert 'hx-get="/operations/panel/?group=' in only_c
+
+
+def test_open_alerts_of_the_groups_are_on_the_api_and_the_page(
+    api: Any, client: Any, group_admin: Any, facility_a: Any, facility_c: Any
+) -> None:
+    """An SLA warning raised by the sweep is listed until acknowledged; another
+    group's alerts never are."""
+    from alerts.models import Alert
+    from turnaround.services import sla_warnings_raise
+
+    mine = offered(facility_a, minutes_ago=20)  # STAT, 30 min target: past 50%
+    theirs = offered(facility_c, minutes_ago=20)
+    with time_machine.travel(NOW, tick=False):
+        raised = sla_warnings_raise(now=NOW)
+        assert {a.study_id for a in raised} == {mine.pk, theirs.pk}
+        body = api(group_admin).get(URL).json()
+        client.force_login(group_admin)
+        html = client.get("/operations/panel/").content.decode()
+    assert [(a["kind"], a["study"]) for a in body["alerts"]] == [("sla", mine.pk)]
+    mine_alert = Alert.objects.get(study=mine)
+    assert f'data-alert="{mine_alert.pk}"' in html
+    assert f'data-alert="{Alert.objects.get(study=theirs).pk}"' not in html
+    Alert.objects.filter(pk=mine_alert.pk).update(acknowledged_at=NOW)
+    with time_machine.travel(NOW, tick=False):
+        assert api(group_admin).get(URL).json()["alerts"] == []
