@@ -11,6 +11,7 @@ class Alert(models.Model):
         CREDENTIAL_EXPIRY = "credential_expiry", "Credential expiring"
         STALE_CLAIM = "stale_claim", "Idle claim released"
         CRITICAL_UNCOMMUNICATED = "critical_uncommunicated", "Critical result not communicated"
+        REVIEW_ANSWERED = "review_answered", "Second opinion answered"
 
     kind = models.CharField(max_length=30, choices=Kind.choices)
     reading_group = models.ForeignKey(

@@ -256,14 +256,31 @@ def second_opinion_answer(
     comments = comments.strip()
     if opinion != Opinion.AGREE and not comments:
         raise DomainError("Say what the discrepancy is in 'comments'.", code="invalid_answer")
-    return _answer(
-        review_id=review_id,
-        kind=ReviewKind.SECOND_OPINION,
-        radiologist=radiologist,
-        fields={"opinion": opinion, "comments": comments},
-        actor=actor,
-        ip_address=ip_address,
-    )
+    with transaction.atomic():
+        review = _answer(
+            review_id=review_id,
+            kind=ReviewKind.SECOND_OPINION,
+            radiologist=radiologist,
+            fields={"opinion": opinion, "comments": comments},
+            actor=actor,
+            ip_address=ip_address,
+        )
+        # The requester is told (and the group's admins), by alert and e-mail; the
+        # answer itself is read through the API, permission-checked and audited.
+        study = review.report.study
+        alert_raise(
+            kind=Alert.Kind.REVIEW_ANSWERED,
+            dedupe_key=f"review-answered:{review.pk}",
+            message=(
+                f"The second opinion asked on study "
+                f"{study.accession_number or study.study_instance_uid} has been answered: "
+                f"{Opinion(opinion).label.lower()}."
+            ),
+            reading_group=study.facility.reading_group,
+            study=study,
+            recipient=review.requested_by,
+        )
+    return review
 
 
 # --- Peer review --------------------------------------------------------------------

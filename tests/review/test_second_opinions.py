@@ -153,6 +153,36 @@ def test_claim_answer_and_the_requester_reads_the_answer(api, final, staff_a, st
     assert ask(api(staff_a), final).status_code == 201
 
 
+def test_the_requester_is_told_once_when_the_answer_comes(
+    api, final, staff_a, tiered, mailoutbox, django_capture_on_commit_callbacks
+):
+    staff_a.email = "staff.a@example.org"
+    staff_a.save()
+    review_id = ask(api(staff_a), final).json()["id"]
+    regional = api(tiered["regional"].user)
+    assert regional.post(f"/api/v1/second-opinions/{review_id}/claim/").status_code == 200
+    assert not Alert.objects.filter(kind="review_answered").exists()
+    mailoutbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        answered = regional.post(
+            f"/api/v1/second-opinions/{review_id}/answer/",
+            {"opinion": "major_discrepancy", "comments": "Missed fracture."},
+        )
+    assert answered.status_code == 200
+    alert = Alert.objects.get(kind="review_answered")
+    assert alert.recipient == staff_a and alert.study_id == final.study_id
+    assert "answered: major discrepancy" in alert.message
+    assert "Missed fracture" not in alert.message  # the words are read through the API
+    assert any("staff.a@example.org" in m.to for m in mailoutbox)
+    assert (
+        regional.post(
+            f"/api/v1/second-opinions/{review_id}/answer/", {"opinion": "agree"}
+        ).status_code
+        == 409
+    )
+    assert Alert.objects.filter(kind="review_answered").count() == 1
+
+
 def test_only_the_claimer_answers(api, final, staff_a, tiered, group_admin):
     review_id = ask(api(staff_a), final).json()["id"]
     services.review_claim(review_id=review_id, radiologist=tiered["regional"])
