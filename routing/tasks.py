@@ -20,12 +20,13 @@ from routing.credentials import credentials_alert_expiring
     soft_time_limit=30,
     time_limit=60,
 )
-def route_study(study_id: int) -> str | None:
+def route_study(study_id: int) -> dict[str, str | int | None]:
     """Route a ready study (offer it, or flag it unroutable), and with it a batch of
-    other ready studies waiting for a decision (ROUTING_BATCH_SIZE)."""
+    other ready studies waiting for a decision (ROUTING_BATCH_SIZE).  The result
+    (in the worker's log) says what became of this study and how many were routed."""
     decided = services.studies_route(study_id=study_id, batch_size=settings.ROUTING_BATCH_SIZE)
     decision = decided.get(study_id)
-    return decision.outcome if decision else None
+    return {"outcome": decision.outcome if decision else None, "routed": len(decided)}
 
 
 @shared_task(

@@ -359,19 +359,24 @@ def task_runtimes(path: Path) -> list[float]:
 
 
 TASK_RESULT_RX = re.compile(
-    r"Task routing\.route_study\[[0-9a-f-]+\] succeeded in ([0-9.e-]+)s: (\S+)"
+    r"Task routing\.route_study\[[0-9a-f-]+\] succeeded in ([0-9.e-]+)s: .*'routed': (\d+)"
 )
 
 
-def task_runtimes_by_kind(path: Path) -> tuple[list[float], list[float]]:
-    """Runtimes of the tasks that routed (their own study, and a batch with it) and
-    of those whose study a batch had already routed (result None)."""
+def task_runtimes_by_kind(path: Path) -> tuple[list[float], list[float], list[int]]:
+    """Runtimes of the tasks that routed studies (a batch: their own study and
+    others waiting, or others only when their own was decided already) and of those
+    that routed none; and the batch sizes (from each task's result)."""
     text = path.read_text(errors="replace") if path.exists() else ""
     routed: list[float] = []
     noop: list[float] = []
+    sizes: list[int] = []
     for m in TASK_RESULT_RX.finditer(text):
-        (noop if m.group(2) == "None" else routed).append(float(m.group(1)))
-    return routed, noop
+        n = int(m.group(2))
+        (routed if n else noop).append(float(m.group(1)))
+        if n:
+            sizes.append(n)
+    return routed, noop, sizes
 
 
 # --- data ------------------------------------------------------------------------
@@ -590,15 +595,7 @@ def phase_rate(ctx: Ctx) -> list[int]:
     ).fetchone()
     span = (row[1] - row[0]).total_seconds() if row[0] else 0.0
     runtimes = task_runtimes(log_path)
-    batch_runtimes, noop_runtimes = task_runtimes_by_kind(log_path)
-    batch_sizes = [
-        int(k)
-        for (k,) in ctx.conn.execute(
-            "SELECT count(*) FROM routing_studyrouting WHERE study_id BETWEEN %s AND %s "
-            "GROUP BY decided_at",
-            (first, last),
-        ).fetchall()
-    ]
+    batch_runtimes, noop_runtimes, batch_sizes = task_runtimes_by_kind(log_path)
     res: dict[str, Any] = {
         "studies": n,
         "decided": done,
@@ -2029,7 +2026,7 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
             f"{rate.get('batch_runtime', {}).get('n', 0)} batches of "
             f"{rate.get('batch_size_mean') or 0:.1f} studies on average; "
             f"{ms(rate.get('per_decision_in_batch'))} of batch time per decision; "
-            f"{rate.get('noop_runtime', {}).get('n', 0)} messages of studies already routed, "
+            f"{rate.get('noop_runtime', {}).get('n', 0)} messages that routed nothing, "
             f"p50 {ms(rate.get('noop_runtime', {}).get('p50'))}",
             "",
         ),
