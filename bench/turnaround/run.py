@@ -88,7 +88,8 @@ def other_work() -> list[str]:
     for line in result.stdout.splitlines():
         pid, _, cmd = line.partition(" ")
         if pid.isdigit() and int(pid) != os.getpid() and "bench/turnaround/" not in cmd:
-            found.append(cmd.strip()[:120])
+            # Only the program's name of any absolute path: no machine's folders here.
+            found.append(re.sub(r"(?<!\S)(?:/[^\s/]+)+/([^\s/]+)", r"\1", cmd.strip())[:120])
     return found
 
 
