@@ -48,22 +48,12 @@ def audit_record_many(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append one event per (object id, patient id) in a single INSERT (list pages)."""
-    user = actor if isinstance(actor, User) else None
-    username = user.get_username() if user is not None else ""
-    AuditEvent.objects.bulk_create(
-        [
-            AuditEvent(
-                actor=user,
-                actor_username=username,
-                action=action,
-                object_type=object_type,
-                object_id=object_id,
-                patient_id=patient_id,
-                ip_address=ip_address,
-                detail=detail or {},
-            )
-            for object_id, patient_id in items
-        ]
+    audit_record_each(
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        items=[(object_id, patient_id, detail or {}) for object_id, patient_id in items],
+        ip_address=ip_address,
     )
 
 

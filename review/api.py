@@ -354,15 +354,12 @@ class _ReviewCaseViewSet(
         )
         return _respond(request, released)
 
-    def _may_cancel(self, review: ReviewCase) -> bool:
-        raise NotImplementedError
-
     @extend_schema(request=ReviewReleaseSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Withdraw a case not yet answered, with a reason (the requester side only)."""
         review = self._visible()
-        if not self._may_cancel(review):
+        if not selectors.may_cancel_review(user=request.user, review=review):
             raise PermissionDenied(self.cancel_refusal)
         body = ReviewReleaseSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -385,9 +382,6 @@ class SecondOpinionViewSet(_ReviewCaseViewSet):
 
     kind = ReviewKind.SECOND_OPINION
     cancel_refusal = "Only the facility's staff or the reading group's admins cancel it."
-
-    def _may_cancel(self, review: ReviewCase) -> bool:
-        return selectors.may_request_second_opinion(user=self.request.user, report=review.report)
 
     @extend_schema(request=SecondOpinionAnswerSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])
@@ -416,11 +410,6 @@ class PeerReviewViewSet(_ReviewCaseViewSet):
 
     kind = ReviewKind.PEER_REVIEW
     cancel_refusal = "Only the reading group's admins cancel a peer review."
-
-    def _may_cancel(self, review: ReviewCase) -> bool:
-        return selectors.administers_group_of(
-            user=self.request.user, reading_group_id=review.facility.reading_group_id
-        )
 
     @extend_schema(request=PeerReviewScoreSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])

@@ -199,6 +199,15 @@ def administers_group_of(*, user: AnyUser, reading_group_id: int) -> bool:
     return reading_groups_administered(user=user).filter(pk=reading_group_id).exists()
 
 
+def may_cancel_review(*, user: AnyUser, review: ReviewCase) -> bool:
+    """The requester side cancels: for a second opinion, whoever may ask one on the
+    report (the facility's staff, the group's admins); for a peer review, the
+    group's admins only."""
+    if review.kind == ReviewKind.SECOND_OPINION:
+        return may_request_second_opinion(user=user, report=review.report)
+    return administers_group_of(user=user, reading_group_id=review.facility.reading_group_id)
+
+
 def reviews_due_for_routing(*, now: dt.datetime) -> QuerySet[ReviewCase, int]:
     """Ids of unroutable or offered cases whose routing is due again, oldest first
     (partial index on the timer)."""

@@ -14,7 +14,7 @@ from functools import partial
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import JSONField, Value
+from django.db.models import JSONField, QuerySet, Value
 from django.utils import timezone
 
 from alerts.models import Alert
@@ -93,13 +93,18 @@ def _routing_save(*routings: StudyRouting) -> None:
     )
 
 
-def _lock_study(study_id: int, *, skip_locked: bool = False) -> Study | None:
+def _locked_studies(ids: list[int], *, skip_locked: bool = False) -> QuerySet[Study]:
+    """The studies, locked in id order, with what routing reads of them."""
     return (
         Study.objects.select_for_update(skip_locked=skip_locked, of=("self",))
         .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
-        .filter(pk=study_id)
-        .first()
+        .filter(pk__in=ids)
+        .order_by("pk")
     )
+
+
+def _lock_study(study_id: int, *, skip_locked: bool = False) -> Study | None:
+    return _locked_studies([study_id], skip_locked=skip_locked).first()
 
 
 def study_route(*, study_id: int, now: dt.datetime | None = None) -> RoutingDecision | None:
@@ -132,14 +137,7 @@ def studies_route(
                 pk for pk in selectors.studies_awaiting_route()[: batch_size + 1] if pk != study_id
             ][: batch_size - 1]
             if more:
-                studies += list(
-                    Study.objects.select_for_update(skip_locked=True, of=("self",))
-                    .select_related(
-                        "facility__region", "facility__reading_group", "patient_jurisdiction"
-                    )
-                    .filter(pk__in=more)
-                    .order_by("pk")
-                )
+                studies += list(_locked_studies(more, skip_locked=True))
         studies = [st for st in studies if st.status == StudyStatus.READY]
         timers = dict(
             StudyRouting.objects.filter(study__in=studies).values_list(
