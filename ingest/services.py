@@ -13,7 +13,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from django.db import DatabaseError, IntegrityError, transaction
@@ -27,7 +26,7 @@ from ingest.header import Header, Unfileable, read_header
 from ingest.models import QuarantinedObject
 from ingest.storage import ObjectStorage, StorageError, instance_key
 from network.models import Facility
-from routing.tasks import route_study
+from routing.tasks import route_when_committed
 from studies.models import Instance, Series, Study
 from studies.services import study_create, study_transition
 from studies.states import StudyStatus
@@ -360,12 +359,13 @@ def studies_mark_ready(
     now = now or timezone.now()
     cutoff = now - dt.timedelta(seconds=quiet_seconds)
     with transaction.atomic():
-        due = list(
+        rows = list(
             Study.objects.select_for_update(skip_locked=True)
             .filter(status=StudyStatus.RECEIVING, last_instance_at__lte=cutoff)
             .order_by("last_instance_at")
-            .values_list("pk", flat=True)[:batch_size]
+            .values_list("pk", "priority", "sla_due_at")[:batch_size]
         )
+        due = [pk for pk, _, _ in rows]
         for study_id in due:
             study_transition(
                 study_id=study_id,
@@ -373,8 +373,9 @@ def studies_mark_ready(
                 at=now,
                 reason=f"no new instance for {quiet_seconds:g} s",
             )
-        # Routing is enqueued only once the ready state is committed; if the
-        # message is lost, the routing sweep picks the study up after a grace period.
-        for study_id in due:
-            transaction.on_commit(partial(route_study.delay, study_id))
+        # Routing is enqueued only once the ready state is committed, most urgent
+        # first, a batch of studies per message; if a message is lost, the routing
+        # sweep picks its studies up after a grace period.
+        urgent_first = sorted(rows, key=lambda r: (r[1], r[2] or now, r[0]))
+        route_when_committed([pk for pk, _, _ in urgent_first])
     return due

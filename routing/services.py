@@ -110,32 +110,37 @@ def _lock_study(study_id: int, *, skip_locked: bool = False) -> Study | None:
 def study_route(*, study_id: int, now: dt.datetime | None = None) -> RoutingDecision | None:
     """Route a ready study: offer it at the nearest tier with eligible readers, or
     flag it unroutable.  Idempotent: a study that is not ready is left alone."""
-    return studies_route(study_id=study_id, batch_size=1, now=now).get(study_id)
+    return studies_route(study_ids=[study_id], batch_size=1, now=now).get(study_id)
 
 
 def studies_route(
-    *, study_id: int, batch_size: int, now: dt.datetime | None = None
+    *, study_ids: Sequence[int], batch_size: int, now: dt.datetime | None = None
 ) -> dict[int, RoutingDecision | None]:
-    """Route a ready study and, in the same transaction, up to ``batch_size - 1``
-    other ready studies never routed (most urgent first) that no other worker holds.
+    """Route ready studies and, in the same transaction, enough other ready studies
+    never routed (most urgent first) that no other worker holds to make up
+    ``batch_size``.
 
     The batch shares the reads that do not depend on the study (the groups' rules,
     the facilities' pools, the readers' credentials) and its writes are a handful
     of multi-row statements, so a backlog drains at several times the rate of one
-    study per transaction; the other studies' own tasks then find them offered and
-    stop.  Eligibility is decided per study exactly as for one study.
+    study per transaction.  The named studies are waited for (a redelivered task
+    must find them decided); the others are skipped if held.  Eligibility is
+    decided per study exactly as for one study.
     """
     now = now or timezone.now()
-    if not Study.objects.filter(pk=study_id, status=StudyStatus.READY).exists():
+    named_set = set(study_ids)
+    named = sorted(named_set)
+    if not Study.objects.filter(pk__in=named, status=StudyStatus.READY).exists():
         # Routed already (by a batch, or this is a redelivery): one indexed read.
         return {}
     with transaction.atomic():
-        first = _lock_study(study_id)  # waits: a redelivered task must see its study done
-        studies = [first] if first is not None else []
-        if batch_size > 1:
-            more = [
-                pk for pk in selectors.studies_awaiting_route()[: batch_size + 1] if pk != study_id
-            ][: batch_size - 1]
+        # Locked in id order, so two tasks naming the same studies cannot deadlock;
+        # the top-up below never waits.
+        studies = list(_locked_studies(named))
+        room = batch_size - len(studies)
+        if room > 0:
+            waiting = selectors.studies_awaiting_route()[: room + len(named)]
+            more = [pk for pk in waiting if pk not in named_set][:room]
             if more:
                 studies += list(_locked_studies(more, skip_locked=True))
         studies = [st for st in studies if st.status == StudyStatus.READY]

@@ -2,31 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 
 from routing import services
 from routing.credentials import credentials_alert_expiring
 
+_ROUTE_TASK: dict[str, Any] = {
+    "acks_late": True,  # idempotent: a redelivered task finds its studies already offered
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": 8,
+    "soft_time_limit": 30,
+    "time_limit": 60,
+}
 
-@shared_task(
-    name="routing.route_study",
-    acks_late=True,  # idempotent: a redelivered task finds the study already offered
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=8,
-    soft_time_limit=30,
-    time_limit=60,
-)
+
+@shared_task(name="routing.route_studies", **_ROUTE_TASK)
+def route_studies(study_ids: list[int]) -> dict[str, int]:
+    """Route ready studies (offer each, or flag it unroutable) in one batch, topped
+    up with other ready studies waiting for a decision to ROUTING_BATCH_SIZE.  The
+    result (in the worker's log) says how many were routed."""
+    decided = services.studies_route(study_ids=study_ids, batch_size=settings.ROUTING_BATCH_SIZE)
+    return {"named": len(study_ids), "routed": len(decided)}
+
+
+@shared_task(name="routing.route_study", **_ROUTE_TASK)
 def route_study(study_id: int) -> dict[str, str | int | None]:
-    """Route a ready study (offer it, or flag it unroutable), and with it a batch of
-    other ready studies waiting for a decision (ROUTING_BATCH_SIZE).  The result
-    (in the worker's log) says what became of this study and how many were routed."""
-    decided = services.studies_route(study_id=study_id, batch_size=settings.ROUTING_BATCH_SIZE)
+    """Route one ready study, and with it a batch of other ready studies waiting for
+    a decision (ROUTING_BATCH_SIZE).  Kept for messages already queued by earlier
+    releases; new work is enqueued with ``route_when_committed``."""
+    decided = services.studies_route(study_ids=[study_id], batch_size=settings.ROUTING_BATCH_SIZE)
     decision = decided.get(study_id)
     return {"outcome": decision.outcome if decision else None, "routed": len(decided)}
+
+
+def route_when_committed(study_ids: Sequence[int], *, queue: str | None = None) -> int:
+    """Once the current transaction commits, enqueue routing for these studies (give
+    them most urgent first): one message per ROUTING_BATCH_SIZE of them, so a
+    worker routes each batch in one transaction and no message is left that finds
+    its study already routed.  A lost message is caught by the routing sweep after
+    its grace period.  Returns the number of messages."""
+    size = max(1, settings.ROUTING_BATCH_SIZE)
+    chunks = [list(study_ids[i : i + size]) for i in range(0, len(study_ids), size)]
+    options = {"queue": queue} if queue else {}
+    for chunk in chunks:
+        transaction.on_commit(partial(route_studies.apply_async, args=(chunk,), **options))
+    return len(chunks)
 
 
 @shared_task(

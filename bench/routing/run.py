@@ -349,8 +349,10 @@ def pg_sessions(ctx: Ctx) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-TASK_OK_RX = re.compile(r"Task routing\.route_study\[([0-9a-f-]+)\] succeeded in ([0-9.e-]+)s")
-TASK_RECEIVED_RX = re.compile(r"Task routing\.route_study\[([0-9a-f-]+)\] received")
+TASK_OK_RX = re.compile(
+    r"Task routing\.route_stud(?:y|ies)\[([0-9a-f-]+)\] succeeded in ([0-9.e-]+)s"
+)
+TASK_RECEIVED_RX = re.compile(r"Task routing\.route_stud(?:y|ies)\[([0-9a-f-]+)\] received")
 
 
 def task_runtimes(path: Path) -> list[float]:
@@ -359,7 +361,7 @@ def task_runtimes(path: Path) -> list[float]:
 
 
 TASK_RESULT_RX = re.compile(
-    r"Task routing\.route_study\[[0-9a-f-]+\] succeeded in ([0-9.e-]+)s: .*'routed': (\d+)"
+    r"Task routing\.route_stud(?:y|ies)\[[0-9a-f-]+\] succeeded in ([0-9.e-]+)s: .*'routed': (\d+)"
 )
 
 
@@ -541,6 +543,25 @@ def enqueue(ids: Sequence[int], queue: str) -> tuple[float, dict[str, int]]:
     return time.perf_counter() - t0, task_ids
 
 
+def enqueue_as_ingest(ctx: Ctx, ids: Sequence[int], queue: str) -> tuple[float, int]:
+    """Enqueue routing as the ready sweep does (``routing.tasks.route_when_committed``:
+    most urgent first, one ``routing.route_studies`` message per batch)."""
+    from routing.tasks import route_when_committed
+
+    t0 = time.perf_counter()
+    first, last = min(ids), max(ids)
+    urgent_first = [
+        r[0]
+        for r in ctx.conn.execute(
+            "SELECT id FROM studies_study WHERE id BETWEEN %s AND %s "
+            "ORDER BY priority, sla_due_at, id",
+            (first, last),
+        ).fetchall()
+    ]
+    messages = route_when_committed(urgent_first, queue=queue)
+    return time.perf_counter() - t0, messages
+
+
 def phase_rate(ctx: Ctx) -> list[int]:
     args = ctx.args
     ctx.check_ingest("decision-rate")
@@ -549,8 +570,11 @@ def phase_rate(ctx: Ctx) -> list[int]:
     ids = insert_studies(ctx, ready_rows(ctx, n, "2"))
     ctx.conn.execute("ANALYZE studies_study")
     queue = f"bench-routing-{uuid.uuid4().hex[:8]}"
-    enqueue_s, _ = enqueue(ids, queue)
-    log(f"enqueued {n} routing.route_study messages in {enqueue_s:.1f} s; starting the worker")
+    enqueue_s, messages = enqueue_as_ingest(ctx, ids, queue)
+    log(
+        f"enqueued {messages} routing.route_studies messages for {n} studies in "
+        f"{enqueue_s:.1f} s; starting the worker"
+    )
     proc, log_path = celery_worker(ctx, "rate", queue)
     first, last = ids[0], ids[-1]
     try:
@@ -575,7 +599,7 @@ def phase_rate(ctx: Ctx) -> list[int]:
         # messages are still queued and the worker must consume them all: the
         # headline rate is over the time to drain the whole queue.
         drained = len(task_runtimes(log_path))
-        while drained < n and time.monotonic() < deadline:
+        while drained < messages and time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError("the worker exited during the decision-rate phase")
             time.sleep(0.25)
@@ -603,6 +627,7 @@ def phase_rate(ctx: Ctx) -> list[int]:
         "wall_seconds": wall,
         "rate_wall": done / wall if wall else None,
         "tasks_drained": drained,
+        "messages": messages,
         "batch_size": ctx.env().get("ROUTING_BATCH_SIZE", "32 (default)"),
         "wall_seconds_decided": wall_decided,
         "rate_decided": done / wall_decided if wall_decided else None,
@@ -2005,7 +2030,7 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
     sd, si = sweep.get("due", {}), sweep.get("idle", {})
     rows = [
         (
-            "Decisions/s, one worker process (`--pool=solo`), `routing.route_study` tasks",
+            "Decisions/s, one worker process (`--pool=solo`), `routing.route_studies` tasks",
             f"{app_rate:.1f}/s" if app_rate else "-",
             f">= 50% of raw SQL ({0.5 * raw_rate:.0f}/s)" if raw_rate else ">= 50% of raw SQL",
             f"{ratio:.1%} of raw SQL" if ratio else "-",
@@ -2263,14 +2288,15 @@ modality/body part/description/priority, one default; one auto-assign).
 
 ### Decision rate and latency (task path)
 
-- {rate.get("studies")} READY studies (COPY), one `routing.route_study` message each
-  enqueued to a queue of their own before the worker started (enqueue took
-  {rate.get("enqueue_seconds", 0):.1f} s); one `celery worker --pool=solo` on it, with
-  `ROUTING_BATCH_SIZE={rate.get("batch_size")}` (a task routes its own study and up to
-  that many minus one other waiting ones; the messages of studies already routed
-  end after one indexed read).
+- {rate.get("studies")} READY studies (COPY), enqueued as the ready sweep enqueues
+  them (`routing.tasks.route_when_committed`: most urgent first, one
+  `routing.route_studies` message per `ROUTING_BATCH_SIZE={rate.get("batch_size")}`
+  studies, so {rate.get("messages")} messages) to a queue of their own before the
+  worker started (enqueue took {rate.get("enqueue_seconds", 0):.1f} s); one
+  `celery worker --pool=solo` on it (a task routes the studies it names, topped up
+  with other waiting ones to the batch size).
   decisions/s = studies / wall seconds from the worker's "ready" line until every
-  study is decided **and** all {rate.get("studies")} messages are consumed
+  study is decided **and** all {rate.get("messages")} messages are consumed
   ({rate.get("tasks_drained")} seen in the worker log): {rate.get("decided")} in
   {rate.get("wall_seconds", 0):.1f} s = {(rate.get("rate_wall") or 0):.1f}/s.
   The last routing row was written after {rate.get("wall_seconds_decided", 0):.1f} s

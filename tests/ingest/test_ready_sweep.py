@@ -136,3 +136,30 @@ def test_images_after_ready_but_before_final_raise_no_alert(facility_a):
     study_transition(study_id=study.pk, to_status=S.READY)
     assert study_check_images_after_report(study.pk) is False
     assert not Alert.objects.exists()
+
+
+@pytest.mark.django_db
+def test_ready_studies_are_enqueued_a_batch_per_message_most_urgent_first(
+    settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from routing import tasks as routing_tasks
+
+    settings.ROUTING_BATCH_SIZE = 3
+    sent: list[list[int]] = []
+    # The broker is outside the system: record what would be sent to it.
+    monkeypatch.setattr(
+        routing_tasks.route_studies, "apply_async", lambda args, **kw: sent.append(args[0])
+    )
+    routine = [f.StudyFactory(received_at=T0, priority=3) for _ in range(4)]
+    stat = [f.StudyFactory(received_at=T0, priority=1) for _ in range(2)]
+    urgent = f.StudyFactory(received_at=T0, priority=2)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        due = services.studies_mark_ready(quiet_seconds=1, now=T0 + dt.timedelta(seconds=5))
+    assert len(due) == 7
+    assert sent == []  # nothing before the ready states are committed
+    for callback in callbacks:
+        callback()
+    assert [len(m) for m in sent] == [3, 3, 1]
+    assert sorted(x for m in sent for x in m) == sorted(due)
+    assert set(sent[0]) == {stat[0].pk, stat[1].pk, urgent.pk}
+    assert set(sent[1]) | set(sent[2]) == {s.pk for s in routine}

@@ -43,9 +43,20 @@ def offered_to(study: Any) -> set[int]:
     )
 
 
+def test_a_task_routes_every_study_it_names_even_beyond_the_batch_size(tiered, facility_a):
+    named = [ready(facility_a) for _ in range(4)]
+    other = ready(facility_a, priority=1)  # more urgent, but the batch is full
+    decided = studies_route(study_ids=[s.pk for s in named], batch_size=2, now=NOW)
+    assert set(decided) == {s.pk for s in named}
+    assert Study.objects.get(pk=other.pk).status == "ready"
+    # Redelivered: its studies are decided, nothing more is done.
+    assert studies_route(study_ids=[s.pk for s in named], batch_size=2, now=NOW) == {}
+    assert Study.objects.get(pk=other.pk).status == "ready"
+
+
 def test_one_task_routes_its_study_and_the_waiting_ones(tiered, facility_a):
     studies = [ready(facility_a) for _ in range(5)]
-    decided = studies_route(study_id=studies[2].pk, batch_size=10, now=NOW)
+    decided = studies_route(study_ids=[studies[2].pk], batch_size=10, now=NOW)
     assert set(decided) == {s.pk for s in studies}
     assert all(d is not None and d.outcome == "offered" for d in decided.values())
     assert set(Study.objects.values_list("status", flat=True)) == {"offered"}
@@ -59,7 +70,7 @@ def test_one_task_routes_its_study_and_the_waiting_ones(tiered, facility_a):
             detail__to="offered",
         ).exists()
     # The other studies' own tasks find them done and change nothing.
-    assert studies_route(study_id=studies[0].pk, batch_size=10, now=NOW) == {}
+    assert studies_route(study_ids=[studies[0].pk], batch_size=10, now=NOW) == {}
     assert RoutingDecision.objects.count() == 5
     assert Offer.objects.count() == 5
 
@@ -69,7 +80,7 @@ def test_a_batch_takes_the_most_urgent_waiting_studies_first(tiered, facility_a)
     routine = ready(facility_a, priority=3, minutes=30)
     stat = ready(facility_a, priority=1)
     urgent = ready(facility_a, priority=2)
-    decided = studies_route(study_id=own.pk, batch_size=3, now=NOW)
+    decided = studies_route(study_ids=[own.pk], batch_size=3, now=NOW)
     assert set(decided) == {own.pk, stat.pk, urgent.pk}
     assert not StudyRouting.objects.filter(study=routine).exists()
 
@@ -97,7 +108,7 @@ def test_the_batch_decides_each_study_as_it_would_alone(
         ready(facility_b),
         ready(facility_b, body_part="CHEST", priority=1),
     ]
-    studies_route(study_id=studies[0].pk, batch_size=10, now=NOW)
+    studies_route(study_ids=[studies[0].pk], batch_size=10, now=NOW)
     batch = {s.pk: offered_to(s) for s in studies}
     assert any(batch.values())
     for s in studies:
@@ -112,7 +123,7 @@ def test_a_batch_costs_a_few_statements_more_than_one_study(tiered, facility_a):
         study_route(study_id=first.pk, now=NOW)
     many = [ready(facility_a) for _ in range(10)]
     with CaptureQueriesContext(connection) as batch:
-        decided = studies_route(study_id=many[0].pk, batch_size=20, now=NOW)
+        decided = studies_route(study_ids=[many[0].pk], batch_size=20, now=NOW)
     assert len(decided) == 10
     # Ten studies cost two statements more than one: picking the others and locking
     # them; every read and write after that is one statement for the whole batch.
@@ -147,11 +158,11 @@ def test_a_study_held_by_another_worker_is_left_to_it_without_waiting(tiered, fa
     thread.start()
     try:
         assert locked.wait(10)
-        decided = studies_route(study_id=own.pk, batch_size=10, now=NOW)
+        decided = studies_route(study_ids=[own.pk], batch_size=10, now=NOW)
     finally:
         release.set()
         thread.join()
     assert set(decided) == {own.pk, other.pk}
     assert Study.objects.get(pk=held.pk).status == "ready"
     # Its own task routes it afterwards.
-    assert studies_route(study_id=held.pk, batch_size=10, now=NOW)[held.pk] is not None
+    assert studies_route(study_ids=[held.pk], batch_size=10, now=NOW)[held.pk] is not None
