@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection
@@ -98,12 +99,20 @@ def _tier_pools(facility_ids: list[int]) -> dict[int, dict[int, int]]:
     return pools
 
 
-def _in(column: str, values: list[Any]) -> tuple[str, list[Any]]:
-    """``column IN (values)``.  On PostgreSQL one array parameter (``= ANY``), so the
+def _array(values: Iterable[Any], sql_type: str) -> Any:
+    """A PostgreSQL array parameter.  Integers go as one ``{1,2,3}`` literal: the
+    driver would otherwise check every element for characters to quote."""
+    if sql_type == "bigint":
+        return "{" + ",".join(str(int(v)) for v in values) + "}"
+    return list(values)
+
+
+def _in(column: str, ids: list[int]) -> tuple[str, list[Any]]:
+    """``column IN (ids)``.  On PostgreSQL one array parameter (``= ANY``), so the
     statement's text, and the driver's parsing of it, do not grow with the list."""
     if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s)", [values]
-    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+        return f"{column} = ANY(%s::bigint[])", [_array(ids, "bigint")]
+    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
 
 
 def _rows(types: tuple[str, ...], rows: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
@@ -111,7 +120,7 @@ def _rows(types: tuple[str, ...], rows: list[tuple[Any, ...]]) -> tuple[str, lis
     one array per column (a statement of fixed text), elsewhere a VALUES list."""
     if connection.vendor == "postgresql":
         arrays = ", ".join(f"%s::{t}[]" for t in types)
-        columns = [list(col) for col in zip(*rows, strict=True)]
+        columns = [_array(col, t) for col, t in zip(zip(*rows, strict=True), types, strict=True)]
         return f"SELECT * FROM unnest({arrays})", columns  # noqa: S608 - type names only
     row = "(" + ", ".join(["%s"] * len(types)) + ")"
     return f"VALUES {', '.join([row] * len(rows))}", [v for r in rows for v in r]
@@ -186,6 +195,7 @@ class _Readers:
         reader_ids: list[int],
         at: dt.datetime,
         judged: list[tuple[int, str, int]],
+        jurisdiction_ids: dict[str, int],
         pool_ids: list[int],
     ) -> None:
         self.rows: dict[int, tuple[Any, ...]] = {}
@@ -229,9 +239,12 @@ class _Readers:
                 ],
             )
             self.rows = {row[0]: row for row in cursor.fetchall()}
-            # Only the credentials that will be judged: each (facility, jurisdiction
-            # code, reader) needs that license and that privilege.
-            lpairs, p1 = _rows(("bigint", "text"), sorted({(r, c) for _, c, r in judged}))
+            # Only the credentials that will be judged: each (facility, jurisdiction,
+            # reader) needs that license and that privilege.
+            lpairs, p1 = _rows(
+                ("bigint", "bigint"),
+                sorted({(r, jurisdiction_ids[c]) for _, c, r in judged if c in jurisdiction_ids}),
+            )
             ppairs, p2 = _rows(("bigint", "bigint"), sorted({(f, r) for f, _, r in judged}))
             subspecialty_readers, p3 = _in("rs.radiologist_id", reader_ids)
             if connection.vendor == "postgresql":
@@ -240,7 +253,8 @@ class _Readers:
                 # the pairs, hashes the whole table.
                 licenses = (
                     "CROSS JOIN LATERAL (SELECT * FROM network_license x"
-                    " WHERE x.jurisdiction_id = j.id AND x.radiologist_id = lp.radiologist_id"
+                    " WHERE x.jurisdiction_id = lp.jurisdiction_id"
+                    " AND x.radiologist_id = lp.radiologist_id"
                     " OFFSET 0) l"
                 )
                 privileges = (
@@ -251,7 +265,8 @@ class _Readers:
             else:
                 licenses = (
                     "JOIN network_license l"
-                    " ON l.jurisdiction_id = j.id AND l.radiologist_id = lp.radiologist_id"
+                    " ON l.jurisdiction_id = lp.jurisdiction_id"
+                    " AND l.radiologist_id = lp.radiologist_id"
                 )
                 privileges = (
                     "JOIN network_facilityprivilege p"
@@ -259,11 +274,11 @@ class _Readers:
                 )
             cursor.execute(
                 f"""
-                WITH lp(radiologist_id, code) AS ({lpairs}),
+                WITH lp(radiologist_id, jurisdiction_id) AS ({lpairs}),
                 pp(facility_id, radiologist_id) AS ({ppairs})
-                SELECT 'l', lp.radiologist_id, j.code, l.valid_from, l.valid_to, l.status,
-                    l.scope
-                FROM lp JOIN network_jurisdiction j ON j.code = lp.code {licenses}
+                SELECT 'l', lp.radiologist_id, CAST(lp.jurisdiction_id AS VARCHAR(20)),
+                    l.valid_from, l.valid_to, l.status, l.scope
+                FROM lp {licenses}
                 UNION ALL
                 SELECT 'p', pp.radiologist_id, CAST(pp.facility_id AS VARCHAR(20)),
                     p.valid_from, p.valid_to, p.status, ''
@@ -278,6 +293,7 @@ class _Readers:
             )
             credentials = cursor.fetchall()
         convert = ops.convert_datefield_value if hasattr(ops, "convert_datefield_value") else None
+        code_of = {pk: code for code, pk in jurisdiction_ids.items()}
         for kind, reader_id, key, valid_from, valid_to, status, scope in credentials:
             if kind == "s":
                 self.subspecialties[reader_id].add(str(key))
@@ -285,6 +301,8 @@ class _Readers:
             if convert is not None:
                 valid_from = convert(valid_from, None, connection)
                 valid_to = convert(valid_to, None, connection)
+            if kind == "l":
+                key = code_of[int(key)]  # licenses are judged by jurisdiction code
             credential = Credential(
                 key=str(key),
                 valid_from=valid_from,
@@ -293,7 +311,7 @@ class _Readers:
                 final_scope=kind == "l" and scope == License.Scope.FINAL,
             )
             if kind == "l":
-                self.licenses[reader_id, str(key)].append(credential)
+                self.licenses[reader_id, key].append(credential)
             else:
                 self.privileges[reader_id, int(key)].append(credential)
         if pool_ids:
@@ -388,6 +406,11 @@ def candidate_facts_many(
     facility_ids = sorted({pk for pk, _ in distinct})
     pools = _tier_pools(facility_ids)
     readers_of: dict[tuple[int, str], list[int]] = defaultdict(list)
+    jurisdictions = dict(
+        Jurisdiction.objects.filter(code__in={code for _, code in distinct}).values_list(
+            "code", "pk"
+        )
+    )
     if radiologist_ids is not None:
         group_of = {pk: f.reading_group_id for (pk, _), f in distinct.items()}
         named = dict(
@@ -396,11 +419,6 @@ def candidate_facts_many(
         for key in distinct:
             readers_of[key] = [r for r, g in named.items() if g == group_of[key[0]]]
     else:
-        jurisdictions = dict(
-            Jurisdiction.objects.filter(code__in={code for _, code in distinct}).values_list(
-                "code", "pk"
-            )
-        )
         batch = [
             (pk, f.reading_group_id, jurisdictions[code], code)
             for (pk, code), f in distinct.items()
@@ -412,6 +430,7 @@ def candidate_facts_many(
         reader_ids=sorted({r for found in readers_of.values() for r in found}),
         at=at,
         judged=[(pk, code, r) for (pk, code), found in readers_of.items() for r in found],
+        jurisdiction_ids=jurisdictions,
         pool_ids=sorted({p for by_tier in pools.values() for p in by_tier.values()}),
     )
     out: dict[tuple[int, str], list[CandidateFacts]] = {}

@@ -23,7 +23,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Priority
 from routing import eligibility, selectors
-from routing.eligibility import Reason, StudyFacts, Verdict
+from routing.eligibility import CandidateFacts, Reason, StudyFacts, Verdict
 from routing.models import LAST_TIER, TIERS, RoutingDecision, RoutingRule, StudyRouting
 from routing.rules import RuleKey, StudyKey, first_match
 from studies.models import Study
@@ -181,7 +181,7 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
             continue
         facts = study_facts(study=study, rule=rule, now=now)
         candidates = everyone[study.facility_id, facts.jurisdiction]
-        tier, verdicts, fresh = _widen(eligibility.decide(facts, candidates), tier=0)
+        tier, verdicts, fresh = _widen(facts, candidates, tier=0)
         if not fresh:
             decided[study.pk] = _mark_unroutable(
                 study,
@@ -220,12 +220,20 @@ def _route_afresh(study: Study, *, now: dt.datetime) -> RoutingDecision | None:
 
 
 def _widen(
-    everyone: list[Verdict], *, tier: int, skip: frozenset[int] = frozenset()
+    facts: StudyFacts,
+    candidates: list[CandidateFacts],
+    *,
+    tier: int,
+    skip: frozenset[int] = frozenset(),
 ) -> tuple[int, list[Verdict], list[Verdict]]:
     """From ``tier``, widen tier by tier until someone new is eligible: the tier
-    reached, the verdicts up to it, and the eligible readers not in ``skip``."""
+    reached, the verdicts up to it, and the eligible readers not in ``skip``.
+
+    Only the candidates up to the tier are judged: most studies are offered at the
+    nearest tier, and since the ranking puts nearer tiers first, the verdicts up to
+    a tier are the same as those of a decision over every tier."""
     while True:
-        verdicts = [v for v in everyone if v.tier <= tier]
+        verdicts = eligibility.decide(facts, [c for c in candidates if c.tier <= tier])
         fresh = [v for v in verdicts if v.eligible and v.radiologist_id not in skip]
         if fresh or tier >= LAST_TIER:
             return tier, verdicts, fresh
@@ -247,7 +255,7 @@ def _offer_from(
     candidates = selectors.candidate_facts(
         facility=study.facility, jurisdiction_code=facts.jurisdiction, max_tier=LAST_TIER, at=now
     )
-    tier, verdicts, fresh = _widen(eligibility.decide(facts, candidates), tier=tier, skip=skip)
+    tier, verdicts, fresh = _widen(facts, candidates, tier=tier, skip=skip)
     if not fresh:
         if skip and outcome == RoutingDecision.Outcome.ESCALATED:
             reason = "nobody claimed it in time at any tier"
