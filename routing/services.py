@@ -325,7 +325,7 @@ def _offer_many(
             )
         )
     # An open offer already there stays (unique constraint).
-    Offer.objects.bulk_create(offers, ignore_conflicts=True)
+    Offer.objects.open_many(offers)
     if moving:
         studies_transition_locked(
             studies=[p[0] for p in plans if p[0].pk in moving],
