@@ -393,24 +393,27 @@ def candidate_facts_many(
     max_tier: int,
     at: dt.datetime,
     radiologist_ids: list[int] | None = None,
+    jurisdiction_ids: dict[str, int] | None = None,
 ) -> dict[tuple[int, str], list[CandidateFacts]]:
     """``candidate_facts`` for several (facility, jurisdiction code) pairs at once, as
     for a batch of studies being routed: the same few set-based queries whatever
     the number of pairs and readers (the named pools; the plausible readers of
     every pair; those readers' shift, load and region; their credentials; their
     pool memberships if pools are named).  Only plausible candidates are read:
-    anyone else is explained on demand (``why_not`` names the readers)."""
+    anyone else is explained on demand (``why_not`` names the readers).  Callers
+    that know the jurisdictions' ids (from the studies) pass them
+    (``jurisdiction_ids``, by code) to save reading them."""
     distinct = {(f.pk, code): f for f, code in wanted}
     if not distinct:
         return {}
     facility_ids = sorted({pk for pk, _ in distinct})
     pools = _tier_pools(facility_ids)
     readers_of: dict[tuple[int, str], list[int]] = defaultdict(list)
-    jurisdictions = dict(
-        Jurisdiction.objects.filter(code__in={code for _, code in distinct}).values_list(
-            "code", "pk"
-        )
-    )
+    codes = {code for _, code in distinct}
+    if jurisdiction_ids is not None and codes <= jurisdiction_ids.keys():
+        jurisdictions = {code: jurisdiction_ids[code] for code in codes}
+    else:
+        jurisdictions = dict(Jurisdiction.objects.filter(code__in=codes).values_list("code", "pk"))
     if radiologist_ids is not None:
         group_of = {pk: f.reading_group_id for (pk, _), f in distinct.items()}
         named = dict(

@@ -93,14 +93,20 @@ def _routing_save(*routings: StudyRouting) -> None:
     )
 
 
-def _locked_studies(ids: list[int], *, skip_locked: bool = False) -> QuerySet[Study]:
-    """The studies, locked in id order, with what routing reads of them."""
-    return (
+def _locked_studies(
+    ids: list[int], *, skip_locked: bool = False, ready_only: bool = False
+) -> QuerySet[Study]:
+    """The studies, locked in id order, with what routing reads of them (their
+    routing row too, when they have one)."""
+    studies = (
         Study.objects.select_for_update(skip_locked=skip_locked, of=("self",))
-        .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
+        .select_related(
+            "facility__region", "facility__reading_group", "patient_jurisdiction", "routing"
+        )
         .filter(pk__in=ids)
         .order_by("pk")
     )
+    return studies.filter(status=StudyStatus.READY) if ready_only else studies
 
 
 def _lock_study(study_id: int, *, skip_locked: bool = False) -> Study | None:
@@ -130,28 +136,30 @@ def studies_route(
     now = now or timezone.now()
     named_set = set(study_ids)
     named = sorted(named_set)
-    if not Study.objects.filter(pk__in=named, status=StudyStatus.READY).exists():
-        # Routed already (by a batch, or this is a redelivery): one indexed read.
-        return {}
     with transaction.atomic():
-        # Locked in id order, so two tasks naming the same studies cannot deadlock;
-        # the top-up below never waits.
-        studies = list(_locked_studies(named))
+        # Only ready studies are locked (a redelivered task finds its studies
+        # routed and ends), in id order, so two tasks naming the same studies
+        # cannot deadlock; the top-up below never waits.
+        studies = list(_locked_studies(named, ready_only=True))
+        if not studies:
+            return {}
         room = batch_size - len(studies)
         if room > 0:
             waiting = selectors.studies_awaiting_route()[: room + len(named)]
             more = [pk for pk in waiting if pk not in named_set][:room]
             if more:
-                studies += list(_locked_studies(more, skip_locked=True))
-        studies = [st for st in studies if st.status == StudyStatus.READY]
-        timers = dict(
-            StudyRouting.objects.filter(study__in=studies).values_list(
-                "study_id", "next_escalation_at"
-            )
-        )
+                studies += list(_locked_studies(more, skip_locked=True, ready_only=True))
         # Already decided ones wait for their timer (it brings them back).
-        studies = [st for st in studies if not (timers.get(st.pk) or now) > now]
+        studies = [st for st in studies if not (_timer(st) or now) > now]
         return _route_many(studies, now=now)
+
+
+def _timer(study: Study) -> dt.datetime | None:
+    """The study's escalation timer, read with the study (``_locked_studies``)."""
+    try:
+        return study.routing.next_escalation_at
+    except StudyRouting.DoesNotExist:
+        return None
 
 
 def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingDecision | None]:
@@ -167,6 +175,9 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
         [(st.facility, st.patient_jurisdiction.code) for st, rule in matched if rule],
         max_tier=LAST_TIER,
         at=now,
+        jurisdiction_ids={
+            st.patient_jurisdiction.code: st.patient_jurisdiction_id for st in studies
+        },
     )
     for study, rule in matched:
         if rule is None:
