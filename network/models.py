@@ -70,6 +70,11 @@ class ReadingGroup(models.Model):
     """A radiology group: its admins configure the network and its routing."""
 
     name = models.CharField(max_length=200, unique=True)
+    # Set to a new random value by database triggers (routing migration 0003)
+    # whenever any routing rule, its facilities or subspecialties, or a subspecialty
+    # code changes, however it is changed: routing processes keep each group's
+    # rules in memory for as long as this value stays the same.
+    rules_version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]

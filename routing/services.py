@@ -208,17 +208,24 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
     return decided
 
 
-class _RuleBook:
-    """Each reading group's rules, read once per batch."""
+# Each reading group's rules as last read by this process, with the group's
+# rules_version then: database triggers give the group a new version whenever a
+# rule changes, so rules are read again exactly when they changed.
+_RULES_READ: dict[int, tuple[int, list[tuple[RuleKey, RoutingRule]]]] = {}
 
-    def __init__(self) -> None:
-        self._keyed: dict[int, list[tuple[RuleKey, RoutingRule]]] = {}
+
+class _RuleBook:
+    """Each reading group's rules: read from the database when the group's
+    ``rules_version`` (read with the study) differs from what this process holds."""
 
     def for_study(self, study: Study) -> RoutingRule | None:
-        group_id = study.facility.reading_group_id
-        if group_id not in self._keyed:
-            self._keyed[group_id] = selectors.rule_keys_for_group(reading_group_id=group_id)
-        keyed = self._keyed[group_id]
+        group = study.facility.reading_group
+        held = _RULES_READ.get(group.pk)
+        if held is not None and held[0] == group.rules_version:
+            keyed = held[1]
+        else:
+            keyed = selectors.rule_keys_for_group(reading_group_id=group.pk)
+            _RULES_READ[group.pk] = (group.rules_version, keyed)
         match = first_match([k for k, _ in keyed], _study_key(study))
         if match is None:
             return None
