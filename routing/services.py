@@ -14,7 +14,7 @@ from functools import partial
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import JSONField, QuerySet, Value
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from alerts.models import Alert
@@ -352,15 +352,7 @@ def _offer_many(
             reasons=moving,
         )
     _routing_save(*routings)
-    documents = [d.verdicts for d in decisions]
-    for d in decisions:
-        # One parameter per document: Django's multi-row insert otherwise sends the
-        # verdicts as one array literal, escaping every quote of every document,
-        # which cost more than the insert itself.
-        d.verdicts = Value(d.verdicts, output_field=JSONField())
-    RoutingDecision.objects.bulk_create(decisions)
-    for d, document in zip(decisions, documents, strict=True):
-        d.verdicts = document
+    RoutingDecision.objects.record_many(decisions)
     return {d.study_id: d for d in decisions}
 
 
