@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import partial
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
@@ -524,7 +525,14 @@ def routing_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> d
     due = list(selectors.escalations_due(now=now)[:batch_size])
     escalated = sum(1 for study_id in due if study_escalate(study_id=study_id, now=now))
     orphans = list(selectors.studies_unrouted(ready_before=now - ROUTE_GRACE)[:batch_size])
-    routed = sum(1 for study_id in orphans if study_route(study_id=study_id, now=now))
+    size = max(1, settings.ROUTING_BATCH_SIZE)
+    routed = 0
+    for i in range(0, len(orphans), size):
+        # In batches, as the routing task does; a study another worker holds is
+        # waited for, then found routed.
+        chunk = orphans[i : i + size]
+        decided = studies_route(study_ids=chunk, batch_size=len(chunk), now=now)
+        routed += sum(1 for pk in chunk if decided.get(pk) is not None)
     return {"escalated": escalated, "routed_late": routed}
 
 
