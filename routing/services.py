@@ -215,22 +215,40 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
 _RULES_READ: dict[int, tuple[int, list[tuple[RuleKey, RoutingRule]]]] = {}
 
 
+def _group_rules(study: Study) -> list[tuple[RuleKey, RoutingRule]]:
+    """The active rules of the study's reading group, in order: read from the
+    database when the group's ``rules_version`` (read with the study) differs from
+    what this process holds."""
+    group = study.facility.reading_group
+    held = _RULES_READ.get(group.pk)
+    if held is not None and held[0] == group.rules_version:
+        return held[1]
+    keyed = selectors.rule_keys_for_group(reading_group_id=group.pk)
+    _RULES_READ[group.pk] = (group.rules_version, keyed)
+    return keyed
+
+
 class _RuleBook:
-    """Each reading group's rules: read from the database when the group's
-    ``rules_version`` (read with the study) differs from what this process holds."""
+    """The rule that applies to a study (the first of its group's rules to match)."""
 
     def for_study(self, study: Study) -> RoutingRule | None:
-        group = study.facility.reading_group
-        held = _RULES_READ.get(group.pk)
-        if held is not None and held[0] == group.rules_version:
-            keyed = held[1]
-        else:
-            keyed = selectors.rule_keys_for_group(reading_group_id=group.pk)
-            _RULES_READ[group.pk] = (group.rules_version, keyed)
+        keyed = _group_rules(study)
         match = first_match([k for k, _ in keyed], _study_key(study))
         if match is None:
             return None
         return next((r for k, r in keyed if k.rule_id == match.rule_id), None)
+
+
+def _routed_by(study: Study, routing: StudyRouting) -> RoutingRule | None:
+    """The rule a study was routed by: from the group's rules in memory while it is
+    still active, else as stored (an admin may have deactivated it since), else
+    the rule that applies now."""
+    if routing.rule_id is None:
+        return rule_for_study(study=study)
+    for _, rule in _group_rules(study):
+        if rule.pk == routing.rule_id:
+            return rule
+    return routing.rule or rule_for_study(study=study)
 
 
 def _route_afresh(study: Study, *, now: dt.datetime) -> RoutingDecision | None:
@@ -271,9 +289,12 @@ def _offer_from(
     """Offer at ``tier``, widening tier by tier until someone new is eligible."""
     facts = study_facts(study=study, rule=rule, now=now)
     # One gathering for every tier; each step looks at the tiers up to its own.
-    candidates = selectors.candidate_facts(
-        facility=study.facility, jurisdiction_code=facts.jurisdiction, max_tier=LAST_TIER, at=now
-    )
+    candidates = selectors.candidate_facts_many(
+        [(study.facility, facts.jurisdiction)],
+        max_tier=LAST_TIER,
+        at=now,
+        jurisdiction_ids={facts.jurisdiction: study.patient_jurisdiction_id},
+    )[study.facility_id, facts.jurisdiction]
     tier, verdicts, fresh = _widen(facts, candidates, tier=tier, skip=skip)
     if not fresh:
         if skip and outcome == RoutingDecision.Outcome.ESCALATED:
@@ -457,7 +478,12 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
         study = _lock_study(study_id, skip_locked=True)
         if study is None:
             return None  # another sweeper holds it
-        routing = StudyRouting.objects.select_for_update().filter(study=study).first()
+        # Read with the study (select_related): routing rows are only written under
+        # their study's lock, which we hold.
+        try:
+            routing: StudyRouting | None = study.routing
+        except StudyRouting.DoesNotExist:
+            routing = None
         if (
             routing is None
             or routing.next_escalation_at is None
@@ -472,7 +498,7 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
             routing.next_escalation_at = None
             routing.save(update_fields=["next_escalation_at"])
             return None
-        rule = routing.rule or rule_for_study(study=study)
+        rule = _routed_by(study, routing)
         if rule is None:
             return _mark_unroutable(
                 study,
