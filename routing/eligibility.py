@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 GENERAL = "general"
 # However close the due time, each tier gets at least this long to claim.
@@ -53,9 +54,9 @@ REASON_TEXT = {
 }
 
 
-@dataclass(frozen=True)
-class Credential:
-    """A license (``key`` = jurisdiction code) or privilege (``key`` = facility id)."""
+class Credential(NamedTuple):
+    """A license (``key`` = jurisdiction code) or privilege (``key`` = facility id).
+    A named tuple: a batch of decisions reads thousands of them."""
 
     key: str
     valid_from: dt.date
