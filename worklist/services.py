@@ -173,7 +173,12 @@ def study_release(
         raise NotPermitted("Say why you release the study.", code="reason_required")
     now = timezone.now()
     with transaction.atomic():
-        study = Study.objects.select_for_update().get(pk=study_id)
+        # The routing row and its rule come with the locked study (one statement).
+        study = (
+            Study.objects.select_for_update(of=("self",))
+            .select_related("routing__rule")
+            .get(pk=study_id)
+        )
         if study.status != StudyStatus.CLAIMED or study.assigned_radiologist_id != radiologist.pk:
             raise Conflict("You do not hold a claim on this study.", code="not_claimed")
         _offers_restore(study)
@@ -188,11 +193,12 @@ def study_release(
             ip_address=ip_address,
             reason=f"released: {reason}",
         )
-        routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
+        routing = getattr(study, "routing", None)
         if routing is not None and routing.rule is not None:
             # The escalation clock restarts: the offered readers get a full tier wait.
-            routing.next_escalation_at = now + routing.rule.tier_wait(study.priority)
-            routing.save(update_fields=["next_escalation_at"])
+            StudyRouting.objects.filter(study_id=study.pk).update(
+                next_escalation_at=now + routing.rule.tier_wait(study.priority)
+            )
     return released
 
 

@@ -289,3 +289,33 @@ def test_a_claim_takes_the_study_off_every_worklist_and_a_release_puts_it_back(
     assert {(o.priority, o.sla_due_at) for o in reopened} == {
         (ready_study.priority, ready_study.sla_due_at)
     }
+
+
+def test_refusals_on_a_study_one_cannot_see_are_404_whatever_else_is_wrong(api, tiered, offered):
+    """Claim, release and decline check visibility only when they refuse: a study
+    the caller may not see is a 404 before any other answer (its existence does not
+    leak), and one they may see gets the action's own refusal."""
+    local, regional = api(tiered["local"].user), api(tiered["regional"].user)
+    url = f"/api/v1/studies/{offered.pk}"
+    reason = {"reason": "busy"}
+    # Offered to the local reader (so visible), held by nobody: 409, or 400 without
+    # a reason.
+    not_held = local.post(f"{url}/release/", reason, format="json")
+    assert not_held.status_code == 409 and not_held.json()["code"] == "not_claimed"
+    assert local.post(f"{url}/release/", {}, format="json").status_code == 400
+    assert local.post(f"{url}/release/", {"reason": "  "}, format="json").status_code == 400
+    # Not offered to the regional reader: 404 whatever the body says.
+    for body in (reason, {}, {"reason": "  "}):
+        assert regional.post(f"{url}/release/", body, format="json").status_code == 404
+        assert regional.post(f"{url}/decline/", body, format="json").status_code == 404
+    assert regional.post(f"{url}/claim/").status_code == 404
+    assert regional.post(f"{url}/accept/").status_code == 404
+    # No such study at all: 404 too.
+    assert local.post("/api/v1/studies/999999/release/", reason, format="json").status_code == 404
+    assert local.post("/api/v1/studies/999999/claim/").status_code == 404
+    # Claimed by the local reader: the regional reader still gets 404, not 409.
+    assert local.post(f"{url}/claim/").status_code == 200
+    assert regional.post(f"{url}/release/", reason, format="json").status_code == 404
+    assert regional.post(f"{url}/claim/").status_code == 404
+    assert local.post(f"{url}/release/", reason, format="json").status_code == 200
+    assert Study.objects.get(pk=offered.pk).status == "offered"
