@@ -330,11 +330,11 @@ def _statements(captured) -> list[str]:
 
 def test_next_and_release_cost_a_fixed_number_of_statements(tiered, facility_a, offered):
     """Pinned: the claim/release loop is the hottest path of the API.  Next: the token
-    (with its user), the reader, the top of the worklist locked with its routing
-    rule, the reader's facts (two), then the claim's five writes (study, transition,
-    audit, routing timer, offers held).  Release: the token, the reader, the study
-    locked with its routing rule, then five writes (offers, study, transition,
-    audit, routing timer)."""
+    (with its user and their radiologist profile), the top of the worklist locked
+    with its routing rule, the reader's facts (two), then the claim's five writes
+    (study, transition, audit, routing timer, offers held).  Release: the token,
+    the study locked with its routing rule, then five writes (offers, study,
+    transition, audit, routing timer)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from rest_framework.authtoken.models import Token
@@ -359,8 +359,8 @@ def test_next_and_release_cost_a_fixed_number_of_statements(tiered, facility_a, 
             f"/api/v1/studies/{offered.pk}/release/", {"reason": "busy"}, format="json"
         )
     assert response.status_code == 200 and response.json()["status"] == "offered"
-    assert len(_statements(claim)) == 10, "\n".join(_statements(claim))
-    assert len(_statements(release)) == 8, "\n".join(_statements(release))
+    assert len(_statements(claim)) == 9, "\n".join(_statements(claim))
+    assert len(_statements(release)) == 7, "\n".join(_statements(release))
 
 
 def test_next_passes_over_a_study_the_reader_may_no_longer_read(tiered, facility_a, offered):
