@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
@@ -115,3 +116,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", turnaround_views.metrics, name="metrics"),
 ]
+# Static files from Django itself only with DEBUG on (the demo, served by gunicorn
+# as in production); a production proxy serves STATIC_ROOT (collectstatic).
+urlpatterns += staticfiles_urlpatterns()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import F, IntegerField, Q, QuerySet, Value
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +26,7 @@ from routing.selectors import rules_requiring
 from studies.models import Study
 from studies.selectors import study_get_visible, study_is_administered_by
 from teleradiology.api import client_ip, request_actor
+from teleradiology.errors import DomainError
 from worklist import selectors, services
 from worklist.pagination import WorklistKeysetPagination
 
@@ -39,6 +43,23 @@ def _reader(request: Request) -> Radiologist:
     if reader is None:
         raise PermissionDenied("Only radiologists claim studies.")
     return reader
+
+
+@contextmanager
+def _unseen_is_not_found(request: Request, study_id: int) -> Iterator[None]:
+    """Act on a study the reader was offered or holds; if the action is refused, a
+    study the user may not see is a 404 instead (its existence does not leak).
+
+    The visibility query (the user's grants and offers) runs only on a refusal:
+    claiming, accepting, declining and releasing succeed only on an open offer to
+    the reader or a claim of theirs, either of which makes the study visible to
+    them (``study_visibility_filter``), so a success needs no separate check.
+    """
+    try:
+        yield
+    except (DomainError, APIException, ObjectDoesNotExist):
+        study_get_visible(user=request.user, study_id=study_id)  # raises 404 if unseen
+        raise
 
 
 class WorklistRowSerializer(serializers.ModelSerializer[Study]):
@@ -183,13 +204,13 @@ class ClaimApi(APIView):
     @extend_schema(request=None, responses=AssignmentSerializer)
     def post(self, request: Request, study_id: int) -> Response:
         reader = _reader(request)
-        study_get_visible(user=request.user, study_id=study_id)  # 404 if not offered to me
-        study = services.study_claim(
-            study_id=study_id,
-            radiologist=reader,
-            actor=request.user,  # type: ignore[arg-type]
-            ip_address=client_ip(request),
-        )
+        with _unseen_is_not_found(request, study_id):  # 404 if not offered to me
+            study = services.study_claim(
+                study_id=study_id,
+                radiologist=reader,
+                actor=request.user,  # type: ignore[arg-type]
+                ip_address=client_ip(request),
+            )
         return Response(AssignmentSerializer(study).data)
 
 
@@ -222,16 +243,16 @@ class ReleaseApi(APIView):
     @extend_schema(request=ReleaseSerializer, responses=AssignmentSerializer)
     def post(self, request: Request, study_id: int) -> Response:
         reader = _reader(request)
-        study_get_visible(user=request.user, study_id=study_id)
-        body = ReleaseSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        study = services.study_release(
-            study_id=study_id,
-            radiologist=reader,
-            reason=body.validated_data["reason"],
-            actor=request.user,  # type: ignore[arg-type]
-            ip_address=client_ip(request),
-        )
+        with _unseen_is_not_found(request, study_id):
+            body = ReleaseSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            study = services.study_release(
+                study_id=study_id,
+                radiologist=reader,
+                reason=body.validated_data["reason"],
+                actor=request.user,  # type: ignore[arg-type]
+                ip_address=client_ip(request),
+            )
         return Response(AssignmentSerializer(study).data)
 
 
@@ -283,13 +304,13 @@ class DeclineApi(APIView):
     @extend_schema(request=ReleaseSerializer, responses={204: None})
     def post(self, request: Request, study_id: int) -> Response:
         reader = _reader(request)
-        study_get_visible(user=request.user, study_id=study_id)
-        body = ReleaseSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        services.study_decline(
-            study_id=study_id,
-            radiologist=reader,
-            reason=body.validated_data["reason"],
-            actor=request_actor(request),
-        )
+        with _unseen_is_not_found(request, study_id):
+            body = ReleaseSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            services.study_decline(
+                study_id=study_id,
+                radiologist=reader,
+                reason=body.validated_data["reason"],
+                actor=request_actor(request),
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
+from django.db import connection
 from django.db.models import F, Q, QuerySet
 
-from network.models import Radiologist
+from network.models import CredentialStatus, License, Radiologist
+from routing.eligibility import CandidateFacts, Credential
 from studies.models import Study
 from studies.states import StudyStatus
 
@@ -49,12 +54,122 @@ def worklist_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
 
 def claim_candidates(*, radiologist: Radiologist) -> QuerySet[Study]:
     """The top of the reader's worklist for "next case", locked with SKIP LOCKED by
-    the caller: only what claiming needs is joined (fewer joins, less planning)."""
+    the caller: only what claiming needs is joined (the facility's group, the
+    jurisdiction's code and the routing rule for the eligibility re-check)."""
     return (
         Study.objects.filter(_on_worklist_of(radiologist))
         .order_by("offers__priority", "offers__sla_due_at", "offers__received_at", "id")
-        .select_related("facility__region", "patient_jurisdiction")
+        .select_related("facility", "patient_jurisdiction", "routing__rule")
     )
+
+
+def claim_reader_facts(
+    *, study: Study, radiologist_id: int, rule_id: int, at: dt.datetime
+) -> tuple[CandidateFacts, frozenset[str]] | None:
+    """What routing's ``judge`` needs to decide whether one reader may read one
+    study now, and the codes of the subspecialties the rule requires, in two
+    statements; None if the reader does not read for the study's facility's group
+    (``routing.services.why_not`` has no verdict for them either).
+
+    The same facts as ``routing.selectors.candidate_facts`` for one named reader
+    (shift, open claims, cap, licenses in the jurisdiction, privileges at the
+    facility, subspecialties), without what only ranks the eligible: the tier and
+    the recent work are left at 0, so the verdict's eligibility and reasons are
+    routing's, its tier and load are not.  tests/worklist pins the equivalence.
+    """
+    ops = connection.ops
+    now = ops.adapt_datetimefield_value(at)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT r.display_name, r.reading_group_id, r.is_active, r.is_available,
+                EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
+                        AND sh.starts_at <= %s AND sh.ends_at > %s) AS on_shift,
+                (SELECT COUNT(*) FROM studies_study st
+                 WHERE st.assigned_radiologist_id = r.id AND st.status IN (%s, %s))
+                    AS open_claims,
+                r.workload_cap
+            FROM network_radiologist r
+            WHERE r.id = %s
+            """,
+            [
+                now,
+                now,
+                StudyStatus.CLAIMED.value,
+                StudyStatus.PRELIMINARY.value,
+                radiologist_id,
+            ],
+        )
+        row = cursor.fetchone()
+        if row is None or row[1] != study.facility.reading_group_id:
+            return None
+        cursor.execute(
+            """
+            SELECT 'l', l.valid_from, l.valid_to, l.status, l.scope
+            FROM network_license l
+            WHERE l.radiologist_id = %s AND l.jurisdiction_id = %s
+            UNION ALL
+            SELECT 'p', p.valid_from, p.valid_to, p.status, ''
+            FROM network_facilityprivilege p
+            WHERE p.radiologist_id = %s AND p.facility_id = %s
+            UNION ALL
+            SELECT 's', NULL, NULL, s.code, ''
+            FROM network_radiologist_subspecialties rs
+            JOIN network_subspecialty s ON s.id = rs.subspecialty_id
+            WHERE rs.radiologist_id = %s
+            UNION ALL
+            SELECT 'r', NULL, NULL, s.code, ''
+            FROM routing_routingrule_subspecialties rr
+            JOIN network_subspecialty s ON s.id = rr.subspecialty_id
+            WHERE rr.routingrule_id = %s
+            """,
+            [
+                radiologist_id,
+                study.patient_jurisdiction_id,
+                radiologist_id,
+                study.facility_id,
+                radiologist_id,
+                rule_id,
+            ],
+        )
+        rows = cursor.fetchall()
+    name, _, active, available, on_shift, open_claims, cap = row
+    convert: Any = getattr(ops, "convert_datefield_value", None)  # SQLite: text dates
+    licenses: list[Credential] = []
+    privileges: list[Credential] = []
+    subspecialties: set[str] = set()
+    required: set[str] = set()
+    for kind, valid_from, valid_to, status, scope in rows:
+        if kind == "s":
+            subspecialties.add(str(status))
+        elif kind == "r":
+            required.add(str(status))
+        else:
+            if convert is not None:
+                valid_from = convert(valid_from, None, connection)
+                valid_to = convert(valid_to, None, connection)
+            credential = Credential(
+                key=study.patient_jurisdiction.code if kind == "l" else str(study.facility_id),
+                valid_from=valid_from,
+                valid_to=valid_to,
+                active=status == CredentialStatus.ACTIVE,
+                final_scope=kind == "l" and scope == License.Scope.FINAL,
+            )
+            (licenses if kind == "l" else privileges).append(credential)
+    facts = CandidateFacts(
+        radiologist_id=radiologist_id,
+        name=name,
+        tier=0,
+        active=bool(active),
+        available=bool(available),
+        on_shift=bool(on_shift),
+        subspecialties=frozenset(subspecialties),
+        licenses=tuple(licenses),
+        privileges=tuple(privileges),
+        open_claims=int(open_claims),
+        workload_cap=cap,
+    )
+    return facts, frozenset(required)
 
 
 def cases_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:

@@ -12,45 +12,59 @@ import datetime as dt
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Radiologist
-from routing.eligibility import REASON_TEXT, Reason
+from routing.eligibility import REASON_TEXT, Reason, Verdict, judge
 from routing.models import StudyRouting
-from routing.services import why_not
+from routing.services import rule_for_study, study_facts
 from studies.models import Study
 from studies.services import study_transition
 from studies.states import StudyStatus
 from teleradiology.errors import Conflict, NotPermitted
 from worklist.models import Offer
-from worklist.selectors import claim_candidates
+from worklist.selectors import claim_candidates, claim_reader_facts
 
 
 def _claim_refusal(
-    study: Study, radiologist: Radiologist, now: dt.datetime
+    study: Study, radiologist: Radiologist, now: dt.datetime, *, offered: bool
 ) -> Conflict | NotPermitted | None:
-    """Why ``radiologist`` may not claim the (locked) study now, or None.  Nothing is
-    written before this answers, so a caller can try the next study without a
-    savepoint."""
+    """Why ``radiologist`` may not claim the (locked) study now, or None.  ``offered``:
+    whether the study has an open offer to the reader.  Nothing is written before
+    this answers, so a caller can try the next study without a savepoint."""
     if study.status != StudyStatus.OFFERED:
         return Conflict(
             "This study has already been claimed by another radiologist.", code="already_claimed"
         )
-    if not Offer.objects.filter(
-        study=study, radiologist=radiologist, withdrawn_at__isnull=True
-    ).exists():
+    if not offered:
         return NotPermitted("This study is not on your worklist.", code="not_offered")
     # Eligibility again: a license or privilege may have lapsed since the offer.
     return _eligibility_refusal(study, radiologist, now)
 
 
+def _claim_verdict(study: Study, radiologist: Radiologist, now: dt.datetime) -> Verdict | None:
+    """Routing's verdict on the reader for the study now (eligibility and reasons, as
+    ``routing.services.why_not`` gives them), from the study's own routing rule
+    (joined to the locked study by the callers) and two statements of facts."""
+    routing = getattr(study, "routing", None)
+    rule = (routing.rule if routing is not None else None) or rule_for_study(study=study)
+    if rule is None:
+        return None
+    found = claim_reader_facts(study=study, radiologist_id=radiologist.pk, rule_id=rule.pk, at=now)
+    if found is None:
+        return None
+    reader, required = found
+    rule.required_subspecialties_known(required)
+    return judge(study_facts(study=study, rule=rule, now=now), reader)
+
+
 def _eligibility_refusal(
     study: Study, radiologist: Radiologist, now: dt.datetime
 ) -> NotPermitted | None:
-    verdict = why_not(study=study, radiologist_id=radiologist.pk, now=now)
+    verdict = _claim_verdict(study, radiologist, now)
     if verdict is None:
         return NotPermitted("No routing rule applies to this study.", code="no_rule")
     if not verdict.eligible:
@@ -106,8 +120,9 @@ def _claim_locked(
     actor: User | None,
     now: dt.datetime,
     ip_address: str | None,
+    offered: bool,
 ) -> Study:
-    refusal = _claim_refusal(study, radiologist, now)
+    refusal = _claim_refusal(study, radiologist, now, offered=offered)
     if refusal is not None:
         raise refusal
     return _claim_apply(study, radiologist, actor=actor, now=now, ip_address=ip_address)
@@ -123,12 +138,28 @@ def study_claim(
     """Claim an offered study for ``radiologist``; the loser of a race gets Conflict."""
     now = timezone.now()
     with transaction.atomic():
+        # Whether it is offered to the reader, its routing rule and what the
+        # eligibility re-check needs come with the locked row (one statement).
         study = (
             Study.objects.select_for_update(of=("self",))
-            .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
+            .select_related("facility", "patient_jurisdiction", "routing__rule")
+            .annotate(
+                offered_to_reader=Exists(
+                    Offer.objects.filter(
+                        study=OuterRef("pk"), radiologist=radiologist, withdrawn_at__isnull=True
+                    )
+                )
+            )
             .get(pk=study_id)
         )
-        return _claim_locked(study, radiologist, actor=actor, now=now, ip_address=ip_address)
+        return _claim_locked(
+            study,
+            radiologist,
+            actor=actor,
+            now=now,
+            ip_address=ip_address,
+            offered=study.offered_to_reader,
+        )
 
 
 def study_claim_next(
@@ -146,17 +177,26 @@ def study_claim_next(
     """
     now = timezone.now()
     with transaction.atomic():
-        candidates = list(
-            claim_candidates(radiologist=radiologist).select_for_update(
-                skip_locked=True, of=("self",)
-            )[:scan]
+        candidates = claim_candidates(radiologist=radiologist).select_for_update(
+            skip_locked=True, of=("self",)
         )
-        for study in candidates:
-            refusal = _claim_refusal(study, radiologist, now)
-            if refusal is None:
-                return _claim_apply(study, radiologist, actor=actor, now=now, ip_address=ip_address)
-            if isinstance(refusal, NotPermitted) and refusal.code == "at_cap":
-                raise refusal
+        # The top study is read (and locked) alone: it is almost always claimable,
+        # and every row read is a row locked and a model built.  Only if it is
+        # refused are the next ones read, up to ``scan`` in all.
+        refused: list[int] = []
+        for size in (1, scan - 1):
+            for study in list(candidates.exclude(pk__in=refused)[:size]):
+                # The candidates query required an open, unheld offer to the reader.
+                refusal = _claim_refusal(study, radiologist, now, offered=True)
+                if refusal is None:
+                    return _claim_apply(
+                        study, radiologist, actor=actor, now=now, ip_address=ip_address
+                    )
+                if isinstance(refusal, NotPermitted) and refusal.code == "at_cap":
+                    raise refusal
+                refused.append(study.pk)
+            if not refused:
+                break  # nothing on the worklist (or all of it held by other claimers)
     return None
 
 
@@ -173,7 +213,12 @@ def study_release(
         raise NotPermitted("Say why you release the study.", code="reason_required")
     now = timezone.now()
     with transaction.atomic():
-        study = Study.objects.select_for_update().get(pk=study_id)
+        # The routing row and its rule come with the locked study (one statement).
+        study = (
+            Study.objects.select_for_update(of=("self",))
+            .select_related("routing__rule")
+            .get(pk=study_id)
+        )
         if study.status != StudyStatus.CLAIMED or study.assigned_radiologist_id != radiologist.pk:
             raise Conflict("You do not hold a claim on this study.", code="not_claimed")
         _offers_restore(study)
@@ -188,11 +233,12 @@ def study_release(
             ip_address=ip_address,
             reason=f"released: {reason}",
         )
-        routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
+        routing = getattr(study, "routing", None)
         if routing is not None and routing.rule is not None:
             # The escalation clock restarts: the offered readers get a full tier wait.
-            routing.next_escalation_at = now + routing.rule.tier_wait(study.priority)
-            routing.save(update_fields=["next_escalation_at"])
+            StudyRouting.objects.filter(study_id=study.pk).update(
+                next_escalation_at=now + routing.rule.tier_wait(study.priority)
+            )
     return released
 
 
@@ -204,7 +250,7 @@ def study_reassign(
     with transaction.atomic():
         study = (
             Study.objects.select_for_update(of=("self",))
-            .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")
+            .select_related("facility", "patient_jurisdiction", "routing__rule")
             .get(pk=study_id)
         )
         if to.reading_group_id != study.facility.reading_group_id:

@@ -919,24 +919,52 @@ def phase_bare(ctx: Ctx) -> None:
     ctx.results["phases"]["bare"]["left_claimed"] = between_phases(ctx, "after the bare SQL loop")
 
 
-def server_argv(ctx: Ctx, port: int) -> list[str]:
+SERVER_CONFIG = "gunicorn.conf.py"  # the product's server configuration (repository root)
+
+
+def server_config(ctx: Ctx) -> dict[str, Any]:
+    """What the server runs with: the product's ``gunicorn.conf.py`` read with the
+    server's environment, then the command line's ``--server-workers/-threads``."""
+    import runpy
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update(ctx.env())
+        conf = runpy.run_path(str(REPO / SERVER_CONFIG))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     a = ctx.args
-    return [
+    return {
+        "worker_class": conf.get("worker_class", "sync"),
+        "workers": a.server_workers if a.server_workers is not None else conf.get("workers", 1),
+        "threads": a.server_threads if a.server_threads is not None else conf.get("threads", 1),
+        "reuse_port": bool(conf.get("reuse_port", False)),
+        "keepalive": conf.get("keepalive", 2),
+    }
+
+
+def server_argv(ctx: Ctx, port: int) -> list[str]:
+    """gunicorn with the product's configuration; only the address (a free port) and
+    what the command line asks for differ."""
+    a = ctx.args
+    argv = [
         sys.executable,
         "-m",
         "gunicorn",
+        "--config",
+        SERVER_CONFIG,
         "teleradiology.wsgi:application",
         "--bind",
         f"127.0.0.1:{port}",
-        "--worker-class",
-        "gthread",
-        "--workers",
-        str(a.server_workers),
-        "--threads",
-        str(a.server_threads),
         "--error-logfile",
         "-",
     ]
+    if a.server_workers is not None:
+        argv += ["--workers", str(a.server_workers)]
+    if a.server_threads is not None:
+        argv += ["--threads", str(a.server_threads)]
+    return argv
 
 
 def wait_for_server(port: int, timeout: float) -> None:
@@ -1000,9 +1028,11 @@ def phase_api(ctx: Ctx) -> None:
     before = StudyTransition.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     port = free_port()
     log_path = ctx.work / "gunicorn.log"
+    conf = ctx.results["server"] = server_config(ctx)
     log(
-        f"starting gunicorn on 127.0.0.1:{port} ({a.server_workers} workers x "
-        f"{a.server_threads} threads, gthread, DJANGO_ENV=production)"
+        f"starting gunicorn on 127.0.0.1:{port} with {SERVER_CONFIG} ({conf['workers']} "
+        f"workers x {conf['threads']} threads, {conf['worker_class']}, reuse_port "
+        f"{conf['reuse_port']}, DJANGO_ENV=production)"
     )
     SERVER.start(server_argv(ctx, port), ctx.env(), log_path)
     try:
@@ -1050,7 +1080,7 @@ def phase_profile(ctx: Ctx) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from network.models import Radiologist
-    from worklist.selectors import worklist_for_reader
+    from worklist.selectors import claim_candidates
     from worklist.services import study_claim_next, study_release
 
     reader = Radiologist.objects.get(pk=ctx.readers[0]["radiologist"])
@@ -1074,12 +1104,10 @@ def phase_profile(ctx: Ctx) -> None:
         cycles["release_db"].append(sum(float(q["time"]) for q in captured.captured_queries))
         queries["release"] = len(captured.captured_queries)
     with transaction.atomic():
+        # The statement study_claim_next runs (it reads the top study alone first).
         app_plan = (
-            worklist_for_reader(radiologist=reader)
-            .select_for_update(skip_locked=True, of=("self",))
-            .select_related("facility__region", "facility__reading_group", "patient_jurisdiction")[
-                :10
-            ]
+            claim_candidates(radiologist=reader)
+            .select_for_update(skip_locked=True, of=("self",))[:1]
             .explain(analyze=True)
         )
     bare_plan = "\n".join(
@@ -1293,12 +1321,23 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
         *targets,
         "",
     ]
+    conf = r.get("server") or {}
+    server_text = (
+        f"{conf['workers']} workers x {conf['threads']} threads, {conf['worker_class']}, "
+        + (
+            "`reuse_port`: a listening socket per worker, "
+            if conf.get("reuse_port")
+            else "one shared listening socket, "
+        )
+        + f"keep-alive {conf['keepalive']} s"
+        if conf
+        else "not started"
+    )
     notes = [
         "### How it was measured",
         "",
-        f"- **API**: gunicorn ({args.server_workers} workers x {args.server_threads} threads, "
-        "gthread, keep-alive; as many request threads as clients, as the bare loop has "
-        "connections) serving `teleradiology.wsgi` with `DJANGO_ENV=production` (DEBUG off, "
+        f"- **API**: gunicorn with the product's `{SERVER_CONFIG}` ({server_text}) "
+        "serving `teleradiology.wsgi` with `DJANGO_ENV=production` (DEBUG off, "
         "a random SECRET_KEY, persistent database connections as configured) against "
         "PostgreSQL, with no proxy in front: clients send `X-Forwarded-Proto: https` as a "
         "TLS-terminating proxy would. Each client loops `POST /api/v1/worklist/next/` then "
@@ -1392,7 +1431,7 @@ def build_report(ctx: Ctx, elapsed: float, argv: Sequence[str]) -> tuple[str, st
         plans = [
             "",
             "Plans (EXPLAIN ANALYZE, after the run, no contention): the app's `next` "
-            "query (`worklist_for_reader` ... `FOR UPDATE SKIP LOCKED`, first 10):",
+            "query (`claim_candidates` ... `FOR UPDATE SKIP LOCKED`, the top study):",
             "",
             *("    " + line for line in prof["app_plan"].splitlines()),
             "",
@@ -1437,18 +1476,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(comma-separated; default 0,2)",
     )
     a("--profile-cycles", type=int, default=50, help="in-process claim/release cycles timed")
-    cores = os.cpu_count() or 1
     a(
         "--server-workers",
         type=int,
-        default=2 * cores + 1,
-        help="gunicorn worker processes (default: gunicorn's 2 x cores + 1)",
+        default=None,
+        help=f"gunicorn worker processes (default: the product's, {SERVER_CONFIG})",
     )
     a(
         "--server-threads",
         type=int,
         default=None,
-        help="threads per worker (default: enough for every client at once)",
+        help=f"threads per worker (default: the product's, {SERVER_CONFIG})",
     )
     a(
         "--skip",
@@ -1463,8 +1501,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--keep", action="store_true", help="keep the database and the work folder")
     a("--json", help="also write the raw results to this file")
     args = p.parse_args(argv)
-    if args.server_threads is None:
-        args.server_threads = max(1, math.ceil(args.clients / args.server_workers))
     args.skip = {x for x in args.skip.split(",") if x}
     if args.skip - {"bare", "api", "profile", "naive"}:
         p.error(f"unknown loops in --skip: {sorted(args.skip)}")

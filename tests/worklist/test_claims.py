@@ -289,3 +289,105 @@ def test_a_claim_takes_the_study_off_every_worklist_and_a_release_puts_it_back(
     assert {(o.priority, o.sla_due_at) for o in reopened} == {
         (ready_study.priority, ready_study.sla_due_at)
     }
+
+
+def test_refusals_on_a_study_one_cannot_see_are_404_whatever_else_is_wrong(api, tiered, offered):
+    """Claim, release and decline check visibility only when they refuse: a study
+    the caller may not see is a 404 before any other answer (its existence does not
+    leak), and one they may see gets the action's own refusal."""
+    local, regional = api(tiered["local"].user), api(tiered["regional"].user)
+    url = f"/api/v1/studies/{offered.pk}"
+    reason = {"reason": "busy"}
+    # Offered to the local reader (so visible), held by nobody: 409, or 400 without
+    # a reason.
+    not_held = local.post(f"{url}/release/", reason, format="json")
+    assert not_held.status_code == 409 and not_held.json()["code"] == "not_claimed"
+    assert local.post(f"{url}/release/", {}, format="json").status_code == 400
+    assert local.post(f"{url}/release/", {"reason": "  "}, format="json").status_code == 400
+    # Not offered to the regional reader: 404 whatever the body says.
+    for body in (reason, {}, {"reason": "  "}):
+        assert regional.post(f"{url}/release/", body, format="json").status_code == 404
+        assert regional.post(f"{url}/decline/", body, format="json").status_code == 404
+    assert regional.post(f"{url}/claim/").status_code == 404
+    assert regional.post(f"{url}/accept/").status_code == 404
+    # No such study at all: 404 too.
+    assert local.post("/api/v1/studies/999999/release/", reason, format="json").status_code == 404
+    assert local.post("/api/v1/studies/999999/claim/").status_code == 404
+    # Claimed by the local reader: the regional reader still gets 404, not 409.
+    assert local.post(f"{url}/claim/").status_code == 200
+    assert regional.post(f"{url}/release/", reason, format="json").status_code == 404
+    assert regional.post(f"{url}/claim/").status_code == 404
+    assert local.post(f"{url}/release/", reason, format="json").status_code == 200
+    assert Study.objects.get(pk=offered.pk).status == "offered"
+
+
+def _statements(captured) -> list[str]:
+    """The statements a request sent, without transaction control (which differs by
+    backend: SQLite's BEGIN IMMEDIATE is a statement, PostgreSQL's BEGIN is not)."""
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+    return [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(control)]
+
+
+def test_next_and_release_cost_a_fixed_number_of_statements(tiered, facility_a, offered):
+    """Pinned: the claim/release loop is the hottest path of the API.  Next: the token
+    (with its user and their radiologist profile), the top of the worklist locked
+    with its routing rule, the reader's facts (two), then the claim's five writes
+    (study, transition, audit, routing timer, offers held).  Release: the token,
+    the study locked with its routing rule, then five writes (offers, study,
+    transition, audit, routing timer)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from studies.services import study_transition
+
+    for n in range(3):  # more on the worklist than the one claimed
+        more = f.StudyFactory(
+            facility=facility_a, modality="CT", body_part="HEAD", priority=2 + n % 2
+        )
+        study_transition(study_id=more.pk, to_status="ready", at=NOW)
+        study_route(study_id=more.pk, now=NOW)
+    client = APIClient()
+    token = Token.objects.create(user=tiered["local"].user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    with CaptureQueriesContext(connection) as claim:
+        response = client.post("/api/v1/worklist/next/")
+    assert response.status_code == 200 and response.json()["id"] == offered.pk
+    with CaptureQueriesContext(connection) as release:
+        response = client.post(
+            f"/api/v1/studies/{offered.pk}/release/", {"reason": "busy"}, format="json"
+        )
+    assert response.status_code == 200 and response.json()["status"] == "offered"
+    assert len(_statements(claim)) == 9, "\n".join(_statements(claim))
+    assert len(_statements(release)) == 7, "\n".join(_statements(release))
+
+
+def test_next_passes_over_a_study_the_reader_may_no_longer_read(tiered, facility_a, offered):
+    from studies.services import study_transition
+    from worklist.services import study_claim_next
+
+    later = f.StudyFactory(facility=facility_a, modality="CT", body_part="HEAD", priority=3)
+    study_transition(study_id=later.pk, to_status="ready", at=NOW)
+    study_route(study_id=later.pk, now=NOW)
+    # The top study's patient is now in a jurisdiction the reader holds no license in.
+    Study.objects.filter(pk=offered.pk).update(
+        patient_jurisdiction=f.JurisdictionFactory(code="US-NY")
+    )
+    claimed = study_claim_next(radiologist=tiered["local"])
+    assert claimed is not None and claimed.pk == later.pk
+    assert Study.objects.get(pk=offered.pk).status == "offered"
+    assert study_claim_next(radiologist=tiered["local"]) is None  # only the unreadable left
+
+
+def test_next_at_the_workload_cap_is_refused_outright(api, tiered, offered):
+    from studies.services import study_transition
+
+    type(tiered["local"]).objects.filter(pk=tiered["local"].pk).update(workload_cap=1)
+    busy = f.StudyFactory(facility=offered.facility)
+    for status in ("ready", "offered"):
+        study_transition(study_id=busy.pk, to_status=status)
+    study_transition(study_id=busy.pk, to_status="claimed", assigned_radiologist=tiered["local"])
+    response = api(tiered["local"].user).post("/api/v1/worklist/next/")
+    assert response.status_code == 403 and response.json()["code"] == "at_cap"
+    assert Study.objects.get(pk=offered.pk).status == "offered"
