@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection
@@ -36,6 +35,7 @@ from routing.models import (
 from routing.rules import RuleKey
 from studies.models import Study
 from studies.states import StudyStatus
+from teleradiology.sql import in_ids, literal_rows
 from worklist.models import Offer
 
 RECENT_WORK_WINDOW = dt.timedelta(hours=8)
@@ -99,31 +99,38 @@ def _tier_pools(facility_ids: list[int]) -> dict[int, dict[int, int]]:
     return pools
 
 
-def _array(values: Iterable[Any], sql_type: str) -> Any:
-    """A PostgreSQL array parameter.  Integers go as one ``{1,2,3}`` literal: the
-    driver would otherwise check every element for characters to quote."""
-    if sql_type == "bigint":
-        return "{" + ",".join(str(int(v)) for v in values) + "}"
-    return list(values)
+# What every eligibility check reads of a reader ``r`` at a time: active, available,
+# on shift, open claims, cap.  Its parameters come from ``reader_state_params``.
+# Shared by routing's facts and the claim-time re-check, so both judge alike.
+READER_STATE_COLUMNS = """
+    r.is_active, r.is_available,
+    EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
+            AND sh.starts_at <= %s AND sh.ends_at > %s) AS on_shift,
+    (SELECT COUNT(*) FROM studies_study st
+     WHERE st.assigned_radiologist_id = r.id AND st.status IN (%s, %s)) AS open_claims,
+    r.workload_cap"""
 
 
-def _in(column: str, ids: list[int]) -> tuple[str, list[Any]]:
-    """``column IN (ids)``.  On PostgreSQL one array parameter (``= ANY``), so the
-    statement's text, and the driver's parsing of it, do not grow with the list."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s::bigint[])", [_array(ids, "bigint")]
-    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+def reader_state_params(at: dt.datetime) -> list[Any]:
+    now = connection.ops.adapt_datetimefield_value(at)
+    return [now, now, StudyStatus.CLAIMED.value, StudyStatus.PRELIMINARY.value]
 
 
-def _rows(types: tuple[str, ...], rows: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
-    """A relation of literal rows, one column per type: on PostgreSQL ``unnest`` of
-    one array per column (a statement of fixed text), elsewhere a VALUES list."""
-    if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
-        columns = [_array(col, t) for col, t in zip(zip(*rows, strict=True), types, strict=True)]
-        return f"SELECT * FROM unnest({arrays})", columns  # noqa: S608 - type names only
-    row = "(" + ", ".join(["%s"] * len(types)) + ")"
-    return f"VALUES {', '.join([row] * len(rows))}", [v for r in rows for v in r]
+def credential_from_row(
+    key: str, valid_from: Any, valid_to: Any, status: str, scope: str, *, is_license: bool
+) -> Credential:
+    """A license or privilege row read by hand-written SQL (SQLite gives dates as text)."""
+    convert = getattr(connection.ops, "convert_datefield_value", None)
+    if convert is not None:
+        valid_from = convert(valid_from, None, connection)
+        valid_to = convert(valid_to, None, connection)
+    return Credential(
+        key=key,
+        valid_from=valid_from,
+        valid_to=valid_to,
+        active=status == CredentialStatus.ACTIVE,
+        final_scope=is_license and scope == License.Scope.FINAL,
+    )
 
 
 def _plausible_pairs(
@@ -136,7 +143,7 @@ def _plausible_pairs(
     One statement for the whole batch: the pairs come in as one array per column
     on PostgreSQL, a VALUES list elsewhere."""
     now = connection.ops.adapt_datetimefield_value(at)
-    batch, batch_params = _rows(
+    batch, batch_params = literal_rows(
         ("bigint", "bigint", "bigint", "text"),
         wanted,
     )
@@ -208,19 +215,12 @@ class _Readers:
         if not reader_ids:
             return
         ops = connection.ops
-        now = ops.adapt_datetimefield_value(at)
-        readers, reader_params = _in("r.id", reader_ids)
+        readers, reader_params = in_ids("r.id", reader_ids)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
-                SELECT r.id, r.display_name, r.home_region_id, rg.country, r.is_active,
-                    r.is_available,
-                    EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
-                            AND sh.starts_at <= %s AND sh.ends_at > %s) AS on_shift,
-                    (SELECT COUNT(*) FROM studies_study st
-                     WHERE st.assigned_radiologist_id = r.id AND st.status IN (%s, %s))
-                        AS open_claims,
-                    r.workload_cap,
+                SELECT r.id, r.display_name, r.home_region_id, rg.country,
+                    {READER_STATE_COLUMNS},
                     COALESCE((SELECT SUM(sr.relative_value) FROM studies_study st
                               JOIN routing_studyrouting sr ON sr.study_id = st.id
                               WHERE st.assigned_radiologist_id = r.id
@@ -230,10 +230,7 @@ class _Readers:
                 WHERE {readers}
                 """,  # noqa: S608 - only placeholders are interpolated
                 [
-                    now,
-                    now,
-                    StudyStatus.CLAIMED.value,
-                    StudyStatus.PRELIMINARY.value,
+                    *reader_state_params(at),
                     ops.adapt_datetimefield_value(at - RECENT_WORK_WINDOW),
                     *reader_params,
                 ],
@@ -241,12 +238,12 @@ class _Readers:
             self.rows = {row[0]: row for row in cursor.fetchall()}
             # Only the credentials that will be judged: each (facility, jurisdiction,
             # reader) needs that license and that privilege.
-            lpairs, p1 = _rows(
+            lpairs, p1 = literal_rows(
                 ("bigint", "bigint"),
                 sorted({(r, jurisdiction_ids[c]) for _, c, r in judged if c in jurisdiction_ids}),
             )
-            ppairs, p2 = _rows(("bigint", "bigint"), sorted({(f, r) for f, _, r in judged}))
-            subspecialty_readers, p3 = _in("rs.radiologist_id", reader_ids)
+            ppairs, p2 = literal_rows(("bigint", "bigint"), sorted({(f, r) for f, _, r in judged}))
+            subspecialty_readers, p3 = in_ids("rs.radiologist_id", reader_ids)
             if connection.vendor == "postgresql":
                 # LATERAL, fenced with OFFSET 0 so it is not flattened: one index
                 # probe per pair; left to itself the planner, which cannot estimate
@@ -292,23 +289,15 @@ class _Readers:
                 [*p1, *p2, *p3],
             )
             credentials = cursor.fetchall()
-        convert = ops.convert_datefield_value if hasattr(ops, "convert_datefield_value") else None
         code_of = {pk: code for code, pk in jurisdiction_ids.items()}
         for kind, reader_id, key, valid_from, valid_to, status, scope in credentials:
             if kind == "s":
                 self.subspecialties[reader_id].add(str(key))
                 continue
-            if convert is not None:
-                valid_from = convert(valid_from, None, connection)
-                valid_to = convert(valid_to, None, connection)
             if kind == "l":
                 key = code_of[int(key)]  # licenses are judged by jurisdiction code
-            credential = Credential(
-                key=str(key),
-                valid_from=valid_from,
-                valid_to=valid_to,
-                active=status == CredentialStatus.ACTIVE,
-                final_scope=kind == "l" and scope == License.Scope.FINAL,
+            credential = credential_from_row(
+                str(key), valid_from, valid_to, status, scope, is_license=kind == "l"
             )
             if kind == "l":
                 self.licenses[reader_id, key].append(credential)

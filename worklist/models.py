@@ -9,12 +9,10 @@ from django.db import connection, models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 
+from teleradiology.sql import array_param
+
 if TYPE_CHECKING:
     from studies.models import Study
-
-
-def _int_array(values: list[int | None]) -> str:
-    return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
 
 
 class OfferQuerySet(models.QuerySet["Offer"]):
@@ -40,15 +38,15 @@ class OfferQuerySet(models.QuerySet["Offer"]):
                 ON CONFLICT DO NOTHING
                 """,  # noqa: S608 - the table name only
                 [
-                    _int_array([o.study_id for o in offers]),
-                    _int_array([o.radiologist_id for o in offers]),
-                    _int_array([o.tier for o in offers]),
+                    array_param([o.study_id for o in offers], "bigint"),
+                    array_param([o.radiologist_id for o in offers], "bigint"),
+                    array_param([o.tier for o in offers], "bigint"),
                     [o.offered_at for o in offers],
-                    _int_array([o.priority for o in offers]),
+                    array_param([o.priority for o in offers], "bigint"),
                     [o.sla_due_at for o in offers],
                     [o.received_at for o in offers],
-                    _int_array([o.facility_id for o in offers]),
-                    _int_array([o.rule_id for o in offers]),
+                    array_param([o.facility_id for o in offers], "bigint"),
+                    array_param([o.rule_id for o in offers], "bigint"),
                 ],
             )
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from django.db import connection
 from django.db.models import F, Q, QuerySet
 
-from network.models import CredentialStatus, License, Radiologist
+from network.models import Radiologist
 from routing.eligibility import CandidateFacts, Credential
+from routing.selectors import READER_STATE_COLUMNS, credential_from_row, reader_state_params
 from studies.models import Study
 from studies.states import StudyStatus
 
@@ -77,28 +77,14 @@ def claim_reader_facts(
     the recent work are left at 0, so the verdict's eligibility and reasons are
     routing's, its tier and load are not.  tests/worklist pins the equivalence.
     """
-    ops = connection.ops
-    now = ops.adapt_datetimefield_value(at)
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            SELECT r.display_name, r.reading_group_id, r.is_active, r.is_available,
-                EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
-                        AND sh.starts_at <= %s AND sh.ends_at > %s) AS on_shift,
-                (SELECT COUNT(*) FROM studies_study st
-                 WHERE st.assigned_radiologist_id = r.id AND st.status IN (%s, %s))
-                    AS open_claims,
-                r.workload_cap
+            f"""
+            SELECT r.display_name, r.reading_group_id, {READER_STATE_COLUMNS}
             FROM network_radiologist r
             WHERE r.id = %s
-            """,
-            [
-                now,
-                now,
-                StudyStatus.CLAIMED.value,
-                StudyStatus.PRELIMINARY.value,
-                radiologist_id,
-            ],
+            """,  # noqa: S608 - a fixed column list
+            [*reader_state_params(at), radiologist_id],
         )
         row = cursor.fetchone()
         if row is None or row[1] != study.facility.reading_group_id:
@@ -134,7 +120,6 @@ def claim_reader_facts(
         )
         rows = cursor.fetchall()
     name, _, active, available, on_shift, open_claims, cap = row
-    convert: Any = getattr(ops, "convert_datefield_value", None)  # SQLite: text dates
     licenses: list[Credential] = []
     privileges: list[Credential] = []
     subspecialties: set[str] = set()
@@ -145,15 +130,9 @@ def claim_reader_facts(
         elif kind == "r":
             required.add(str(status))
         else:
-            if convert is not None:
-                valid_from = convert(valid_from, None, connection)
-                valid_to = convert(valid_to, None, connection)
-            credential = Credential(
-                key=study.patient_jurisdiction.code if kind == "l" else str(study.facility_id),
-                valid_from=valid_from,
-                valid_to=valid_to,
-                active=status == CredentialStatus.ACTIVE,
-                final_scope=kind == "l" and scope == License.Scope.FINAL,
+            key = study.patient_jurisdiction.code if kind == "l" else str(study.facility_id)
+            credential = credential_from_row(
+                key, valid_from, valid_to, status, scope, is_license=kind == "l"
             )
             (licenses if kind == "l" else privileges).append(credential)
     facts = CandidateFacts(
