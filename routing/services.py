@@ -53,7 +53,11 @@ def _study_key(study: Study) -> StudyKey:
 
 def rule_for_study(*, study: Study) -> RoutingRule | None:
     """The first active rule of the facility's reading group that matches the study."""
-    return _RuleBook().for_study(study)
+    keyed = _group_rules(study)
+    match = first_match([k for k, _ in keyed], _study_key(study))
+    if match is None:
+        return None
+    return next((r for k, r in keyed if k.rule_id == match.rule_id), None)
 
 
 def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFacts:
@@ -168,10 +172,9 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
     reads for all, then multi-row writes for the offered ones."""
     if not studies:
         return {}
-    rules = _RuleBook()
     plans: list[tuple[Study, RoutingRule, int, list[Verdict], list[Verdict]]] = []
     decided: dict[int, RoutingDecision | None] = {}
-    matched = [(st, rules.for_study(st)) for st in studies]
+    matched = [(st, rule_for_study(study=st)) for st in studies]
     everyone = selectors.candidate_facts_many(
         [(st.facility, st.patient_jurisdiction.code) for st, rule in matched if rule],
         max_tier=LAST_TIER,
@@ -226,17 +229,6 @@ def _group_rules(study: Study) -> list[tuple[RuleKey, RoutingRule]]:
     keyed = selectors.rule_keys_for_group(reading_group_id=group.pk)
     _RULES_READ[group.pk] = (group.rules_version, keyed)
     return keyed
-
-
-class _RuleBook:
-    """The rule that applies to a study (the first of its group's rules to match)."""
-
-    def for_study(self, study: Study) -> RoutingRule | None:
-        keyed = _group_rules(study)
-        match = first_match([k for k, _ in keyed], _study_key(study))
-        if match is None:
-            return None
-        return next((r for k, r in keyed if k.rule_id == match.rule_id), None)
 
 
 def _routed_by(study: Study, routing: StudyRouting) -> RoutingRule | None:
