@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint typecheck check requirements clean
+.PHONY: demo test install system-packages smoke lint typecheck check requirements clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,20 +13,33 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# The Debian packages the tests and the demo drive (dcmtk, chromium, ...): one
+# list, in scripts/system-packages, which .ci/run calls too.
+system-packages:
+	scripts/system-packages
+
+install: system-packages $(STAMP)
 
 demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo ""
+	@echo "  Starting (Procfile): web (gunicorn), Celery worker, Celery beat, DICOM listener."
 	@echo "  Web:       http://127.0.0.1:8000/  (API docs: /api/docs/, admin: /admin/)"
+	@echo "  DICOM:     AE title TELERAD on 127.0.0.1:11112 (C-ECHO, C-STORE)"
 	@echo "  Logins:    admin / dr.chen / staff.stmary / superuser, password demo-pass-2026"
-	@echo "  Ctrl-C stops web, worker and beat together."
+	@echo "  On shift:  $(BIN)/python manage.py on_shift  (whom to sign in as)"
+	@echo "  Ctrl-C stops all four together."
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Runs `make demo` as the README says, sends a study with dcmtk, sees it offered
+# on a reader's worklist, stops it with Ctrl-C (SIGINT) and checks nothing is left.
+smoke: install
+	$(BIN)/python scripts/smoke_demo.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -57,6 +57,15 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 # The workers' heartbeat files on a RAM disk where there is one (a slow or full
 # disk must not make the arbiter think its workers hung).
+# gunicorn's control socket (for ``gunicornc``) defaults to one path per user, so a
+# second server on the machine (another checkout, a benchmark, a test) would take
+# over the first one's socket and remove it when it stops.  Off unless a path is
+# given.
+_control = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
+if _control:
+    control_socket = _control
+else:
+    control_socket_disable = True
 _SHM = "/dev/shm"  # noqa: S108 - a RAM disk for gunicorn's own files, not shared temp files
 if os.path.isdir(_SHM):
     worker_tmp_dir = _SHM

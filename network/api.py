@@ -6,6 +6,7 @@ from typing import Any
 
 import django_filters
 from django.db import models, transaction
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.permissions import IsAuthenticated
@@ -230,6 +231,9 @@ class MeApi(APIView):
             "username": user.get_username(),
             "roles": selectors.user_roles(user=user),
             "radiologist_id": reader.pk if reader else None,
+            "presence": (
+                selectors.reader_presence(radiologist=reader, at=timezone.now()) if reader else None
+            ),
             "facilities": list(
                 selectors.facilities_staffed(user=user).values_list("pk", flat=True)
             ),

@@ -464,7 +464,9 @@ def _seed_studies(facilities: list[Facility], *, now: dt.datetime) -> None:
         study = study_create(
             facility=facilities[fac_index],
             study_instance_uid=uid,
-            received_at=now - dt.timedelta(minutes=5 * n),
+            # Minutes ago, inside every priority's target: the demo opens with
+            # studies waiting, not with studies already breached.
+            received_at=now - dt.timedelta(minutes=n),
             priority=priority,
             accession_number=f"DEMO{n:05d}",
             patient_id=patient_id,

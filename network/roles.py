@@ -34,6 +34,9 @@ _GROUP_ADMIN_PERMS = [
     "ingest.change_quarantinedobject",
     "alerts.view_alert",
     "alerts.change_alert",
+    # Why a study went where it went: read-only, scoped to the group's studies in
+    # routing/admin.py.
+    "routing.view_routingdecision",
     # Reporting: templates added (never changed), reports and their delivery read-only,
     # and the facilities' result endpoints; each screen is scoped in reporting/admin.py.
     "reporting.add_reporttemplate",

@@ -9,6 +9,7 @@ A user's reach comes from a few grants, never from per-study rows:
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
@@ -144,6 +145,40 @@ def shift_list_visible(*, user: AnyUser) -> QuerySet[Shift]:
 def shift_list_on_duty(*, at: dt.datetime) -> QuerySet[Shift]:
     """Shifts running at ``at``: one range query on the shift window index."""
     return Shift.objects.filter(starts_at__lte=at, ends_at__gt=at)
+
+
+@dataclass(frozen=True)
+class ReaderPresence:
+    """Whether a reader is offered work now, and if not, why and until when."""
+
+    on_shift: bool
+    is_available: bool
+    is_active: bool
+    shift_ends_at: dt.datetime | None
+    next_shift_starts_at: dt.datetime | None
+
+    @property
+    def receives_offers(self) -> bool:
+        return self.on_shift and self.is_available and self.is_active
+
+
+def reader_presence(*, radiologist: Radiologist, at: dt.datetime) -> ReaderPresence:
+    """The reader's shift state at ``at``: the running shift's end, else the next start
+    (two index probes on the reader's shifts)."""
+    shifts = Shift.objects.filter(radiologist=radiologist)
+    running = shifts.filter(starts_at__lte=at, ends_at__gt=at).order_by("-ends_at").first()
+    upcoming = (
+        None
+        if running is not None
+        else shifts.filter(starts_at__gt=at).order_by("starts_at").first()
+    )
+    return ReaderPresence(
+        on_shift=running is not None,
+        is_available=radiologist.is_available,
+        is_active=radiologist.is_active,
+        shift_ends_at=running.ends_at if running else None,
+        next_shift_starts_at=upcoming.starts_at if upcoming else None,
+    )
 
 
 def facility_for_ae_title(*, ae_title: str) -> Facility | None:

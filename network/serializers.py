@@ -204,9 +204,23 @@ class ShiftSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Shif
         return self.scope_related_fields(super().get_fields())
 
 
+class PresenceSerializer(serializers.Serializer[Any]):
+    on_shift = serializers.BooleanField()
+    is_available = serializers.BooleanField()
+    is_active = serializers.BooleanField()
+    receives_offers = serializers.BooleanField(
+        help_text="On shift, available and active: new studies are offered to this reader."
+    )
+    shift_ends_at = serializers.DateTimeField(allow_null=True)
+    next_shift_starts_at = serializers.DateTimeField(allow_null=True)
+
+
 class MeSerializer(serializers.Serializer[Any]):
     username = serializers.CharField()
     roles = serializers.ListField(child=serializers.CharField())
     radiologist_id = serializers.IntegerField(allow_null=True)
+    presence = PresenceSerializer(
+        allow_null=True, help_text="A reader's shift state now (null for other users)."
+    )
     facilities = serializers.ListField(child=serializers.IntegerField())
     reading_groups = serializers.ListField(child=serializers.IntegerField())

@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from rest_framework.exceptions import NotFound
@@ -18,7 +19,7 @@ from rest_framework.exceptions import NotFound
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Radiologist
-from network.selectors import radiologist_for_user, user_roles
+from network.selectors import radiologist_for_user, reader_presence, user_roles
 from routing.models import StudyRouting
 from routing.selectors import decisions_for_study
 from studies.models import Study
@@ -66,7 +67,12 @@ def worklist_page(request: HttpRequest) -> HttpResponse:
     reader = _reader_or_none(request)
     if reader is None:
         return render(request, "worklist/not_a_reader.html", status=403)
-    return render(request, "worklist/worklist.html", {"rows": _rows(request, reader)})
+    presence = reader_presence(radiologist=reader, at=timezone.now())
+    return render(
+        request,
+        "worklist/worklist.html",
+        {"rows": _rows(request, reader), "presence": presence, "reader": reader},
+    )
 
 
 @login_required

@@ -1,4 +1,4 @@
-"""A real browser: Playwright driving Debian's chromium (installed by .ci/run)."""
+"""A real browser: Playwright driving Debian's chromium (installed by ``make install``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.tools import program
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -29,7 +31,7 @@ def browser() -> Iterator[Any]:
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            browser = p.chromium.launch(executable_path=program(CHROMIUM), args=ARGS, headless=True)
             yield browser
             browser.close()
     finally:

@@ -1,4 +1,4 @@
-"""Driving dcmtk's command-line peers (Debian package dcmtk, installed by CI)."""
+"""Driving dcmtk's command-line peers (Debian package dcmtk, installed by ``make install``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+
+from tests.tools import program
 
 # pynetdicom installs scripts of the same names; dcmtk's are called by full path.
 STORESCU = "/usr/bin/storescu"
@@ -16,7 +18,7 @@ ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 def echoscu(port: int, *, aet: str, aec: str = "TELERAD") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [ECHOSCU, "-v", "-aet", aet, "-aec", aec, "127.0.0.1", str(port)],
+        [program(ECHOSCU), "-v", "-aet", aet, "-aec", aec, "127.0.0.1", str(port)],
         env=ENV,
         capture_output=True,
         text=True,
@@ -29,7 +31,17 @@ def storescu(
     port: int, files: Sequence[Path], *, aet: str, aec: str = "TELERAD"
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [STORESCU, "-v", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
+        [
+            program(STORESCU),
+            "-v",
+            "-aet",
+            aet,
+            "-aec",
+            aec,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
         env=ENV,
         capture_output=True,
         text=True,

@@ -294,9 +294,11 @@ def test_tls_when_configured(transactional_db, facility, tmp_path):
     from tests.processes import start_listener, stop_listener
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    from tests.tools import program
+
     subprocess.run(
         [
-            "openssl",
+            program("/usr/bin/openssl"),
             "req",
             "-x509",
             "-newkey",
@@ -321,7 +323,7 @@ def test_tls_when_configured(transactional_db, facility, tmp_path):
         def echo(*tls_args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
                 [
-                    ECHOSCU,
+                    program(ECHOSCU),
                     *tls_args,
                     "-aet",
                     "GW_CT",

@@ -103,3 +103,34 @@ def test_routing_explanation_for_admins(api, group_admin, staff_a, tiered, ready
     assert why["tier"] == 2
     # Facility staff see their study, but not the routing internals.
     assert api(staff_a).get(f"/api/v1/studies/{ready_study.pk}/routing/").status_code == 404
+
+
+def test_group_admins_read_their_groups_routing_decisions_in_the_admin(
+    tiered, ready_study, group_admin, other_admin
+):
+    from django.test import Client
+
+    from network.roles import ensure_role_groups
+    from routing.models import RoutingDecision
+    from routing.services import study_route
+
+    ensure_role_groups()
+    study_route(study_id=ready_study.pk, now=NOW)
+    decision = RoutingDecision.objects.filter(study=ready_study).first()
+    assert decision is not None
+
+    mine, theirs = Client(), Client()
+    mine.force_login(group_admin)
+    theirs.force_login(other_admin)
+    listing = mine.get("/admin/routing/routingdecision/")
+    assert listing.status_code == 200
+    assert f"/admin/routing/routingdecision/{decision.pk}/change/".encode() in listing.content
+    assert mine.get(f"/admin/routing/routingdecision/{decision.pk}/change/").status_code == 200
+    # Read-only, and another group's admin does not see it.
+    assert mine.post(f"/admin/routing/routingdecision/{decision.pk}/delete/").status_code == 403
+    other = theirs.get("/admin/routing/routingdecision/")
+    assert f"/routingdecision/{decision.pk}/change/".encode() not in other.content
+    assert theirs.get(f"/admin/routing/routingdecision/{decision.pk}/change/").status_code in (
+        302,
+        404,
+    )

@@ -75,3 +75,56 @@ def test_a_study_outside_ones_reach_is_a_404_page(tiered, offered, staff_b):
         client = Client(raise_request_exception=False)
         client.force_login(user)
         assert client.get(f"/studies/{offered.pk}/").status_code == 404
+
+
+def test_a_reader_off_shift_is_told_so_and_when_the_next_shift_starts(tiered, offered):
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from network.models import Shift
+    from tests import factories as f
+
+    reader = tiered["local"]
+    page = signed_in(reader.user).get("/worklist/")
+    assert b"On shift until" in page.content and b"off shift" not in page.content
+
+    Shift.objects.filter(radiologist=reader).delete()
+    f.ShiftFactory(
+        radiologist=reader,
+        starts_at=NOW + dt.timedelta(hours=5),
+        ends_at=NOW + dt.timedelta(hours=13),
+    )
+    page = signed_in(reader.user).get("/worklist/")
+    text = page.content.decode()
+    assert "You are off shift" in text
+    # The next shift, in the reader's own time zone.
+    local = (NOW + dt.timedelta(hours=5)).astimezone(ZoneInfo(reader.timezone))
+    assert f"{local:%H:%M}" in text
+
+
+def test_a_paused_reader_is_told_they_are_unavailable(tiered, offered):
+    reader = tiered["local"]
+    reader.is_available = False
+    reader.save(update_fields=["is_available"])
+    text = signed_in(reader.user).get("/worklist/").content.decode()
+    assert "You are marked unavailable" in text
+
+
+def test_me_reports_a_readers_presence(tiered, api):
+    reader = tiered["local"]
+    body = api(reader.user).get("/api/v1/me/").json()
+    assert body["presence"]["on_shift"] is True
+    assert body["presence"]["receives_offers"] is True
+    assert body["presence"]["shift_ends_at"]
+
+
+def test_on_shift_lists_readers_on_shift_and_their_offers(tiered, offered):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("on_shift", stdout=out)
+    text = out.getvalue()
+    assert "dr_local" in text
+    assert f"study {offered.pk}" in text

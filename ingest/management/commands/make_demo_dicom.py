@@ -35,4 +35,8 @@ class Command(BaseCommand):
         )
         folder = Path(options["out"]) / spec.study_uid
         paths = write_series(spec, folder, count=options["count"])
-        self.stdout.write(f"{len(paths)} files of study {spec.study_uid} in {folder}")
+        self.stdout.write(
+            f"{len(paths)} files in {folder}\n"
+            f"accession number: {spec.accession}\n"
+            f"study instance UID: {spec.study_uid}"
+        )
