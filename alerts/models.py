@@ -12,6 +12,7 @@ class Alert(models.Model):
         STALE_CLAIM = "stale_claim", "Idle claim released"
         CRITICAL_UNCOMMUNICATED = "critical_uncommunicated", "Critical result not communicated"
         REVIEW_ANSWERED = "review_answered", "Second opinion answered"
+        INGEST_CONFLICT = "ingest_conflict", "DICOM object conflicts with a stored one"
 
     kind = models.CharField(max_length=30, choices=Kind.choices)
     reading_group = models.ForeignKey(

@@ -79,7 +79,8 @@ class GatedApplicationEntity(ApplicationEntity):
         if isinstance(verdict, str):
             logger.warning("rejected association from %s (%s): %s", calling, address, verdict)
             return [_REFUSED]
-        assoc.facility_id = verdict  # type: ignore[attr-defined]
+        assoc.facility_id = verdict.pk  # type: ignore[attr-defined]
+        assoc.max_object_bytes = verdict.dicom_max_object_bytes  # type: ignore[attr-defined]
         return [calling]
 
     @require_calling_aet.setter
@@ -98,8 +99,8 @@ ADMISSION_FRESH_SECONDS = 15.0
 ADMISSION_STALE_SECONDS = 3600.0
 
 
-def facility_admission(*, calling_ae: str, address: str) -> int | str:
-    """The facility id an association is admitted for, or the reason it is refused."""
+def facility_admission(*, calling_ae: str, address: str) -> Facility | str:
+    """The facility an association is admitted for, or the reason it is refused."""
     now = time.monotonic()
     with _admissions_lock:
         cached = _admissions.get(calling_ae)
@@ -109,7 +110,7 @@ def facility_admission(*, calling_ae: str, address: str) -> int | str:
         try:
             facility = (
                 Facility.objects.filter(ae_titles__ae_title=calling_ae)
-                .only("pk", "is_active", "dicom_allowed_networks")
+                .only("pk", "is_active", "dicom_allowed_networks", "dicom_max_object_bytes")
                 .first()
             )
             with _admissions_lock:
@@ -125,7 +126,7 @@ def facility_admission(*, calling_ae: str, address: str) -> int | str:
         return f"facility {facility.pk} is inactive"
     if not address_allowed(address, facility.dicom_allowed_networks):
         return f"address {address} is not on facility {facility.pk}'s allow-list"
-    return facility.pk
+    return facility
 
 
 class BoundedAssociationSocket(AssociationSocket):
@@ -183,19 +184,24 @@ def handle_echo(event: evt.Event) -> int:
 
 
 def handle_store(event: evt.Event, storage: ObjectStorage) -> int:
-    """C-STORE: file the staged object (stored, duplicate, replaced or quarantined)."""
+    """C-STORE: file the staged object (stored, duplicate, new version or quarantined)."""
     assoc = event.assoc
     facility_id = getattr(assoc, "facility_id", None)
     staged = Path(event.dataset_path)
     if facility_id is None:  # cannot happen after admission; refuse rather than guess
         return status.OUT_OF_RESOURCES
+    request = event.request
     result = services.instance_receive(
         storage=storage,
         staged_path=staged,
-        facility_id=facility_id,
-        calling_ae=str(assoc.requestor.ae_title).strip(),
-        peer_address=assoc.requestor.address,
-        expected_sop_instance_uid=str(getattr(event.request, "AffectedSOPInstanceUID", "") or ""),
+        request=services.Request(
+            facility_id=facility_id,
+            calling_ae=str(assoc.requestor.ae_title).strip(),
+            peer_address=assoc.requestor.address,
+            sop_class_uid=str(getattr(request, "AffectedSOPClassUID", "") or ""),
+            sop_instance_uid=str(getattr(request, "AffectedSOPInstanceUID", "") or ""),
+            max_object_bytes=getattr(assoc, "max_object_bytes", None),
+        ),
     )
     return result.status
 
@@ -203,6 +209,28 @@ def handle_store(event: evt.Event, storage: ObjectStorage) -> int:
 def handle_association_end(event: evt.Event) -> None:
     """Release this association thread's database connection."""
     connections.close_all()
+
+
+def _accept_uid_for_the_handler_to_check(value: Any) -> tuple[bool, str]:
+    return True, ""
+
+
+def start_staging_sweeper(storage: ObjectStorage, *, every_seconds: float = 60.0) -> None:
+    """Remove, in a daemon thread of the listener, the partial files aborted transfers
+    leave in staging (pynetdicom writes them and keeps them when an association
+    aborts).  It runs where the staging folder is, with no database."""
+
+    def sweep() -> None:
+        while True:
+            time.sleep(every_seconds)
+            try:
+                services.staging_sweep(
+                    storage=storage, max_age_seconds=settings.INGEST_STAGING_MAX_AGE_SECONDS
+                )
+            except OSError:
+                logger.exception("staging sweep failed")
+
+    threading.Thread(target=sweep, name="staging-sweep", daemon=True).start()
 
 
 def build_ssl_context() -> ssl.SSLContext | None:
@@ -230,6 +258,11 @@ def make_server(
     # Received datasets go to a file as they arrive (bounded memory), in a
     # staging folder on the storage's filesystem so filing is a rename.
     _config.STORE_RECV_CHUNKED_DATASET = True
+    # pynetdicom validates the UIDs of a DIMSE command while decoding it, and an
+    # invalid one (blank, over 64 characters) aborts the association with no status
+    # and no record.  The C-STORE handler checks the request's UIDs itself and
+    # answers a failure status (0xC260), keeping the data set as evidence.
+    _config.VALIDATORS["UI"] = _accept_uid_for_the_handler_to_check
     tempfile.tempdir = str(storage.staging_dir())
     BoundedAssociationSocket.max_pdu_bytes = settings.DICOM_MAX_PDU_BYTES
 
@@ -244,6 +277,7 @@ def make_server(
         if context.abstract_syntax is not None:
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
 
+    start_staging_sweeper(storage)
     handlers: list[Any] = [
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [storage]),

@@ -13,7 +13,10 @@ class QuarantinedObject(models.Model):
         "network.Facility", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     reason = models.CharField(max_length=500)
-    storage_key = models.CharField(max_length=300)
+    # The C-STORE status the sender was answered (see ingest/status.py).
+    status = models.PositiveIntegerField(default=0xC210)
+    # Where the object is kept; blank for one refused as too large (recorded only).
+    storage_key = models.CharField(max_length=300, blank=True)
     size_bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
     sop_instance_uid = models.CharField(max_length=200, blank=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import os
+import time
+
+from django.db.models import Count, QuerySet
 
 from ingest.models import QuarantinedObject
+from ingest.storage import ObjectStorage
 from network.selectors import AnyUser, reading_groups_administered
 
 
@@ -14,3 +18,25 @@ def quarantine_list_visible(*, user: AnyUser) -> QuerySet[QuarantinedObject]:
     if getattr(user, "is_superuser", False) and user.is_active:
         return qs
     return qs.filter(facility__reading_group__in=reading_groups_administered(user=user))
+
+
+def quarantine_counts_by_status() -> dict[int, int]:
+    """Objects ever quarantined, by the C-STORE status they were answered (one
+    aggregate; rows are kept, never deleted)."""
+    rows = QuarantinedObject.objects.values("status").annotate(n=Count("pk")).order_by()
+    return {row["status"]: row["n"] for row in rows}
+
+
+def staging_state(*, storage: ObjectStorage, now: float | None = None) -> tuple[int, float]:
+    """(files in staging, age in seconds of the oldest): transfers in progress, and
+    partial files of aborted ones until the listener's staging sweep removes them."""
+    now = now if now is not None else time.time()
+    count, oldest = 0, now
+    for entry in os.scandir(storage.staging_dir()):
+        try:
+            if entry.is_file():
+                count += 1
+                oldest = min(oldest, entry.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+    return count, now - oldest if count else 0.0

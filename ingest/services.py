@@ -10,12 +10,21 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.conf import settings
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 
@@ -25,11 +34,14 @@ from ingest import status
 from ingest.header import Header, Unfileable, read_header
 from ingest.models import QuarantinedObject
 from ingest.storage import ObjectStorage, StorageError, instance_key
+from ingest.validation import Refused, check_object
 from network.models import Facility
 from routing.tasks import route_when_committed
-from studies.models import Instance, Series, Study
+from studies.models import Instance, InstanceVersion, Series, Study
 from studies.services import study_create, study_transition
 from studies.states import StudyStatus
+from studies.validators import is_valid_uid
+from teleradiology.queue import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +49,22 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ReceiveResult:
     status: int
-    outcome: str  # stored | duplicate | replaced | quarantined | failed
+    outcome: str  # stored | duplicate | version | quarantined | failed
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Request:
+    """Who sent an object and what the C-STORE request said of it."""
+
+    facility_id: int
+    calling_ae: str
+    peer_address: str | None = None
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    # The facility's own limit, read with the facility when the association was
+    # admitted; None: the INGEST_MAX_OBJECT_BYTES default.
+    max_object_bytes: int | None = None
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -51,18 +77,24 @@ def _digest(path: Path) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
+def _printable(value: str, limit: int) -> str:
+    """A value from the wire made safe for a text column (NUL and control
+    characters shown escaped, never stored raw; PostgreSQL refuses NUL)."""
+    out = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in value)
+    return out[:limit]
+
+
 def instance_receive(
     *,
     storage: ObjectStorage,
     staged_path: Path,
-    facility_id: int,
-    calling_ae: str,
-    peer_address: str | None = None,
-    expected_sop_instance_uid: str = "",
+    request: Request,
     received_at: dt.datetime | None = None,
 ) -> ReceiveResult:
-    """File one received object: stored, an idempotent duplicate, a replacement, or
-    quarantined with its reason.  Nothing is answered Success unless it is stored."""
+    """File one received object: stored, an identical duplicate, a new version, or
+    quarantined with its reason and status.  Nothing is answered Success unless it
+    parsed whole, matched its request and is stored; 0xA700 only when the database
+    or the storage is unavailable."""
     received_at = received_at or timezone.now()
     try:
         sha256, size = _digest(staged_path)
@@ -70,80 +102,115 @@ def instance_receive(
         logger.error("cannot read staged object %s: %s", staged_path, exc)
         return ReceiveResult(status.OUT_OF_RESOURCES, "failed", str(exc))
 
-    try:
-        header = read_header(staged_path, expected_sop_instance_uid=expected_sop_instance_uid)
-    except Unfileable as exc:
-        return _quarantine(
-            storage=storage,
-            staged_path=staged_path,
-            reason=str(exc),
-            facility_id=facility_id,
-            calling_ae=calling_ae,
-            peer_address=peer_address,
-            sha256=sha256,
-            size=size,
-            received_at=received_at,
-            sop_uid=expected_sop_instance_uid,
+    evidence = _Evidence(storage, staged_path, request, sha256, size, received_at)
+    fault = _request_fault(request)
+    if fault:
+        return evidence.quarantine(status.REQUEST_INVALID, fault)
+    limit = request.max_object_bytes or settings.INGEST_MAX_OBJECT_BYTES
+    if size > limit:
+        return evidence.quarantine(
+            status.TOO_LARGE, f"the object is {size} bytes; the facility's limit is {limit}"
         )
+    try:
+        check_object(
+            staged_path,
+            request_sop_class=request.sop_class_uid,
+            request_sop_instance=request.sop_instance_uid,
+            private_element_limit=settings.INGEST_MAX_PRIVATE_ELEMENT_BYTES,
+        )
+        header = read_header(staged_path, expected_sop_instance_uid=request.sop_instance_uid)
+    except Refused as refused:
+        return evidence.quarantine(refused.status, refused.reason)
+    except Unfileable as exc:
+        return evidence.quarantine(status.CANNOT_UNDERSTAND, str(exc))
+    evidence.sop_uid, evidence.study_uid = header.sop_instance_uid, header.study_instance_uid
 
     try:
-        return _file(
-            storage=storage,
-            staged_path=staged_path,
-            header=header,
-            facility_id=facility_id,
-            calling_ae=calling_ae,
-            peer_address=peer_address,
-            sha256=sha256,
-            size=size,
-            received_at=received_at,
-        )
+        return _file(evidence=evidence, header=header)
     except StorageError as exc:
         logger.error("storage failure for %s: %s", header.sop_instance_uid, exc)
         return ReceiveResult(status.OUT_OF_RESOURCES, "failed", str(exc))
-    except DatabaseError as exc:
-        # Database down, or (IntegrityError) another association filed the same
-        # SOP Instance in the same instant.  The file may already be in place;
-        # the sender retries, and the retry takes the duplicate-or-replace path,
-        # so nothing is lost or doubled.
-        logger.error("database failure for %s: %s", header.sop_instance_uid, exc)
+    except (OperationalError, InterfaceError) as exc:
+        # The database is unavailable: the sender retries, and the retry takes the
+        # duplicate path, so nothing is lost or doubled.  (Values are checked before
+        # they reach the database, so a refused value never lands here.)
+        logger.error("database unavailable for %s: %s", header.sop_instance_uid, exc)
+        connection.close()
         return ReceiveResult(status.OUT_OF_RESOURCES, "failed", f"database: {exc}")
+    except DatabaseError as exc:
+        # Values are checked before they reach the database; one that still is
+        # refused is this object's fault, not an outage: keep it, do not retry it.
+        logger.error("database refused a value of %s: %s", header.sop_instance_uid, exc)
+        return evidence.quarantine(status.INVALID_VALUE, f"the database refused a value: {exc}")
 
 
-def _quarantine(
-    *,
-    storage: ObjectStorage,
-    staged_path: Path,
-    reason: str,
-    facility_id: int | None,
-    calling_ae: str,
-    peer_address: str | None,
-    sha256: str,
-    size: int,
-    received_at: dt.datetime,
-    sop_uid: str = "",
-    study_uid: str = "",
-) -> ReceiveResult:
-    key = f"quarantine/{received_at:%Y-%m-%d}/{uuid.uuid4().hex}.dcm"
-    try:
-        storage.put_file(staged_path, key)
-        QuarantinedObject.objects.create(
-            received_at=received_at,
-            calling_ae=calling_ae,
-            peer_address=peer_address,
-            facility_id=facility_id,
-            reason=reason[:500],
-            storage_key=key,
-            size_bytes=size,
-            sha256=sha256,
-            sop_instance_uid=sop_uid[:200],
-            study_instance_uid=study_uid[:200],
-        )
-    except (StorageError, DatabaseError) as exc:
-        logger.error("cannot quarantine an object from %s (%s): %s", calling_ae, reason, exc)
-        return ReceiveResult(status.OUT_OF_RESOURCES, "failed", str(exc))
-    logger.warning("quarantined an object from %s: %s", calling_ae, reason)
-    return ReceiveResult(status.CANNOT_UNDERSTAND, "quarantined", reason)
+def _request_fault(request: Request) -> str:
+    """Why the C-STORE request's own UIDs cannot be answered as given, or ''."""
+    for name, value in (
+        ("Affected SOP Class UID", request.sop_class_uid),
+        ("Affected SOP Instance UID", request.sop_instance_uid),
+    ):
+        text = value[:-1] if value.endswith("\0") else value
+        if not text.strip():
+            return f"the C-STORE request's {name} is empty or blank"
+        if len(text) > 64:
+            return f"the C-STORE request's {name} is {len(text)} characters (at most 64)"
+        if not is_valid_uid(text):
+            return f"the C-STORE request's {name} {_printable(text, 80)!r} is not a UID"
+    return ""
+
+
+@dataclass
+class _Evidence:
+    """One received object on its way: where it is staged and what is known of it."""
+
+    storage: ObjectStorage
+    staged_path: Path
+    request: Request
+    sha256: str
+    size: int
+    received_at: dt.datetime
+    sop_uid: str = ""
+    study_uid: str = ""
+
+    def quarantine(
+        self, code: int, reason: str, *, stored_key: str = "", alert: bool = False
+    ) -> ReceiveResult:
+        """Keep the object in quarantine with its reason; the row and the file are
+        written together (the file is moved inside the row's transaction, so a
+        failed move leaves no row, and a row never names a missing file)."""
+        key = f"quarantine/{self.received_at:%Y-%m-%d}/{uuid.uuid4().hex}.dcm"
+        keep_file = code != status.TOO_LARGE  # an oversized object is recorded, not kept
+        try:
+            with transaction.atomic():
+                row = QuarantinedObject.objects.create(
+                    received_at=self.received_at,
+                    calling_ae=_printable(self.request.calling_ae, 16),
+                    peer_address=self.request.peer_address,
+                    facility_id=self.request.facility_id,
+                    reason=_printable(reason, 500),
+                    status=code,
+                    storage_key=key if keep_file else "",
+                    size_bytes=self.size,
+                    sha256=self.sha256,
+                    sop_instance_uid=_printable(self.sop_uid or self.request.sop_instance_uid, 200),
+                    study_instance_uid=_printable(self.study_uid, 200),
+                )
+                if stored_key:
+                    self.storage.move(stored_key, key)
+                elif keep_file:
+                    self.storage.put_file(self.staged_path, key)
+        except (StorageError, DatabaseError) as exc:
+            logger.error(
+                "cannot quarantine an object from %s (%s): %s", self.request.calling_ae, reason, exc
+            )
+            return ReceiveResult(status.OUT_OF_RESOURCES, "failed", str(exc))
+        if not keep_file:
+            self.staged_path.unlink(missing_ok=True)
+        logger.warning("quarantined an object from %s: %s", self.request.calling_ae, reason)
+        if alert:
+            enqueue("ingest.quarantine_alert", row.pk)
+        return ReceiveResult(code, "quarantined", reason)
 
 
 class _UidCache:
@@ -240,102 +307,114 @@ def _series_for(header: Header, study_id: int) -> tuple[int, int]:
     return row
 
 
-def _file(
-    *,
-    storage: ObjectStorage,
-    staged_path: Path,
-    header: Header,
-    facility_id: int,
-    calling_ae: str,
-    peer_address: str | None,
-    sha256: str,
-    size: int,
-    received_at: dt.datetime,
-) -> ReceiveResult:
-    study_id, study_facility_id = _study_for(header, facility_id, received_at)
-    misfiled = ""
+def _file(*, evidence: _Evidence, header: Header) -> ReceiveResult:
+    facility_id = evidence.request.facility_id
+    study_id, study_facility_id = _study_for(header, facility_id, evidence.received_at)
     if study_facility_id != facility_id:
-        misfiled = f"study {header.study_instance_uid} belongs to another facility"
-    else:
-        series_id, series_study_id = _series_for(header, study_id)
-        if series_study_id != study_id:
-            misfiled = f"series {header.series_instance_uid} belongs to another study"
-    if misfiled:
-        return _quarantine(
-            storage=storage,
-            staged_path=staged_path,
-            facility_id=facility_id,
-            reason=misfiled,
-            calling_ae=calling_ae,
-            peer_address=peer_address,
-            sha256=sha256,
-            size=size,
-            received_at=received_at,
-            sop_uid=header.sop_instance_uid,
-            study_uid=header.study_instance_uid,
+        return evidence.quarantine(
+            status.INSTANCE_CONFLICT,
+            f"study {header.study_instance_uid} belongs to another facility",
+            alert=True,
+        )
+    series_id, series_study_id = _series_for(header, study_id)
+    if series_study_id != study_id:
+        return evidence.quarantine(
+            status.INSTANCE_CONFLICT,
+            f"series {header.series_instance_uid} belongs to another study",
+            alert=True,
         )
 
     key = instance_key(
         study_uid=header.study_instance_uid,
         series_uid=header.series_instance_uid,
         sop_uid=header.sop_instance_uid,
+        sha256=evidence.sha256,
     )
-    # Into place before any row says it exists.  An identical re-send rewrites
-    # identical bytes (atomically), which costs less than asking first.
-    storage.put_file(staged_path, key)
+    # Into place before any row says it exists.  The key holds the content's digest,
+    # so this never overwrites another version: an identical re-send rewrites the
+    # same bytes (atomically), which costs less than asking first.
+    evidence.storage.put_file(evidence.staged_path, key)
     fields = {
         "series_id": series_id,
         "sop_class_uid": header.sop_class_uid,
         "transfer_syntax_uid": header.transfer_syntax_uid,
         "instance_number": header.instance_number,
         "number_of_frames": header.number_of_frames,
-        "size_bytes": size,
-        "sha256": sha256,
+        "size_bytes": evidence.size,
+        "sha256": evidence.sha256,
         "storage_key": key,
-        "calling_ae": calling_ae,
-        "received_at": received_at,
+        "calling_ae": evidence.request.calling_ae,
+        "received_at": evidence.received_at,
     }
     # The common case is two statements in autocommit: insert the instance, then
     # record the arrival on the study.  (A crash between them leaves a stored,
     # recorded instance whose study may be declared ready a little early; later
     # instances are then filed as late, never lost.)
     try:
-        instance = Instance.objects.create(sop_instance_uid=header.sop_instance_uid, **fields)
+        with transaction.atomic():
+            instance = Instance.objects.create(sop_instance_uid=header.sop_instance_uid, **fields)
     except IntegrityError:
-        return _file_again(header=header, fields=fields, sha256=sha256, calling_ae=calling_ae)
-    if _touch_study(study_id, received_at):
+        return _file_again(evidence=evidence, header=header, fields=fields, key=key)
+    if _touch_study(study_id, evidence.received_at):
         Instance.objects.filter(pk=instance.pk).update(after_ready=True)
-        from ingest.tasks import study_check_images_after_report
-
-        study_check_images_after_report.delay(study_id)
+        enqueue("ingest.study_check_images_after_report", study_id)
     return ReceiveResult(status.SUCCESS, "stored")
 
 
 def _file_again(
-    *, header: Header, fields: dict[str, object], sha256: str, calling_ae: str
+    *, evidence: _Evidence, header: Header, fields: dict[str, object], key: str
 ) -> ReceiveResult:
-    """The SOP Instance was filed before: a duplicate, or a replacement to record."""
-    existing = Instance.objects.get(sop_instance_uid=header.sop_instance_uid)
-    if existing.sha256 == sha256:
-        return ReceiveResult(status.SUCCESS, "duplicate")
+    """The SOP Instance was filed before: an identical duplicate, a new version from
+    the same facility into the same series, or a conflict (another facility, study
+    or series), which is quarantined and leaves the stored instance untouched."""
     with transaction.atomic():
-        Instance.objects.filter(pk=existing.pk).update(
-            replaced_count=F("replaced_count") + 1, replaced_at=fields["received_at"], **fields
+        existing = Instance.objects.select_for_update().get(
+            sop_instance_uid=header.sop_instance_uid
         )
-        audit_record(
-            actor=None,
-            action=AuditEvent.Action.UPDATE,
-            obj=existing,
-            patient_id=header.patient_id,
-            detail={
-                "replaced": {
-                    "old_sha256": existing.sha256,
-                    "new_sha256": sha256,
-                    "calling_ae": calling_ae,
-                }
-            },
-        )
-    return ReceiveResult(status.SUCCESS, "replaced")
+        if existing.series_id != fields["series_id"]:
+            conflict = (
+                f"SOP Instance {header.sop_instance_uid} is already stored in series "
+                f"{existing.series.series_instance_uid} of study "
+                f"{existing.series.study.study_instance_uid}"
+            )
+        elif existing.sha256 == evidence.sha256:
+            return ReceiveResult(status.SUCCESS, "duplicate")
+        else:
+            conflict = ""
+            InstanceVersion.objects.create(
+                instance=existing,
+                sha256=existing.sha256,
+                size_bytes=existing.size_bytes,
+                storage_key=existing.storage_key,
+                transfer_syntax_uid=existing.transfer_syntax_uid,
+                calling_ae=existing.calling_ae,
+                received_at=existing.received_at,
+                superseded_at=evidence.received_at,
+            )
+            Instance.objects.filter(pk=existing.pk).update(
+                replaced_count=F("replaced_count") + 1,
+                replaced_at=evidence.received_at,
+                **fields,
+            )
+            audit_record(
+                actor=None,
+                action=AuditEvent.Action.UPDATE,
+                obj=existing,
+                patient_id=header.patient_id,
+                detail={
+                    "new_version": {
+                        "old_sha256": existing.sha256,
+                        "old_storage_key": existing.storage_key,
+                        "new_sha256": evidence.sha256,
+                        "calling_ae": evidence.request.calling_ae,
+                    }
+                },
+            )
+    if conflict:
+        # Our copy went to a key of its own (other series, or other content): move
+        # it into quarantine; the stored instance is not touched.
+        return evidence.quarantine(status.INSTANCE_CONFLICT, conflict, stored_key=key, alert=True)
+    return ReceiveResult(status.SUCCESS, "version")
 
 
 def _touch_study(study_id: int, at: dt.datetime) -> bool:
@@ -379,3 +458,21 @@ def studies_mark_ready(
         urgent_first = sorted(rows, key=lambda r: (r[1], r[2] or now, r[0]))
         route_when_committed([pk for pk, _, _ in urgent_first])
     return due
+
+
+def staging_sweep(*, storage: ObjectStorage, max_age_seconds: float) -> int:
+    """Remove staged files older than ``max_age_seconds``: partial files of transfers
+    that were aborted (the network layer writes them, and nothing files them).  A
+    transfer in progress keeps writing its file, so only idle ones are this old."""
+    cutoff = time.time() - max_age_seconds
+    removed = 0
+    for path in storage.staging_dir().iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # filed or removed meanwhile
+            continue
+    if removed:
+        logger.info("removed %d stale staged file(s)", removed)
+    return removed

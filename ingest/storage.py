@@ -31,6 +31,10 @@ class ObjectStorage(Protocol):
         """Move a staged file to ``key`` atomically and durably (replacing any object)."""
         ...
 
+    def move(self, source_key: str, dest_key: str) -> None:
+        """Move a stored object to another key atomically and durably."""
+        ...
+
     def open(self, key: str) -> BinaryIO: ...
 
     def exists(self, key: str) -> bool: ...
@@ -72,6 +76,9 @@ class FileSystemStorage:
         except OSError as exc:
             raise StorageError(f"cannot store {key}: {exc.strerror or exc}") from exc
 
+    def move(self, source_key: str, dest_key: str) -> None:
+        self.put_file(self.path(source_key), dest_key)
+
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
 
@@ -83,6 +90,9 @@ def default_storage() -> FileSystemStorage:
     return FileSystemStorage(Path(settings.DICOM_STORAGE_ROOT))
 
 
-def instance_key(*, study_uid: str, series_uid: str, sop_uid: str) -> str:
-    """The storage key of an instance; the UIDs must already be validated."""
-    return f"studies/{study_uid}/{series_uid}/{sop_uid}.dcm"
+def instance_key(*, study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
+    """The storage key of one version of an instance; the UIDs must already be
+    validated.  The content's digest is part of the key, so a differing re-send (or
+    two associations racing with the same UID) never overwrites a stored file; an
+    identical re-send lands on the same key with the same bytes."""
+    return f"studies/{study_uid}/{series_uid}/{sop_uid}.{sha256[:16]}.dcm"

@@ -9,6 +9,7 @@ from django.db import DatabaseError
 from alerts.models import Alert
 from alerts.services import alert_raise
 from ingest import services
+from ingest.models import QuarantinedObject
 from studies.models import Study
 from studies.states import StudyStatus
 
@@ -50,5 +51,33 @@ def study_check_images_after_report(study_id: int) -> bool:
         ),
         reading_group=study.facility.reading_group,
         study=study,
+    )
+    return raised is not None
+
+
+@shared_task(
+    name="ingest.quarantine_alert",
+    acks_late=True,
+    soft_time_limit=20,
+    time_limit=30,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def quarantine_alert(quarantine_id: int) -> bool:
+    """Tell the sending facility's group admins, once per facility and study, that an
+    object conflicting with a stored one was quarantined (the stored one untouched)."""
+    row = QuarantinedObject.objects.select_related("facility__reading_group").get(pk=quarantine_id)
+    if row.facility is None:
+        return False
+    raised = alert_raise(
+        kind=Alert.Kind.INGEST_CONFLICT,
+        dedupe_key=f"ingest-conflict:{row.facility_id}:{row.study_instance_uid}",
+        message=(
+            f"{row.facility.name} ({row.calling_ae}) sent objects that conflict with stored "
+            f"ones, first: {row.reason}. They are in quarantine (first: #{row.pk}); the "
+            "stored images are unchanged. Check the sender's UID generation."
+        )[:1000],
+        reading_group=row.facility.reading_group,
     )
     return raised is not None

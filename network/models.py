@@ -126,6 +126,12 @@ class Facility(models.Model):
         validators=[validate_networks],
         help_text='e.g. ["10.20.0.0/16", "203.0.113.7"]; empty allows any address.',
     )
+    dicom_max_object_bytes = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Largest DICOM object accepted from this facility; empty: the "
+        "INGEST_MAX_OBJECT_BYTES default.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

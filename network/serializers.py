@@ -106,6 +106,7 @@ class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[F
             "tat_routine_minutes",
             "default_priority",
             "dicom_allowed_networks",
+            "dicom_max_object_bytes",
             "is_active",
             "created_at",
             "updated_at",

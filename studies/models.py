@@ -192,7 +192,8 @@ class Instance(models.Model):
     storage_key = models.CharField(max_length=300)
     calling_ae = models.CharField(max_length=16, blank=True)
     received_at = models.DateTimeField()
-    # A re-send with different content keeps the newest; these say it happened.
+    # A re-send with different content (same facility, study and series) becomes the
+    # current version; the earlier ones stay stored (InstanceVersion).
     replaced_count = models.PositiveIntegerField(default=0)
     replaced_at = models.DateTimeField(null=True, blank=True)
     after_ready = models.BooleanField(default=False)
@@ -208,3 +209,24 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.sop_instance_uid
+
+
+class InstanceVersion(models.Model):
+    """An earlier version of an instance, superseded by a differing re-send from the
+    same facility into the same study and series.  Its file is kept, never
+    overwritten: each version is stored under a key of its own content."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="versions")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    storage_key = models.CharField(max_length=300)
+    transfer_syntax_uid = models.CharField(max_length=64, blank=True)
+    calling_ae = models.CharField(max_length=16, blank=True)
+    received_at = models.DateTimeField()
+    superseded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["instance", "received_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} {self.sha256[:12]}"

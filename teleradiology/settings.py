@@ -249,6 +249,12 @@ DICOM_MAX_PDU_BYTES = env.int("DICOM_MAX_PDU_BYTES", default=262144)
 DICOM_TLS_CERT = env.str("DICOM_TLS_CERT", default="")
 DICOM_TLS_KEY = env.str("DICOM_TLS_KEY", default="")
 DICOM_TLS_CA = env.str("DICOM_TLS_CA", default="")  # set to require client certificates
+# Largest object accepted (a facility may set its own); larger ones are refused
+# (0xC250) and recorded.  Private elements beyond the second limit are refused too.
+INGEST_MAX_OBJECT_BYTES = env.int("INGEST_MAX_OBJECT_BYTES", default=2 << 30)
+INGEST_MAX_PRIVATE_ELEMENT_BYTES = env.int("INGEST_MAX_PRIVATE_ELEMENT_BYTES", default=16 << 20)
+# Partial files of aborted transfers older than this are removed by the staging sweep.
+INGEST_STAGING_MAX_AGE_SECONDS = env.int("INGEST_STAGING_MAX_AGE_SECONDS", default=300)
 # A study is ready when no instance has arrived for this long.
 STUDY_QUIET_SECONDS = env.float("STUDY_QUIET_SECONDS", default=10.0)
 STUDY_READY_SWEEP_SECONDS = env.float("STUDY_READY_SWEEP_SECONDS", default=2.0)

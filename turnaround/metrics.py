@@ -45,6 +45,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from alerts.models import Alert
+from ingest.selectors import quarantine_counts_by_status, staging_state
+from ingest.storage import default_storage
 from network.models import Priority
 from routing.models import TIERS, RoutingDecision
 from studies.models import Study, StudyTransition
@@ -75,6 +77,29 @@ class DatabaseCollector(Collector):
         yield from self._queue(now)
         yield from self._counters()
         yield self._turnaround(now)
+        yield from self._ingest()
+
+    def _ingest(self) -> Iterator[Metric]:
+        quarantined = CounterMetricFamily(
+            "telerad_ingest_quarantined",
+            "DICOM objects refused and kept in quarantine, by the C-STORE status answered.",
+            labels=["status"],
+        )
+        for code, n in sorted(quarantine_counts_by_status().items()):
+            quarantined.add_metric([f"0x{code:04X}"], n)
+        yield quarantined
+        count, oldest = staging_state(storage=default_storage())
+        yield GaugeMetricFamily(
+            "telerad_ingest_staged_files",
+            "Files in the gateway's staging folder: transfers in progress and partial "
+            "files of aborted ones (removed by the listener's staging sweep).",
+            value=count,
+        )
+        yield GaugeMetricFamily(
+            "telerad_ingest_staged_oldest_seconds",
+            "Age of the oldest file in staging (stays below the sweep's limit when it runs).",
+            value=oldest,
+        )
 
     def _queue(self, now: dt.datetime) -> Iterator[Metric]:
         depth = GaugeMetricFamily(

@@ -9,7 +9,7 @@ import pytest
 
 from ingest import status
 from ingest.models import QuarantinedObject
-from ingest.services import instance_receive
+from ingest.services import Request, instance_receive
 from ingest.storage import FileSystemStorage
 from ingest.synthetic import StudySpec, write_series
 from studies.models import Instance, Study
@@ -25,10 +25,20 @@ def storage(tmp_path):
 
 
 def _receive(storage, path: Path, facility, aet="FAC_A"):
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
     staged = storage.staging_dir() / f"{path.name}.part"
     shutil.copy(path, staged)
     return instance_receive(
-        storage=storage, staged_path=staged, facility_id=facility.pk, calling_ae=aet
+        storage=storage,
+        staged_path=staged,
+        request=Request(
+            facility_id=facility.pk,
+            calling_ae=aet,
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+        ),
     )
 
 
@@ -38,11 +48,16 @@ def test_a_study_uid_sent_by_another_facility_is_quarantined(
     first, second = write_series(StudySpec(), tmp_path / "s", count=2)
     assert _receive(storage, first, facility_a).status == status.SUCCESS
     result = _receive(storage, second, facility_b, aet="FAC_B")
-    assert result.status == status.CANNOT_UNDERSTAND
+    assert result.status == status.INSTANCE_CONFLICT
     row = QuarantinedObject.objects.get()
     assert "belongs to another facility" in row.reason
-    assert row.facility == facility_b
+    assert row.facility == facility_b and row.status == status.INSTANCE_CONFLICT
+    assert storage.exists(row.storage_key)
     assert Instance.objects.count() == 1
+    # The sending facility's group admins are told, once.
+    from alerts.models import Alert
+
+    assert Alert.objects.filter(kind=Alert.Kind.INGEST_CONFLICT).count() == 1
 
 
 def test_instances_after_ready_are_added_and_flagged(storage, facility_a, tmp_path):

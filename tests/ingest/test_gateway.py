@@ -29,13 +29,8 @@ def facility(transactional_db):
 
 def _stored_path(listener, path):
     ds = dcmread(path, stop_before_pixels=True)
-    return (
-        listener.storage_root
-        / "studies"
-        / ds.StudyInstanceUID
-        / ds.SeriesInstanceUID
-        / f"{ds.SOPInstanceUID}.dcm"
-    )
+    key = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID).storage_key
+    return listener.storage_root.joinpath(*key.split("/"))
 
 
 def test_echo_from_a_facility_is_answered_and_a_stranger_is_rejected(dicom_listener, facility):
@@ -126,12 +121,16 @@ def test_studies_arrive_complete_with_their_metadata(dicom_listener, facility, t
     for path in [p for group in files.values() for p in group]:
         stored = _stored_path(dicom_listener, path)
         assert dataset_bytes(stored) == dataset_bytes(path)
-        row = Instance.objects.get(sop_instance_uid=stored.stem)
+        row = Instance.objects.get(
+            sop_instance_uid=dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        )
         assert row.sha256 == hashlib.sha256(stored.read_bytes()).hexdigest()
     assert not list((dicom_listener.storage_root / ".staging").iterdir())
 
 
-def test_a_resend_is_idempotent_and_a_changed_resend_replaces(dicom_listener, facility, tmp_path):
+def test_a_resend_is_idempotent_and_a_changed_resend_is_a_new_version(
+    dicom_listener, facility, tmp_path
+):
     spec = StudySpec(patient_id="GW-9")
     paths = write_series(spec, tmp_path / "s", count=5)
     assert storescu(dicom_listener.port, paths, aet="GW_CT").returncode == 0
@@ -142,7 +141,10 @@ def test_a_resend_is_idempotent_and_a_changed_resend_replaces(dicom_listener, fa
     assert len(stored_files) == 5
     assert set(Instance.objects.values_list("replaced_count", flat=True)) == {0}
 
-    # Same SOP Instance UID, different pixels: the newest wins, and it is recorded.
+    # Same SOP Instance UID, same facility and series, different pixels: the newest
+    # is the current version, the first is kept beside it (never overwritten).
+    first_file = _stored_path(dicom_listener, paths[0])
+    first_bytes = first_file.read_bytes()
     ds = dcmread(paths[0])
     ds.PixelData = bytes(len(ds.PixelData))
     changed = tmp_path / "changed.dcm"
@@ -151,8 +153,12 @@ def test_a_resend_is_idempotent_and_a_changed_resend_replaces(dicom_listener, fa
     row = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID)
     assert row.replaced_count == 1 and row.replaced_at is not None
     assert dataset_bytes(_stored_path(dicom_listener, changed)) == dataset_bytes(changed)
+    assert first_file.read_bytes() == first_bytes
+    (version,) = row.versions.all()
+    assert version.storage_key != row.storage_key
+    assert dicom_listener.storage_root.joinpath(*version.storage_key.split("/")) == first_file
     assert AuditEvent.objects.filter(
-        object_type="studies.instance", object_id=str(row.pk), detail__has_key="replaced"
+        object_type="studies.instance", object_id=str(row.pk), detail__has_key="new_version"
     ).exists()
     assert Instance.objects.count() == 5
 
@@ -211,7 +217,7 @@ def test_garbage_and_uidless_objects_are_quarantined_and_the_listener_keeps_serv
     uidless_status = _send_raw(
         dicom_listener.port, "GW_CT", ct_class, "1.2.3.4.6", buffer.getvalue()
     )
-    assert uidless_status == 0xC210
+    assert uidless_status == 0xC220  # a value refused: the identifying UID is missing
 
     rows = {q.sop_instance_uid: q for q in QuarantinedObject.objects.all()}
     assert set(rows) == {"1.2.3.4.5", "1.2.3.4.6"}

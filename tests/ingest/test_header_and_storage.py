@@ -86,16 +86,19 @@ def test_storage_put_is_a_rename_into_place(tmp_path):
     storage = FileSystemStorage(tmp_path / "root")
     staged = storage.staging_dir() / "incoming.dcm"
     staged.write_bytes(b"object")
-    key = instance_key(study_uid="1.2", series_uid="1.2.3", sop_uid="1.2.3.4")
+    key = instance_key(study_uid="1.2", series_uid="1.2.3", sop_uid="1.2.3.4", sha256="ab" * 32)
     storage.put_file(staged, key)
     assert not staged.exists()
     with storage.open(key) as fh:
         assert fh.read() == b"object"
-    # Replacing keeps exactly one file with the newest content.
-    staged.write_bytes(b"newer")
+    # The same key again (identical content) keeps exactly one file.
+    staged.write_bytes(b"object")
     storage.put_file(staged, key)
     with storage.open(key) as fh:
-        assert fh.read() == b"newer"
+        assert fh.read() == b"object"
+    # Other content has another key: a version never overwrites another.
+    other = instance_key(study_uid="1.2", series_uid="1.2.3", sop_uid="1.2.3.4", sha256="cd" * 32)
+    assert other != key
 
 
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../b", "a//b", ""])
