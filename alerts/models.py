@@ -13,6 +13,7 @@ class Alert(models.Model):
         CRITICAL_UNCOMMUNICATED = "critical_uncommunicated", "Critical result not communicated"
         REVIEW_ANSWERED = "review_answered", "Second opinion answered"
         INGEST_CONFLICT = "ingest_conflict", "DICOM object conflicts with a stored one"
+        STORAGE_QUOTA = "storage_quota", "Facility storage quota nearly used"
 
     kind = models.CharField(max_length=30, choices=Kind.choices)
     reading_group = models.ForeignKey(

@@ -28,3 +28,18 @@ class QuarantinedObject(models.Model):
 
     def __str__(self) -> str:
         return f"{self.received_at:%Y-%m-%d %H:%M:%S} {self.calling_ae}: {self.reason}"
+
+
+class FacilityStorageUsage(models.Model):
+    """Bytes stored for a facility (instances, their earlier versions and its
+    quarantine), measured by a beat sweep; the gateway compares it with the
+    facility's quota when it admits an association."""
+
+    facility = models.OneToOneField(
+        "network.Facility", primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    stored_bytes = models.PositiveBigIntegerField(default=0)
+    measured_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"facility {self.facility_id}: {self.stored_bytes} bytes"

@@ -25,14 +25,16 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
+from alerts.models import Alert
+from alerts.services import alert_raise
 from audit.models import AuditEvent
 from audit.services import audit_record
 from ingest import status
 from ingest.header import Header, Unfileable, read_header
-from ingest.models import QuarantinedObject
+from ingest.models import FacilityStorageUsage, QuarantinedObject
 from ingest.storage import ObjectStorage, StorageError, instance_key
 from ingest.validation import Refused, check_object
 from network.models import Facility
@@ -65,6 +67,9 @@ class Request:
     # The facility's own limit, read with the facility when the association was
     # admitted; None: the INGEST_MAX_OBJECT_BYTES default.
     max_object_bytes: int | None = None
+    # Bytes the facility may still store under its quota (None: no quota), as
+    # measured by the usage sweep when the association was admitted.
+    quota_left_bytes: int | None = None
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -106,6 +111,11 @@ def instance_receive(
     fault = _request_fault(request)
     if fault:
         return evidence.quarantine(status.REQUEST_INVALID, fault)
+    if request.quota_left_bytes is not None and size > request.quota_left_bytes:
+        return evidence.quarantine(
+            status.QUOTA_EXCEEDED,
+            "the facility's storage quota is used up; an admin must raise it",
+        )
     limit = request.max_object_bytes or settings.INGEST_MAX_OBJECT_BYTES
     if size > limit:
         return evidence.quarantine(
@@ -120,6 +130,7 @@ def instance_receive(
         )
         header = read_header(staged_path, expected_sop_instance_uid=request.sop_instance_uid)
     except Refused as refused:
+        evidence.study_uid = refused.study_uid
         return evidence.quarantine(refused.status, refused.reason)
     except Unfileable as exc:
         return evidence.quarantine(status.CANNOT_UNDERSTAND, str(exc))
@@ -142,6 +153,17 @@ def instance_receive(
         # refused is this object's fault, not an outage: keep it, do not retry it.
         logger.error("database refused a value of %s: %s", header.sop_instance_uid, exc)
         return evidence.quarantine(status.INVALID_VALUE, f"the database refused a value: {exc}")
+
+
+def _flag_refused(study_uid: str, facility_id: int) -> None:
+    """Count a refused object on its study (if the study exists and is the sending
+    facility's), so that the reader is told the study may be missing images."""
+    try:
+        Study.objects.filter(study_instance_uid=study_uid, facility_id=facility_id).update(
+            refused_instance_count=F("refused_instance_count") + 1
+        )
+    except DatabaseError as exc:  # the refusal is recorded; the flag is secondary
+        logger.error("cannot flag study %s with a refused object: %s", study_uid, exc)
 
 
 def _request_fault(request: Request) -> str:
@@ -180,7 +202,8 @@ class _Evidence:
         written together (the file is moved inside the row's transaction, so a
         failed move leaves no row, and a row never names a missing file)."""
         key = f"quarantine/{self.received_at:%Y-%m-%d}/{uuid.uuid4().hex}.dcm"
-        keep_file = code != status.TOO_LARGE  # an oversized object is recorded, not kept
+        # An oversized object, or one beyond the quota, is recorded, not kept.
+        keep_file = code not in (status.TOO_LARGE, status.QUOTA_EXCEEDED)
         try:
             with transaction.atomic():
                 row = QuarantinedObject.objects.create(
@@ -207,6 +230,8 @@ class _Evidence:
             return ReceiveResult(status.OUT_OF_RESOURCES, "failed", str(exc))
         if not keep_file:
             self.staged_path.unlink(missing_ok=True)
+        if self.study_uid:
+            _flag_refused(self.study_uid, self.request.facility_id)
         logger.warning("quarantined an object from %s: %s", self.request.calling_ae, reason)
         if alert:
             enqueue("ingest.quarantine_alert", row.pk)
@@ -280,6 +305,13 @@ def _study_create(header: Header, facility_id: int, received_at: dt.datetime) ->
                 study_date=header.study_date,
                 referring_physician=header.referring_physician,
             )
+            # Objects of this study refused before it existed (its first ones were
+            # broken, say) flag it too.
+            refused = QuarantinedObject.objects.filter(
+                facility_id=facility_id, study_instance_uid=header.study_instance_uid
+            ).count()
+            if refused:
+                Study.objects.filter(pk=study.pk).update(refused_instance_count=refused)
             return study.pk, study.facility_id
     except IntegrityError:
         # Another association (or listener process) created it first.
@@ -476,3 +508,49 @@ def staging_sweep(*, storage: ObjectStorage, max_age_seconds: float) -> int:
     if removed:
         logger.info("removed %d stale staged file(s)", removed)
     return removed
+
+
+def storage_usage_measure(*, now: dt.datetime | None = None) -> dict[int, int]:
+    """Measure the bytes stored per facility (current instances, earlier versions and
+    quarantine; three aggregates), record them, and alert a facility's group admins
+    once when its usage passes the warning fraction of its quota and once when it
+    reaches it (from then on the gateway answers 0xA710)."""
+    now = now or timezone.now()
+    usage: dict[int, int] = {}
+    sources = [
+        Instance.objects.values_list("series__study__facility_id").annotate(n=Sum("size_bytes")),
+        InstanceVersion.objects.values_list("instance__series__study__facility_id").annotate(
+            n=Sum("size_bytes")
+        ),
+        QuarantinedObject.objects.exclude(storage_key="")
+        .exclude(facility=None)
+        .values_list("facility_id")
+        .annotate(n=Sum("size_bytes")),
+    ]
+    for rows in sources:
+        for facility_id, n in rows.order_by():
+            usage[facility_id] = usage.get(facility_id, 0) + int(n or 0)
+    for facility_id, stored in usage.items():
+        FacilityStorageUsage.objects.update_or_create(
+            facility_id=facility_id, defaults={"stored_bytes": stored, "measured_at": now}
+        )
+    quotas = Facility.objects.filter(
+        pk__in=list(usage), dicom_storage_quota_bytes__isnull=False
+    ).select_related("reading_group")
+    for facility in quotas:
+        quota = facility.dicom_storage_quota_bytes or 0
+        stored = usage[facility.pk]
+        for fraction, word in ((settings.INGEST_QUOTA_WARNING_FRACTION, "nearly"), (1.0, "")):
+            if stored >= quota * fraction:
+                alert_raise(
+                    kind=Alert.Kind.STORAGE_QUOTA,
+                    dedupe_key=f"storage-quota:{facility.pk}:{quota}:{fraction:g}",
+                    message=(
+                        f"{facility.name} has {'nearly ' if word else ''}used its DICOM storage "
+                        f"quota: {stored / 2**30:.2f} of {quota / 2**30:.2f} GiB"
+                        + ("" if word else "; new objects are refused (0xA710) until it is raised")
+                        + "."
+                    ),
+                    reading_group=facility.reading_group,
+                )
+    return usage

@@ -81,3 +81,9 @@ def quarantine_alert(quarantine_id: int) -> bool:
         reading_group=row.facility.reading_group,
     )
     return raised is not None
+
+
+@shared_task(name="ingest.storage_usage_sweep", soft_time_limit=120, time_limit=180)
+def storage_usage_sweep() -> int:
+    """Beat sweep: measure each facility's stored bytes and alert near its quota."""
+    return len(services.storage_usage_measure())

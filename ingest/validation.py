@@ -126,6 +126,9 @@ class Refused(Exception):
         super().__init__(reason)
         self.status = status_code
         self.reason = reason
+        # The object's Study Instance UID when the walk read a valid one before the
+        # defect (so the study can be flagged as missing an object), else "".
+        self.study_uid = ""
 
 
 def _structure(reason: str) -> Refused:
@@ -563,6 +566,11 @@ def _implicit_vr(tag: tuple[int, int], length: int) -> str:
     return "OW" if "OW" in vr else "US"
 
 
+def _valid_uid(value: bytes | None) -> str:
+    text = (value or b"").rstrip(b"\0").decode("ascii", "replace")
+    return text if len(text) <= 64 and UID_COMPONENTS.match(text.encode()) else ""
+
+
 def _frames(values: dict[str, bytes]) -> int:
     raw = values.get("NumberOfFrames", b"").strip(b" \0")
     return int(raw) if raw else 1
@@ -664,7 +672,11 @@ def check_object(
             source = _FileSource(fh, start, size)
         walker = _Walker(source, transfer_syntax)
         walker.private_limit = private_element_limit
-        checked = walker.walk_top()
+        try:
+            checked = walker.walk_top()
+        except Refused as refused:
+            refused.study_uid = _valid_uid(walker.checked.values.get("StudyInstanceUID"))
+            raise
     _check_request(checked, request_sop_class, request_sop_instance)
     return checked
 

@@ -132,6 +132,12 @@ class Facility(models.Model):
         help_text="Largest DICOM object accepted from this facility; empty: the "
         "INGEST_MAX_OBJECT_BYTES default.",
     )
+    dicom_storage_quota_bytes = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most bytes of DICOM objects stored for this facility; its group admins "
+        "are alerted at INGEST_QUOTA_WARNING_FRACTION of it. Empty: no quota.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

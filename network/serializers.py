@@ -107,6 +107,7 @@ class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[F
             "default_priority",
             "dicom_allowed_networks",
             "dicom_max_object_bytes",
+            "dicom_storage_quota_bytes",
             "is_active",
             "created_at",
             "updated_at",

@@ -101,6 +101,7 @@ class StudyDetailSerializer(StudyListSerializer):
             "finalized_at",
             "cancelled_at",
             "late_instance_count",
+            "refused_instance_count",
             "series_count",
             "instance_count",
             "series",

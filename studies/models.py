@@ -63,6 +63,9 @@ class Study(models.Model):
     claim_activity_at = models.DateTimeField(null=True, blank=True)
     # Instances that arrived after the study was declared ready.
     late_instance_count = models.PositiveIntegerField(default=0)
+    # Objects of this study the gateway refused (kept in quarantine): the study may be
+    # missing images, and its reader is told so on the worklist and the study page.
+    refused_instance_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -22,6 +22,10 @@ app.conf.beat_schedule = {
         "task": "ingest.studies_mark_ready",
         "schedule": settings.STUDY_READY_SWEEP_SECONDS,
     },
+    "ingest-storage-usage": {
+        "task": "ingest.storage_usage_sweep",
+        "schedule": settings.INGEST_USAGE_SWEEP_SECONDS,
+    },
     "routing-sweep": {"task": "routing.routing_sweep", "schedule": settings.ROUTING_SWEEP_SECONDS},
     "routing-offers-eligibility": {
         "task": "routing.offers_withdraw_ineligible",

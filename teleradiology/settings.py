@@ -253,6 +253,9 @@ DICOM_TLS_CA = env.str("DICOM_TLS_CA", default="")  # set to require client cert
 # (0xC250) and recorded.  Private elements beyond the second limit are refused too.
 INGEST_MAX_OBJECT_BYTES = env.int("INGEST_MAX_OBJECT_BYTES", default=2 << 30)
 INGEST_MAX_PRIVATE_ELEMENT_BYTES = env.int("INGEST_MAX_PRIVATE_ELEMENT_BYTES", default=16 << 20)
+# Facility storage quotas: usage measured this often; admins alerted at this fraction.
+INGEST_USAGE_SWEEP_SECONDS = env.float("INGEST_USAGE_SWEEP_SECONDS", default=60.0)
+INGEST_QUOTA_WARNING_FRACTION = env.float("INGEST_QUOTA_WARNING_FRACTION", default=0.9)
 # Partial files of aborted transfers older than this are removed by the staging sweep.
 INGEST_STAGING_MAX_AGE_SECONDS = env.int("INGEST_STAGING_MAX_AGE_SECONDS", default=300)
 # A study is ready when no instance has arrived for this long.

@@ -87,6 +87,7 @@ class WorklistRowSerializer(serializers.ModelSerializer[Study]):
             "priority",
             "priority_label",
             "status",
+            "refused_instance_count",
             "received_at",
             "sla_due_at",
             "seconds_to_due",
@@ -114,6 +115,7 @@ WORKLIST_ROW_COLUMNS = (
     "status",
     "received_at",
     "sla_due_at",
+    "refused_instance_count",
 )
 
 

@@ -264,8 +264,13 @@ def test_the_staging_sweep_removes_what_aborted_transfers_left(storage, tmp_path
     os.utime(partial, (old, old))
     fresh = storage.staging_dir() / "tmp_in_progress"
     fresh.write_bytes(b"\x00" * 10)
+    from ingest.selectors import staging_state
+
+    assert staging_state(storage=storage)[0] == 2
     assert staging_sweep(storage=storage, max_age_seconds=300) == 1
     assert not partial.exists() and fresh.exists()
+    count, oldest = staging_state(storage=storage)
+    assert count == 1 and oldest < 300
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "1." + "2" * 80, "1.2.abc"])
@@ -278,3 +283,59 @@ def test_a_request_with_an_invalid_affected_sop_instance_uid_is_answered_and_rec
     assert "Affected SOP Instance UID" in result.detail
     assert_evidence(storage, result, path)
     assert not Instance.objects.exists()
+
+
+def test_a_study_missing_a_refused_object_is_flagged_for_its_reader(storage, facility_a, tmp_path):
+    from studies.models import Study
+
+    spec = StudySpec()
+    first, second, third = write_series(spec, tmp_path / "a", count=3)
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(first.read_bytes()[:-5000])
+    # Its first object is broken: refused before the study exists...
+    assert receive(storage, broken, facility_a).status == status.CANNOT_UNDERSTAND
+    # ...and the study, created by the next one, starts flagged.
+    assert receive(storage, second, facility_a).status == status.SUCCESS
+    assert Study.objects.get(study_instance_uid=spec.study_uid).refused_instance_count == 1
+    broken.write_bytes(third.read_bytes()[:-5000])
+    assert receive(storage, broken, facility_a).status == status.CANNOT_UNDERSTAND
+    study = Study.objects.get(study_instance_uid=spec.study_uid)
+    assert study.refused_instance_count == 2
+
+
+def test_the_quota_refuses_new_objects_once_used_up_and_alerts_before(
+    storage, facility_a, tmp_path, settings
+):
+    from ingest.services import storage_usage_measure
+
+    paths = write_series(StudySpec(), tmp_path / "a", count=3, rows=64, columns=64)
+    size = paths[0].stat().st_size
+    facility_a.dicom_storage_quota_bytes = int(size * 2.1)
+    facility_a.save(update_fields=["dicom_storage_quota_bytes"])
+    for path in paths[:2]:
+        assert receive(storage, path, facility_a).status == status.SUCCESS
+    assert storage_usage_measure()[facility_a.pk] == 2 * size
+    warning = Alert.objects.get(kind=Alert.Kind.STORAGE_QUOTA)
+    assert "nearly used" in warning.message
+
+    from ingest.listener import quota_left
+
+    left = quota_left(facility_a)
+    assert left == int(size * 2.1) - 2 * size
+    staged = storage.staging_dir() / "third.part"
+    shutil.copy(paths[2], staged)
+    ds = pydicom.dcmread(paths[2], stop_before_pixels=True)
+    result = instance_receive(
+        storage=storage,
+        staged_path=staged,
+        request=Request(
+            facility_id=facility_a.pk,
+            calling_ae="FAC_A",
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+            quota_left_bytes=left,
+        ),
+    )
+    assert result.status == status.QUOTA_EXCEEDED
+    assert QuarantinedObject.objects.get().storage_key == ""
+    assert Instance.objects.count() == 2

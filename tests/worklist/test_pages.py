@@ -128,3 +128,11 @@ def test_on_shift_lists_readers_on_shift_and_their_offers(tiered, offered):
     text = out.getvalue()
     assert "dr_local" in text
     assert f"study {offered.pk}" in text
+
+
+def test_a_study_with_refused_objects_says_images_may_be_missing(tiered, offered):
+    Study.objects.filter(pk=offered.pk).update(refused_instance_count=2)
+    client = signed_in(tiered["local"].user)
+    assert b"2 refused objects: images may be missing" in client.get("/worklist/").content
+    page = client.get(f"/studies/{offered.pk}/").content.decode()
+    assert "2 objects of this study were refused at ingest" in page
