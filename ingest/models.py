@@ -16,7 +16,7 @@ class QuarantinedObject(models.Model):
     # The C-STORE status the sender was answered (see ingest/status.py).
     status = models.PositiveIntegerField(default=0xC210)
     # Where the object is kept; blank for one refused as too large (recorded only).
-    storage_key = models.CharField(max_length=300, blank=True)
+    storage_key = models.CharField(max_length=300, blank=True, db_index=True)
     size_bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
     sop_instance_uid = models.CharField(max_length=200, blank=True)

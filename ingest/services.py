@@ -35,7 +35,7 @@ from audit.services import audit_record
 from ingest import status
 from ingest.header import Header, Unfileable, read_header
 from ingest.models import FacilityStorageUsage, QuarantinedObject
-from ingest.storage import ObjectStorage, StorageError, instance_key
+from ingest.storage import FileSystemStorage, ObjectStorage, StorageError, instance_key
 from ingest.validation import Refused, check_object
 from network.models import Facility
 from routing.tasks import route_when_committed
@@ -554,3 +554,106 @@ def storage_usage_measure(*, now: dt.datetime | None = None) -> dict[int, int]:
                     reading_group=facility.reading_group,
                 )
     return usage
+
+
+ORPHAN_REASON = (
+    "a stored file that no instance, version or quarantine row names (left by a filing "
+    "that failed midway, e.g. a database outage after the file was put); kept here by "
+    "the orphan sweep"
+)
+
+
+def _candidate_sops(name: str) -> list[str]:
+    """The SOP Instance UIDs a stored file's name may hold: ``<sop>.<digest>.dcm``,
+    or ``<sop>.dcm`` for files stored before keys carried the digest."""
+    stem = name[:-4] if name.endswith(".dcm") else name
+    head, _, tail = stem.rpartition(".")
+    return [c for c in (stem, head if len(tail) == 16 else "") if c and is_valid_uid(c)]
+
+
+def orphans_sweep(
+    *, storage: FileSystemStorage, older_than_seconds: float, batch_size: int = 500
+) -> int:
+    """Find stored files that no row names and move each into quarantine with a row
+    (evidence is never deleted).  Only files older than ``older_than_seconds`` are
+    judged, so a filing in progress (file put, row not yet written) is left alone.
+    Instance files are matched through the SOP UID in their name (a unique index),
+    quarantine files through their key."""
+    cutoff = time.time() - older_than_seconds
+    found = 0
+
+    def judge(batch: list[tuple[str, str]]) -> int:
+        keys = {key for key, _ in batch}
+        sops = {sop for _, name in batch for sop in _candidate_sops(name)}
+        referenced = set(
+            Instance.objects.filter(sop_instance_uid__in=sops).values_list("storage_key", flat=True)
+        )
+        referenced |= set(
+            InstanceVersion.objects.filter(instance__sop_instance_uid__in=sops).values_list(
+                "storage_key", flat=True
+            )
+        )
+        referenced |= set(
+            QuarantinedObject.objects.filter(storage_key__in=keys).values_list(
+                "storage_key", flat=True
+            )
+        )
+        moved = 0
+        for key, _ in batch:
+            if key not in referenced:
+                moved += _orphan_keep(storage, key)
+        return moved
+
+    batch: list[tuple[str, str]] = []
+    for top in ("studies", "quarantine"):
+        root = storage.root / top
+        if not root.is_dir():
+            continue
+        for path in root.rglob("*"):
+            try:
+                if not path.is_file() or path.stat().st_mtime >= cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            batch.append((path.relative_to(storage.root).as_posix(), path.name))
+            if len(batch) >= batch_size:
+                found += judge(batch)
+                batch = []
+    if batch:
+        found += judge(batch)
+    if found:
+        logger.warning("orphan sweep: %d unreferenced stored file(s) moved to quarantine", found)
+    return found
+
+
+def _orphan_keep(storage: FileSystemStorage, key: str) -> int:
+    path = storage.path(key)
+    try:
+        sha256, size = _digest(path)
+    except OSError:
+        return 0
+    parts = key.split("/")
+    study_uid = parts[1] if parts[0] == "studies" and len(parts) == 4 else ""
+    facility_id = (
+        Study.objects.filter(study_instance_uid=study_uid)
+        .values_list("facility_id", flat=True)
+        .first()
+        if study_uid
+        else None
+    )
+    now = timezone.now()
+    dest = f"quarantine/{now:%Y-%m-%d}/{uuid.uuid4().hex}.dcm"
+    with transaction.atomic():
+        QuarantinedObject.objects.create(
+            received_at=dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC),
+            facility_id=facility_id,
+            reason=ORPHAN_REASON,
+            status=status.NOT_ANSWERED,
+            storage_key=dest,
+            size_bytes=size,
+            sha256=sha256,
+            sop_instance_uid=(_candidate_sops(parts[-1]) or [""])[-1][:200],
+            study_instance_uid=study_uid[:200],
+        )
+        storage.move(key, dest)
+    return 1

@@ -33,3 +33,7 @@ TOO_LARGE = 0xC250
 # Error: cannot understand -- the C-STORE request itself is invalid (its Affected
 # SOP Instance or Class UID is empty, blank or too long).
 REQUEST_INVALID = 0xC260
+
+# Not a status anyone was answered: recorded on the quarantine row of a stored file
+# that the orphan sweep found no row naming.
+NOT_ANSWERED = 0xFFFF

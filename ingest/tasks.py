@@ -87,3 +87,13 @@ def quarantine_alert(quarantine_id: int) -> bool:
 def storage_usage_sweep() -> int:
     """Beat sweep: measure each facility's stored bytes and alert near its quota."""
     return len(services.storage_usage_measure())
+
+
+@shared_task(name="ingest.orphans_sweep", soft_time_limit=1800, time_limit=1900)
+def orphans_sweep() -> int:
+    """Beat sweep: move stored files that no row names into quarantine, with a row."""
+    from ingest.storage import default_storage
+
+    return services.orphans_sweep(
+        storage=default_storage(), older_than_seconds=settings.INGEST_ORPHAN_MIN_AGE_SECONDS
+    )

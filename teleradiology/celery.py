@@ -26,6 +26,10 @@ app.conf.beat_schedule = {
         "task": "ingest.storage_usage_sweep",
         "schedule": settings.INGEST_USAGE_SWEEP_SECONDS,
     },
+    "ingest-orphans": {
+        "task": "ingest.orphans_sweep",
+        "schedule": settings.INGEST_ORPHAN_SWEEP_SECONDS,
+    },
     "routing-sweep": {"task": "routing.routing_sweep", "schedule": settings.ROUTING_SWEEP_SECONDS},
     "routing-offers-eligibility": {
         "task": "routing.offers_withdraw_ineligible",

@@ -256,6 +256,10 @@ INGEST_MAX_PRIVATE_ELEMENT_BYTES = env.int("INGEST_MAX_PRIVATE_ELEMENT_BYTES", d
 # Facility storage quotas: usage measured this often; admins alerted at this fraction.
 INGEST_USAGE_SWEEP_SECONDS = env.float("INGEST_USAGE_SWEEP_SECONDS", default=60.0)
 INGEST_QUOTA_WARNING_FRACTION = env.float("INGEST_QUOTA_WARNING_FRACTION", default=0.9)
+# Stored files no row names (a filing that failed midway) are moved to quarantine by
+# a sweep this often; only files older than the minimum age are judged.
+INGEST_ORPHAN_SWEEP_SECONDS = env.float("INGEST_ORPHAN_SWEEP_SECONDS", default=3600.0)
+INGEST_ORPHAN_MIN_AGE_SECONDS = env.float("INGEST_ORPHAN_MIN_AGE_SECONDS", default=3600.0)
 # Partial files of aborted transfers older than this are removed by the staging sweep.
 INGEST_STAGING_MAX_AGE_SECONDS = env.int("INGEST_STAGING_MAX_AGE_SECONDS", default=300)
 # A study is ready when no instance has arrived for this long.

@@ -82,11 +82,13 @@ class DatabaseCollector(Collector):
     def _ingest(self) -> Iterator[Metric]:
         quarantined = CounterMetricFamily(
             "telerad_ingest_quarantined",
-            "DICOM objects refused and kept in quarantine, by the C-STORE status answered.",
+            "DICOM objects refused and kept in quarantine, by the C-STORE status answered "
+            "(orphan: stored files no row named, moved there by the orphan sweep).",
             labels=["status"],
         )
         for code, n in sorted(quarantine_counts_by_status().items()):
-            quarantined.add_metric([f"0x{code:04X}"], n)
+            # Files the orphan sweep found were never answered: labelled "orphan".
+            quarantined.add_metric(["orphan" if code == 0xFFFF else f"0x{code:04X}"], n)
         yield quarantined
         count, oldest = staging_state(storage=default_storage())
         yield GaugeMetricFamily(

@@ -339,3 +339,31 @@ def test_the_quota_refuses_new_objects_once_used_up_and_alerts_before(
     assert result.status == status.QUOTA_EXCEEDED
     assert QuarantinedObject.objects.get().storage_key == ""
     assert Instance.objects.count() == 2
+
+
+def test_the_orphan_sweep_keeps_unreferenced_stored_files_in_quarantine(
+    storage, facility_a, tmp_path
+):
+    from ingest.services import orphans_sweep
+
+    (path,) = write_series(StudySpec(), tmp_path / "a", count=1)
+    assert receive(storage, path, facility_a).status == status.SUCCESS
+    instance = Instance.objects.get()
+    # A file put in place whose row was never written (a filing cut short).
+    orphan_key = instance.storage_key.replace(instance.sop_instance_uid, "1.2.3.999")
+    orphan = storage.path(orphan_key)
+    orphan.write_bytes(b"left behind")
+    old = time.time() - 7200
+    os.utime(orphan, (old, old))
+    os.utime(storage.path(instance.storage_key), (old, old))
+
+    assert orphans_sweep(storage=storage, older_than_seconds=3600) == 1
+    assert not orphan.exists()
+    assert storage.exists(instance.storage_key)  # a referenced file is left alone
+    row = QuarantinedObject.objects.get()
+    assert row.status == status.NOT_ANSWERED and row.facility == facility_a
+    with storage.open(row.storage_key) as fh:
+        assert fh.read() == b"left behind"
+    # The quarantine file now has its row: a second sweep finds nothing.
+    os.utime(storage.path(row.storage_key), (old, old))
+    assert orphans_sweep(storage=storage, older_than_seconds=3600) == 0
