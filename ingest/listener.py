@@ -19,9 +19,12 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
 from pydicom import uid as dicom_uid
-from pynetdicom import AllStoragePresentationContexts, _config, evt
+from pydicom.uid import UID
+from pynetdicom import AllStoragePresentationContexts, _config, dimse_messages, evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta as _create_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -30,6 +33,7 @@ from ingest.models import FacilityStorageUsage
 from ingest.storage import ObjectStorage, default_storage
 from network.models import Facility
 from network.validators import address_allowed
+from studies.validators import is_valid_uid
 
 logger = logging.getLogger("ingest.listener")
 
@@ -182,11 +186,86 @@ class BoundedAssociationSocket(AssociationSocket):
         return buffer
 
 
+def _request_uid(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+class GatewayAssociation(Association):
+    """Answers a C-STORE whose request UIDs are invalid, where pynetdicom would drop it.
+
+    pynetdicom turns an empty Affected SOP Instance UID into None, then finds the
+    request invalid and ignores it: the sender waits for an answer that never comes.
+    Such a request (and one whose UIDs are blank, too long or not UIDs) is filed
+    here as a refusal (0xC260, the data set kept in quarantine) and answered with a
+    response that leaves the invalid UID out (PS3.7 makes it optional), so a sender
+    can read it and the association goes on.
+    """
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        if isinstance(msg, C_STORE) and (
+            services.request_fault(
+                sop_class_uid=_request_uid(msg.AffectedSOPClassUID),
+                sop_instance_uid=_request_uid(msg.AffectedSOPInstanceUID),
+            )
+        ):
+            self._refuse_request(msg, context_id)
+            return
+        super()._serve_request(msg, context_id)
+
+    def _refuse_request(self, req: C_STORE, context_id: int) -> None:
+        code = status.OUT_OF_RESOURCES
+        staged = req._dataset_path
+        if req._dataset_file is not None:
+            req._dataset_file.close()
+        facility_id = getattr(self, "facility_id", None)
+        if isinstance(staged, Path) and facility_id is not None:
+            try:
+                code = services.instance_receive(
+                    storage=default_storage(),
+                    staged_path=staged,
+                    request=services.Request(
+                        facility_id=facility_id,
+                        calling_ae=str(self.requestor.ae_title).strip(),
+                        peer_address=self.requestor.address,
+                        sop_class_uid=_request_uid(req.AffectedSOPClassUID),
+                        sop_instance_uid=_request_uid(req.AffectedSOPInstanceUID),
+                    ),
+                ).status
+            except Exception:  # answer the sender whatever happened
+                logger.exception("cannot record a C-STORE with invalid request UIDs")
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = req.MessageID
+        if is_valid_uid(_request_uid(req.AffectedSOPClassUID)):
+            rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+        rsp.Status = code
+        self.dimse.send_msg(rsp, context_id)
+
+
+def _file_meta_tolerating_request_uids(
+    *, sop_class_uid: Any, sop_instance_uid: Any, transfer_syntax: Any, **kwargs: Any
+) -> Any:
+    """pynetdicom writes the staged file's meta group from the request's UIDs, and
+    pydicom refuses to write an empty one (the association then dies mid-decode).
+    The handler never reads them from the file (it checks the request's own values
+    and refuses invalid ones), so an invalid one is written as a placeholder."""
+    placeholder = UID("2.25.0")
+    return _create_file_meta(
+        sop_class_uid=UID(sop_class_uid) if is_valid_uid(str(sop_class_uid or "")) else placeholder,
+        sop_instance_uid=(
+            UID(sop_instance_uid) if is_valid_uid(str(sop_instance_uid or "")) else placeholder
+        ),
+        transfer_syntax=transfer_syntax,
+        **kwargs,
+    )
+
+
 class BoundedRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
-        # The subclass adds no state, only a bounded recv(); re-classing the
-        # wrapper pynetdicom just made keeps its connection state intact.
+        # The subclasses add no state, only a bounded recv() and the answer to
+        # invalid requests; re-classing the objects pynetdicom just made keeps
+        # their state intact.
+        assoc.__class__ = GatewayAssociation
         if assoc.dul.socket is not None:
             assoc.dul.socket.__class__ = BoundedAssociationSocket
         return assoc
@@ -290,6 +369,7 @@ def make_server(
     # and no record.  The C-STORE handler checks the request's UIDs itself and
     # answers a failure status (0xC260), keeping the data set as evidence.
     _config.VALIDATORS["UI"] = _accept_uid_for_the_handler_to_check
+    dimse_messages.create_file_meta = _file_meta_tolerating_request_uids  # type: ignore[attr-defined]
     tempfile.tempdir = str(storage.staging_dir())
     BoundedAssociationSocket.max_pdu_bytes = settings.DICOM_MAX_PDU_BYTES
 

@@ -108,7 +108,9 @@ def instance_receive(
         return ReceiveResult(status.OUT_OF_RESOURCES, "failed", str(exc))
 
     evidence = _Evidence(storage, staged_path, request, sha256, size, received_at)
-    fault = _request_fault(request)
+    fault = request_fault(
+        sop_class_uid=request.sop_class_uid, sop_instance_uid=request.sop_instance_uid
+    )
     if fault:
         return evidence.quarantine(status.REQUEST_INVALID, fault)
     if request.quota_left_bytes is not None and size > request.quota_left_bytes:
@@ -166,11 +168,11 @@ def _flag_refused(study_uid: str, facility_id: int) -> None:
         logger.error("cannot flag study %s with a refused object: %s", study_uid, exc)
 
 
-def _request_fault(request: Request) -> str:
+def request_fault(*, sop_class_uid: str, sop_instance_uid: str) -> str:
     """Why the C-STORE request's own UIDs cannot be answered as given, or ''."""
     for name, value in (
-        ("Affected SOP Class UID", request.sop_class_uid),
-        ("Affected SOP Instance UID", request.sop_instance_uid),
+        ("Affected SOP Class UID", sop_class_uid),
+        ("Affected SOP Instance UID", sop_instance_uid),
     ):
         text = value[:-1] if value.endswith("\0") else value
         if not text.strip():

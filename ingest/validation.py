@@ -220,7 +220,15 @@ class _InflateSource:
 
     def at_end(self) -> bool:
         self._fill(1)
-        return not self._buffer
+        if self._buffer:
+            return False
+        # Every inflated byte is walked: the stream itself must have ended properly
+        # (a cut-off stream inflates "fine" as far as it goes), with nothing after it.
+        if not self._inflater.eof:
+            raise _structure("the deflated data set is cut short (its stream never ends)")
+        if self._inflater.unused_data.rstrip(b"\0") or self._fh.read(1).strip(b"\0"):
+            raise _structure("bytes follow the end of the deflated data set")
+        return True
 
 
 # --- The walk --------------------------------------------------------------------
@@ -533,6 +541,19 @@ class _Walker:
             offsets = struct.unpack("<16I", head[:64])
             segments = offsets[0]
             used = offsets[1 : segments + 1]
+            values = self.checked.values
+            # PS3.5 G.2: one segment per byte of each sample.
+            expected = (
+                (int(self.u16(values["SamplesPerPixel"])[0]) if "SamplesPerPixel" in values else 1)
+                * ((int(self.u16(values["BitsAllocated"])[0]) + 7) // 8)
+                if "BitsAllocated" in values
+                else segments
+            )
+            if segments != expected:
+                raise _pixels(
+                    f"the RLE fragment has {segments} segment(s); SamplesPerPixel and "
+                    f"BitsAllocated imply {expected}"
+                )
             plausible = (
                 1 <= segments <= 15
                 and used[0] == 64
