@@ -659,7 +659,9 @@ def verify_listener_files(ctx: Context, storage: Path, studies: Sequence[StudySe
     for study in studies:
         stored: dict[str, Path] = {}
         for path in (storage / "studies" / study.study_uid).glob("*/*.dcm"):
-            stored[path.stem] = path
+            # Stored as <sop>.<first 16 hex digits of its SHA-256>.dcm
+            sop, _, digest = path.stem.rpartition(".")
+            stored[sop if len(digest) == 16 else path.stem] = path
         stored_files += len(stored)
         ctx.checks.missing += len(study.files.keys() - stored.keys())
         ctx.checks.extra += len(stored.keys() - study.files.keys())
