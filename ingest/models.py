@@ -20,7 +20,8 @@ class QuarantinedObject(models.Model):
     size_bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
     sop_instance_uid = models.CharField(max_length=200, blank=True)
-    study_instance_uid = models.CharField(max_length=200, blank=True)
+    # Indexed: a new study counts the objects of it refused before it existed.
+    study_instance_uid = models.CharField(max_length=200, blank=True, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -35,7 +35,7 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 
 
 class SmokeFailure(Exception):
-    pass
+    """A step of the smoke test failed; the message says which and why."""
 
 
 def port_free(port: int) -> bool:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from ingest import status
 from ingest.models import QuarantinedObject
-from ingest.services import Request, instance_receive
 from ingest.storage import FileSystemStorage
 from ingest.synthetic import StudySpec, write_series
 from studies.models import Instance, Study
 from studies.services import study_transition
 from studies.states import StudyStatus as S
+from tests.ingest.staged import receive
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,30 +21,12 @@ def storage(tmp_path):
     return FileSystemStorage(tmp_path / "store")
 
 
-def _receive(storage, path: Path, facility, aet="FAC_A"):
-    import pydicom
-
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    staged = storage.staging_dir() / f"{path.name}.part"
-    shutil.copy(path, staged)
-    return instance_receive(
-        storage=storage,
-        staged_path=staged,
-        request=Request(
-            facility_id=facility.pk,
-            calling_ae=aet,
-            sop_class_uid=ds.SOPClassUID,
-            sop_instance_uid=ds.SOPInstanceUID,
-        ),
-    )
-
-
 def test_a_study_uid_sent_by_another_facility_is_quarantined(
     storage, facility_a, facility_b, tmp_path
 ):
     first, second = write_series(StudySpec(), tmp_path / "s", count=2)
-    assert _receive(storage, first, facility_a).status == status.SUCCESS
-    result = _receive(storage, second, facility_b, aet="FAC_B")
+    assert receive(storage, first, facility_a).status == status.SUCCESS
+    result = receive(storage, second, facility_b, aet="FAC_B")
     assert result.status == status.INSTANCE_CONFLICT
     row = QuarantinedObject.objects.get()
     assert "belongs to another facility" in row.reason
@@ -63,10 +42,10 @@ def test_a_study_uid_sent_by_another_facility_is_quarantined(
 def test_instances_after_ready_are_added_and_flagged(storage, facility_a, tmp_path):
     paths = write_series(StudySpec(), tmp_path / "s", count=3)
     for path in paths[:2]:
-        assert _receive(storage, path, facility_a).status == status.SUCCESS
+        assert receive(storage, path, facility_a).status == status.SUCCESS
     study = Study.objects.get()
     study_transition(study_id=study.pk, to_status=S.READY)
-    assert _receive(storage, paths[2], facility_a).outcome == "stored"
+    assert receive(storage, paths[2], facility_a).outcome == "stored"
     study.refresh_from_db()
     assert study.late_instance_count == 1
     assert list(
@@ -76,9 +55,9 @@ def test_instances_after_ready_are_added_and_flagged(storage, facility_a, tmp_pa
 
 def test_duplicates_do_not_count_as_late_images(storage, facility_a, tmp_path):
     (path,) = write_series(StudySpec(), tmp_path / "s", count=1)
-    _receive(storage, path, facility_a)
+    receive(storage, path, facility_a)
     study_transition(study_id=Study.objects.get().pk, to_status=S.READY)
-    assert _receive(storage, path, facility_a).outcome == "duplicate"
+    assert receive(storage, path, facility_a).outcome == "duplicate"
     assert Study.objects.get().late_instance_count == 0
 
 
@@ -92,6 +71,6 @@ def test_a_storage_failure_is_out_of_resources_and_writes_no_row(
 
     monkeypatch.setattr(storage, "put_file", full_disk)
     (path,) = write_series(StudySpec(), tmp_path / "s", count=1)
-    result = _receive(storage, path, facility_a)
+    result = receive(storage, path, facility_a)
     assert result.status == status.OUT_OF_RESOURCES
     assert not Instance.objects.exists()

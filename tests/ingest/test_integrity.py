@@ -21,6 +21,7 @@ from ingest.services import Request, instance_receive, staging_sweep
 from ingest.storage import FileSystemStorage
 from ingest.synthetic import StudySpec, make_instance, write_series
 from studies.models import Instance
+from tests.ingest.staged import receive
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,23 +40,6 @@ def _allow_writing_invalid_values(monkeypatch):
     from pydicom import config
 
     monkeypatch.setattr(config.settings, "writing_validation_mode", config.IGNORE)
-
-
-def receive(storage, path: Path, facility, *, aet="FAC_A", sop_class=None, sop_instance=None):
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    staged = storage.staging_dir() / f"{path.name}.part"
-    shutil.copy(path, staged)
-    return instance_receive(
-        storage=storage,
-        staged_path=staged,
-        request=Request(
-            facility_id=facility.pk,
-            calling_ae=aet,
-            sop_class_uid=ds.SOPClassUID if sop_class is None else sop_class,
-            sop_instance_uid=str(ds.SOPInstanceUID) if sop_instance is None else sop_instance,
-            max_object_bytes=facility.dicom_max_object_bytes,
-        ),
-    )
 
 
 def stored_bytes(storage, sop_uid: str) -> bytes:
