@@ -214,8 +214,12 @@ class _InflateSource:
             step = min(count, 1 << 20)
             got = len(self.read(step))
             if got < step:
-                self.pos += count - got  # past the end: the caller's bound check fails
-                return
+                # The end of an inflated data set is only known when it is reached,
+                # so a length running past it is caught here, not by _within.
+                raise _structure(
+                    f"a value of {count} bytes runs past the end of the inflated data set "
+                    f"at offset {self.pos}"
+                )
             count -= step
 
     def at_end(self) -> bool:

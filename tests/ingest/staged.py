@@ -22,7 +22,10 @@ def receive(
     sop_class: str | None = None,
     sop_instance: str | None = None,
 ) -> ReceiveResult:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if sop_class is None or sop_instance is None:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        sop_class = str(ds.SOPClassUID) if sop_class is None else sop_class
+        sop_instance = str(ds.SOPInstanceUID) if sop_instance is None else sop_instance
     staged = storage.staging_dir() / f"{path.name}.part"
     shutil.copy(path, staged)
     return instance_receive(
@@ -31,8 +34,8 @@ def receive(
         request=Request(
             facility_id=facility.pk,
             calling_ae=aet,
-            sop_class_uid=str(ds.SOPClassUID) if sop_class is None else sop_class,
-            sop_instance_uid=str(ds.SOPInstanceUID) if sop_instance is None else sop_instance,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
             max_object_bytes=facility.dicom_max_object_bytes,
         ),
     )

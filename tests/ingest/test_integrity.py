@@ -351,3 +351,38 @@ def test_the_orphan_sweep_keeps_unreferenced_stored_files_in_quarantine(
     # The quarantine file now has its row: a second sweep finds nothing.
     os.utime(storage.path(row.storage_key), (old, old))
     assert orphans_sweep(storage=storage, older_than_seconds=3600) == 0
+
+
+@pytest.mark.parametrize("index", [275, 3093, 4964, 6170, 7506])
+def test_deflated_values_running_past_the_inflated_end_are_refused(
+    storage, facility_a, tmp_path, index
+):
+    """Cases of seed 7 that bench/ingest/fuzz.py's 10,000-case run found accepted: a
+    length inside a deflated data set that runs past its inflated end."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+    from pynetdicom.dsutils import create_file_meta
+
+    from tests.ingest.fuzz.mutate import make_case
+
+    case = make_case(7, index)
+    assert case.transfer_syntax == "1.2.840.10008.1.2.1.99"
+    buffer = DicomBytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(
+        buffer,
+        create_file_meta(
+            sop_class_uid=UID(case.sop_class),
+            sop_instance_uid=UID(case.sop_instance),
+            transfer_syntax=UID(case.transfer_syntax),
+        ),
+    )
+    sent = tmp_path / "deflated.dcm"
+    sent.write_bytes(buffer.getvalue() + case.dataset)
+    result = receive(
+        storage, sent, facility_a, sop_class=case.sop_class, sop_instance=case.sop_instance
+    )
+    assert result.status == status.CANNOT_UNDERSTAND
+    assert "past the end of the inflated data set" in result.detail
+    assert_evidence(storage, result, sent)
