@@ -38,7 +38,7 @@ from ingest.models import FacilityStorageUsage, QuarantinedObject
 from ingest.storage import FileSystemStorage, ObjectStorage, StorageError, instance_key
 from ingest.validation import Refused, check_object
 from network.models import Facility
-from routing.tasks import route_when_committed
+from routing.services import route_when_committed
 from studies.models import Instance, InstanceVersion, Series, Study
 from studies.services import study_create, study_transition
 from studies.states import StudyStatus

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from studies.models import Study
 from studies.services import study_transition
 from studies.states import StudyStatus
 from teleradiology.errors import Conflict, DomainError, InvalidTransition, NotPermitted
+from teleradiology.queue import enqueue
 from worklist.models import Offer
 
 LIBRARY_DIR = Path(__file__).resolve().parent / "template_library"
@@ -364,8 +364,9 @@ def report_sign(
         version = _keep_version(report, by=radiologist, at=now)
         if status == ReportStatus.FINAL:
             _report_messages_create(report=report, study=study, version=version, now=now)
-            # The peer review sample draws once per final (review/), after commit.
-            transaction.on_commit(partial(_peer_review_enqueue, report.pk))
+            # The peer review sample draws once per final (review/), after commit; if
+            # the broker loses it, review's sweep draws for the final within the day.
+            enqueue("review.peer_review_consider", report.pk)
         target = StudyStatus.FINAL if status == ReportStatus.FINAL else StudyStatus.PRELIMINARY
         if study.status != target:
             study_transition(
@@ -469,13 +470,6 @@ def report_save_and_sign(
         actor=actor,
         ip_address=ip_address,
     )
-
-
-def _peer_review_enqueue(report_id: int) -> None:
-    # If the broker loses it, review's sweep draws for the final within the day.
-    from review.tasks import peer_review_consider
-
-    peer_review_consider.delay(report_id)
 
 
 def report_addendum_add(
@@ -844,16 +838,14 @@ def _report_messages_create(
     ]
     pending = [m.pk for m in created if m.delivery_status == ReportMessage.Delivery.PENDING]
     if pending:
-        transaction.on_commit(partial(_enqueue_deliveries, pending))
+        _enqueue_deliveries(pending)
     return created
 
 
-def _enqueue_deliveries(message_ids: list[int]) -> None:
+def _enqueue_deliveries(message_ids: list[int], *, after_commit: bool = True) -> None:
     # If the broker loses one of these, the delivery sweep finds the message due.
-    from reporting.tasks import deliver_message
-
     for message_id in message_ids:
-        deliver_message.delay(message_id)
+        enqueue("reporting.deliver_message", message_id, after_commit=after_commit)
 
 
 def _attempt(message: ReportMessage, endpoint: FacilityEndpoint | None) -> transport.Outcome:
@@ -963,7 +955,7 @@ def report_messages_sweep(*, now: dt.datetime | None = None, limit: int = 500) -
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
-    _enqueue_deliveries(due)
+    _enqueue_deliveries(due, after_commit=False)  # a read: nothing to wait for
     return len(due)
 
 
@@ -991,5 +983,5 @@ def report_message_requeue(*, message_id: int, actor: User | None = None) -> Rep
             patient_id=message.report.study.patient_id,
             detail={"requeued": True, "control_id": message.control_id},
         )
-        transaction.on_commit(partial(_enqueue_deliveries, [message.pk]))
+        _enqueue_deliveries([message.pk])
     return message

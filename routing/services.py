@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
-from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -31,6 +30,7 @@ from studies.models import Study
 from studies.services import studies_transition_locked, study_transition
 from studies.sla import sla_due_at
 from studies.states import StudyStatus
+from teleradiology.queue import enqueue
 from worklist.models import Offer
 
 UNROUTABLE_RETRY = dt.timedelta(seconds=60)
@@ -644,11 +644,7 @@ def study_change_triage(
             detail={"triage": [before, after]},
         )
         if study.status in (StudyStatus.READY, StudyStatus.OFFERED):
-            from routing.tasks import reroute_study
-
-            transaction.on_commit(
-                partial(reroute_study.delay, study.pk, "priority or flags changed")
-            )
+            enqueue("routing.reroute_study", study.pk, "priority or flags changed")
     return study
 
 
@@ -678,3 +674,17 @@ def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
             only_if_orphaned=True,
         )
     return withdrawn
+
+
+def route_when_committed(study_ids: Sequence[int], *, queue: str | None = None) -> int:
+    """Once the current transaction commits, enqueue routing for these studies (give
+    them most urgent first): one ``routing.route_studies`` message per
+    ROUTING_BATCH_SIZE of them, so a worker routes each batch in one transaction and
+    no message is left that finds its study already routed.  A lost message is
+    caught by the routing sweep after its grace period.  Returns the number of
+    messages."""
+    size = max(1, settings.ROUTING_BATCH_SIZE)
+    chunks = [list(study_ids[i : i + size]) for i in range(0, len(study_ids), size)]
+    for chunk in chunks:
+        enqueue("routing.route_studies", chunk, queue=queue)
+    return len(chunks)

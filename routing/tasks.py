@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
 from routing import services
 from routing.credentials import credentials_alert_expiring
@@ -37,24 +35,10 @@ def route_studies(study_ids: list[int]) -> dict[str, int]:
 def route_study(study_id: int) -> dict[str, str | int | None]:
     """Route one ready study, and with it a batch of other ready studies waiting for
     a decision (ROUTING_BATCH_SIZE).  Kept for messages already queued by earlier
-    releases; new work is enqueued with ``route_when_committed``."""
+    releases; new work is enqueued with ``routing.services.route_when_committed``."""
     decided = services.studies_route(study_ids=[study_id], batch_size=settings.ROUTING_BATCH_SIZE)
     decision = decided.get(study_id)
     return {"outcome": decision.outcome if decision else None, "routed": len(decided)}
-
-
-def route_when_committed(study_ids: Sequence[int], *, queue: str | None = None) -> int:
-    """Once the current transaction commits, enqueue routing for these studies (give
-    them most urgent first): one message per ROUTING_BATCH_SIZE of them, so a
-    worker routes each batch in one transaction and no message is left that finds
-    its study already routed.  A lost message is caught by the routing sweep after
-    its grace period.  Returns the number of messages."""
-    size = max(1, settings.ROUTING_BATCH_SIZE)
-    chunks = [list(study_ids[i : i + size]) for i in range(0, len(study_ids), size)]
-    options = {"queue": queue} if queue else {}
-    for chunk in chunks:
-        transaction.on_commit(partial(route_studies.apply_async, args=(chunk,), **options))
-    return len(chunks)
 
 
 @shared_task(

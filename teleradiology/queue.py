@@ -5,7 +5,8 @@ Services never import ``tasks.py`` (which imports the services): they call
 once it commits; in autocommit it is sent at once.  A broker that cannot be
 reached is logged, not raised: the caller's own work is done and must still be
 answered (a DICOM sender told "failed" after its object was stored would send
-it again for nothing).
+it again for nothing), and every task handed over this way has a durable timer
+or sweep behind it, or is an alert.
 """
 
 from __future__ import annotations
@@ -20,18 +21,30 @@ from teleradiology.celery import app
 logger = logging.getLogger(__name__)
 
 
-def _send(name: str, args: tuple[Any, ...]) -> None:
+def _send(name: str, args: tuple[Any, ...], queue: str | None) -> None:
+    if app.conf.task_always_eager:
+        # Tests and tools that run tasks inline: run it here, as .delay() would,
+        # letting its errors show.
+        if name not in app.tasks:
+            app.loader.import_default_modules()  # the apps' tasks.py, as a worker does
+        app.tasks[name].apply(args=args, throw=True)
+        return
     try:
-        if app.conf.task_always_eager:  # tests and tools that run tasks inline
-            if name not in app.tasks:
-                app.loader.import_default_modules()  # the apps' tasks.py, as a worker does
-            app.tasks[name].apply(args=args)
+        if queue:
+            app.send_task(name, args=args, queue=queue)
         else:
             app.send_task(name, args=args)
     except Exception:  # the broker is outside us; see the module's note
         logger.exception("could not enqueue %s%r", name, args)
 
 
-def enqueue(name: str, *args: Any) -> None:
-    """Send task ``name`` with ``args`` once the current transaction commits."""
-    transaction.on_commit(lambda: _send(name, args))
+def enqueue(
+    name: str, *args: Any, queue: str | None = None, after_commit: bool = True
+) -> None:
+    """Send task ``name`` with ``args`` once the current transaction commits (to
+    ``queue`` if given, else the task's default queue).  A sweep that writes nothing
+    the task must see (it only found work due) sends at once: ``after_commit=False``."""
+    if after_commit:
+        transaction.on_commit(lambda: _send(name, args, queue))
+    else:
+        _send(name, args, queue)

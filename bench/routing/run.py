@@ -544,9 +544,9 @@ def enqueue(ids: Sequence[int], queue: str) -> tuple[float, dict[str, int]]:
 
 
 def enqueue_as_ingest(ctx: Ctx, ids: Sequence[int], queue: str) -> tuple[float, int]:
-    """Enqueue routing as the ready sweep does (``routing.tasks.route_when_committed``:
+    """Enqueue routing as the ready sweep does (``routing.services.route_when_committed``:
     most urgent first, one ``routing.route_studies`` message per batch)."""
-    from routing.tasks import route_when_committed
+    from routing.services import route_when_committed
 
     t0 = time.perf_counter()
     first, last = min(ids), max(ids)
@@ -2289,7 +2289,7 @@ modality/body part/description/priority, one default; one auto-assign).
 ### Decision rate and latency (task path)
 
 - {rate.get("studies")} READY studies (COPY), enqueued as the ready sweep enqueues
-  them (`routing.tasks.route_when_committed`: most urgent first, one
+  them (`routing.services.route_when_committed`: most urgent first, one
   `routing.route_studies` message per `ROUTING_BATCH_SIZE={rate.get("batch_size")}`
   studies, so {rate.get("messages")} messages) to a queue of their own before the
   worker started (enqueue took {rate.get("enqueue_seconds", 0):.1f} s); one

@@ -142,13 +142,16 @@ def test_images_after_ready_but_before_final_raise_no_alert(facility_a):
 def test_ready_studies_are_enqueued_a_batch_per_message_most_urgent_first(
     settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from routing import tasks as routing_tasks
+    from teleradiology.celery import app
 
     settings.ROUTING_BATCH_SIZE = 3
     sent: list[list[int]] = []
     # The broker is outside the system: record what would be sent to it.
+    monkeypatch.setitem(app.conf, "task_always_eager", False)
     monkeypatch.setattr(
-        routing_tasks.route_studies, "apply_async", lambda args, **kw: sent.append(args[0])
+        app,
+        "send_task",
+        lambda name, args, **kw: sent.append(args[0]) if name == "routing.route_studies" else None,
     )
     routine = [f.StudyFactory(received_at=T0, priority=3) for _ in range(4)]
     stat = [f.StudyFactory(received_at=T0, priority=1) for _ in range(2)]
