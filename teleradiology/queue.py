@@ -38,9 +38,7 @@ def _send(name: str, args: tuple[Any, ...], queue: str | None) -> None:
         logger.exception("could not enqueue %s%r", name, args)
 
 
-def enqueue(
-    name: str, *args: Any, queue: str | None = None, after_commit: bool = True
-) -> None:
+def enqueue(name: str, *args: Any, queue: str | None = None, after_commit: bool = True) -> None:
     """Send task ``name`` with ``args`` once the current transaction commits (to
     ``queue`` if given, else the task's default queue).  A sweep that writes nothing
     the task must see (it only found work due) sends at once: ``after_commit=False``."""
