@@ -154,7 +154,14 @@ def instance_receive(
         # Values are checked before they reach the database; one that still is
         # refused is this object's fault, not an outage: keep it, do not retry it.
         logger.error("database refused a value of %s: %s", header.sop_instance_uid, exc)
-        return evidence.quarantine(status.INVALID_VALUE, f"the database refused a value: {exc}")
+        # The file may already be in place (put before the row): quarantine it from
+        # there, unless an instance row names that key (identical content stored).
+        placed = evidence.placed_key
+        if placed and Instance.objects.filter(storage_key=placed).exists():
+            placed = ""
+        return evidence.quarantine(
+            status.INVALID_VALUE, f"the database refused a value: {exc}", stored_key=placed
+        )
 
 
 def _flag_refused(study_uid: str, facility_id: int) -> None:
@@ -196,6 +203,7 @@ class _Evidence:
     received_at: dt.datetime
     sop_uid: str = ""
     study_uid: str = ""
+    placed_key: str = ""  # where the object was put in storage, once it was
 
     def quarantine(
         self, code: int, reason: str, *, stored_key: str = "", alert: bool = False
@@ -368,6 +376,7 @@ def _file(*, evidence: _Evidence, header: Header) -> ReceiveResult:
     # so this never overwrites another version: an identical re-send rewrites the
     # same bytes (atomically), which costs less than asking first.
     evidence.storage.put_file(evidence.staged_path, key)
+    evidence.placed_key = key
     fields = {
         "series_id": series_id,
         "sop_class_uid": header.sop_class_uid,

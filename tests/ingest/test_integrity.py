@@ -386,3 +386,23 @@ def test_deflated_values_running_past_the_inflated_end_are_refused(
     assert result.status == status.CANNOT_UNDERSTAND
     assert "past the end of the inflated data set" in result.detail
     assert_evidence(storage, result, sent)
+
+
+def test_a_value_the_database_still_refuses_is_quarantined_from_where_it_was_put(
+    storage, facility_a, tmp_path, monkeypatch
+):
+    """Values are checked first; should the database refuse one anyway (after the file
+    was put), the object is kept in quarantine, not retried and not orphaned."""
+    from django.db import DataError
+
+    from studies.models import Instance as InstanceModel
+
+    def refuse(*args, **kwargs):
+        raise DataError("value out of range")
+
+    (path,) = write_series(StudySpec(), tmp_path / "a", count=1)
+    monkeypatch.setattr(InstanceModel.objects, "create", refuse)
+    result = receive(storage, path, facility_a)
+    assert result.status == status.INVALID_VALUE
+    assert_evidence(storage, result, path)
+    assert not list((storage.root / "studies").rglob("*.dcm"))  # nothing orphaned
