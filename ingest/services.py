@@ -25,25 +25,33 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from alerts.models import Alert
 from alerts.services import alert_raise
-from audit.models import AuditEvent
-from audit.services import audit_record
 from ingest import status
 from ingest.header import Header, Unfileable, read_header
 from ingest.models import FacilityStorageUsage, QuarantinedObject
 from ingest.storage import FileSystemStorage, ObjectStorage, StorageError, instance_key
 from ingest.validation import Refused, check_object
 from network.models import Facility
-from routing.services import route_when_committed
-from studies.models import Instance, InstanceVersion, Series, Study
-from studies.services import study_create, study_transition
+from studies.models import Instance, InstanceVersion, Study
+from studies.services import (
+    instance_file,
+    instance_lock,
+    instance_mark_after_ready,
+    instance_version_replace,
+    series_file,
+    study_arrival_record,
+    study_create,
+    study_refused_count_add,
+    study_refused_count_set,
+    study_transition,
+)
 from studies.states import StudyStatus
 from studies.validators import is_valid_uid
-from teleradiology.queue import enqueue
+from teleradiology.queue import enqueue, enqueue_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -168,9 +176,7 @@ def _flag_refused(study_uid: str, facility_id: int) -> None:
     """Count a refused object on its study (if the study exists and is the sending
     facility's), so that the reader is told the study may be missing images."""
     try:
-        Study.objects.filter(study_instance_uid=study_uid, facility_id=facility_id).update(
-            refused_instance_count=F("refused_instance_count") + 1
-        )
+        study_refused_count_add(study_instance_uid=study_uid, facility_id=facility_id)
     except DatabaseError as exc:  # the refusal is recorded; the flag is secondary
         logger.error("cannot flag study %s with a refused object: %s", study_uid, exc)
 
@@ -321,7 +327,7 @@ def _study_create(header: Header, facility_id: int, received_at: dt.datetime) ->
                 facility_id=facility_id, study_instance_uid=header.study_instance_uid
             ).count()
             if refused:
-                Study.objects.filter(pk=study.pk).update(refused_instance_count=refused)
+                study_refused_count_set(study_id=study.pk, count=refused)
             return study.pk, study.facility_id
     except IntegrityError:
         # Another association (or listener process) created it first.
@@ -334,17 +340,14 @@ def _series_for(header: Header, study_id: int) -> tuple[int, int]:
     cached = _series.get(header.series_instance_uid)
     if cached is not None:
         return cached
-    series, _ = Series.objects.get_or_create(
+    row = series_file(
         series_instance_uid=header.series_instance_uid,
-        defaults={
-            "study_id": study_id,
-            "modality": header.modality,
-            "series_number": header.series_number,
-            "series_description": header.series_description,
-            "body_part": header.body_part,
-        },
+        study_id=study_id,
+        modality=header.modality,
+        series_number=header.series_number,
+        series_description=header.series_description,
+        body_part=header.body_part,
     )
-    row = (series.pk, series.study_id)
     _series.put(header.series_instance_uid, row)
     return row
 
@@ -394,12 +397,11 @@ def _file(*, evidence: _Evidence, header: Header) -> ReceiveResult:
     # recorded instance whose study may be declared ready a little early; later
     # instances are then filed as late, never lost.)
     try:
-        with transaction.atomic():
-            instance = Instance.objects.create(sop_instance_uid=header.sop_instance_uid, **fields)
+        instance = instance_file(sop_instance_uid=header.sop_instance_uid, **fields)
     except IntegrityError:
         return _file_again(evidence=evidence, header=header, fields=fields, key=key)
-    if _touch_study(study_id, evidence.received_at):
-        Instance.objects.filter(pk=instance.pk).update(after_ready=True)
+    if study_arrival_record(study_id=study_id, at=evidence.received_at):
+        instance_mark_after_ready(instance_id=instance.pk)
         enqueue("ingest.study_check_images_after_report", study_id)
     return ReceiveResult(status.SUCCESS, "stored")
 
@@ -411,9 +413,7 @@ def _file_again(
     the same facility into the same series, or a conflict (another facility, study
     or series), which is quarantined and leaves the stored instance untouched."""
     with transaction.atomic():
-        existing = Instance.objects.select_for_update().get(
-            sop_instance_uid=header.sop_instance_uid
-        )
+        existing = instance_lock(sop_instance_uid=header.sop_instance_uid)
         if existing.series_id != fields["series_id"]:
             conflict = (
                 f"SOP Instance {header.sop_instance_uid} is already stored in series "
@@ -424,25 +424,9 @@ def _file_again(
             return ReceiveResult(status.SUCCESS, "duplicate")
         else:
             conflict = ""
-            InstanceVersion.objects.create(
-                instance=existing,
-                sha256=existing.sha256,
-                size_bytes=existing.size_bytes,
-                storage_key=existing.storage_key,
-                transfer_syntax_uid=existing.transfer_syntax_uid,
-                calling_ae=existing.calling_ae,
-                received_at=existing.received_at,
-                superseded_at=evidence.received_at,
-            )
-            Instance.objects.filter(pk=existing.pk).update(
-                replaced_count=F("replaced_count") + 1,
-                replaced_at=evidence.received_at,
-                **fields,
-            )
-            audit_record(
-                actor=None,
-                action=AuditEvent.Action.UPDATE,
-                obj=existing,
+            instance_version_replace(
+                existing=existing,
+                at=evidence.received_at,
                 patient_id=header.patient_id,
                 detail={
                     "new_version": {
@@ -452,22 +436,13 @@ def _file_again(
                         "calling_ae": evidence.request.calling_ae,
                     }
                 },
+                **fields,
             )
     if conflict:
         # Our copy went to a key of its own (other series, or other content): move
         # it into quarantine; the stored instance is not touched.
         return evidence.quarantine(status.INSTANCE_CONFLICT, conflict, stored_key=key, alert=True)
     return ReceiveResult(status.SUCCESS, "version")
-
-
-def _touch_study(study_id: int, at: dt.datetime) -> bool:
-    """Record the arrival on the study; True when the study was already past receiving."""
-    if Study.objects.filter(pk=study_id, status=StudyStatus.RECEIVING).update(last_instance_at=at):
-        return False
-    Study.objects.filter(pk=study_id).update(
-        last_instance_at=at, late_instance_count=F("late_instance_count") + 1
-    )
-    return True
 
 
 def studies_mark_ready(
@@ -499,7 +474,11 @@ def studies_mark_ready(
         # first, a batch of studies per message; if a message is lost, the routing
         # sweep picks its studies up after a grace period.
         urgent_first = sorted(rows, key=lambda r: (r[1], r[2] or now, r[0]))
-        route_when_committed([pk for pk, _, _ in urgent_first])
+        enqueue_in_batches(
+            "routing.route_studies",
+            [pk for pk, _, _ in urgent_first],
+            size=settings.ROUTING_BATCH_SIZE,
+        )
     return due
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError
 
 from alerts.models import Alert
 from alerts.services import alert_raise
@@ -12,29 +11,23 @@ from ingest import services
 from ingest.models import QuarantinedObject
 from studies.models import Study
 from studies.states import StudyStatus
+from teleradiology.celery import AppTask
 
 
-@shared_task(
-    name="ingest.studies_mark_ready",
-    soft_time_limit=20,
-    time_limit=30,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    max_retries=3,
-)
+@shared_task(base=AppTask, name="ingest.studies_mark_ready", soft_time_limit=20, time_limit=30)
 def studies_mark_ready() -> int:
     """Beat sweep: declare ready the studies whose quiet period has passed (idempotent)."""
     return len(services.studies_mark_ready(quiet_seconds=settings.STUDY_QUIET_SECONDS))
 
 
 @shared_task(
+    base=AppTask,
     name="ingest.study_check_images_after_report",
+    # Idempotent: the alert's dedupe key (study, late instance count) raises it once.
     acks_late=True,
+    max_retries=5,
     soft_time_limit=20,
     time_limit=30,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    max_retries=5,
 )
 def study_check_images_after_report(study_id: int) -> bool:
     """Alert the group's admins once if images arrived after the study's final report."""
@@ -56,13 +49,13 @@ def study_check_images_after_report(study_id: int) -> bool:
 
 
 @shared_task(
+    base=AppTask,
     name="ingest.quarantine_alert",
+    # Idempotent: the alert's dedupe key (facility, study) raises it once.
     acks_late=True,
+    max_retries=5,
     soft_time_limit=20,
     time_limit=30,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    max_retries=5,
 )
 def quarantine_alert(quarantine_id: int) -> bool:
     """Tell the sending facility's group admins, once per facility and study, that an
@@ -83,13 +76,25 @@ def quarantine_alert(quarantine_id: int) -> bool:
     return raised is not None
 
 
-@shared_task(name="ingest.storage_usage_sweep", soft_time_limit=120, time_limit=180)
+@shared_task(
+    base=AppTask,
+    name="ingest.storage_usage_sweep",
+    soft_time_limit=120,
+    time_limit=180,
+    autoretry_for=(),  # not retried: the next beat run measures afresh
+)
 def storage_usage_sweep() -> int:
     """Beat sweep: measure each facility's stored bytes and alert near its quota."""
     return len(services.storage_usage_measure())
 
 
-@shared_task(name="ingest.orphans_sweep", soft_time_limit=1800, time_limit=1900)
+@shared_task(
+    base=AppTask,
+    name="ingest.orphans_sweep",
+    soft_time_limit=1800,
+    time_limit=1900,
+    autoretry_for=(),  # not retried: a long walk of the storage; the next beat run walks again
+)
 def orphans_sweep() -> int:
     """Beat sweep: move stored files that no row names into quarantine, with a row."""
     from ingest.storage import default_storage

@@ -21,6 +21,8 @@ from network.models import (
     Shift,
     Subspecialty,
 )
+from teleradiology.api import request_actor
+from teleradiology.audited import snapshot
 
 
 class GroupScopedAdmin(admin.ModelAdmin[Any]):
@@ -48,19 +50,23 @@ class GroupScopedAdmin(admin.ModelAdmin[Any]):
                 kwargs["queryset"] = scoped[db_field.name]
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    # The services of the app that owns the model (one owner per table).
+    save_service = staticmethod(services.network_object_save)
+    delete_service = staticmethod(services.network_object_delete)
+
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         before = None
         if change and obj.pk:
-            before = services.snapshot(type(obj).objects.get(pk=obj.pk))
-        services.network_object_save(
-            actor=request.user,  # type: ignore[arg-type]
+            before = snapshot(type(obj).objects.get(pk=obj.pk))
+        self.save_service(
+            actor=request_actor(request),
             instance=obj,
             before=before,
             ip_address=request.META.get("REMOTE_ADDR"),
         )
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        services.network_object_delete(actor=request.user, instance=obj)  # type: ignore[arg-type]
+        self.delete_service(actor=request_actor(request), instance=obj)
 
 
 class FacilityAETitleInline(admin.TabularInline[FacilityAETitle, Facility]):

@@ -38,7 +38,8 @@ from network.serializers import (
     ShiftSerializer,
     SubspecialtySerializer,
 )
-from teleradiology.api import client_ip
+from teleradiology.api import client_ip, request_actor
+from teleradiology.audited import snapshot
 
 
 class NetworkViewSet(viewsets.ModelViewSet[Any]):
@@ -47,6 +48,11 @@ class NetworkViewSet(viewsets.ModelViewSet[Any]):
     permission_classes = [ReadScopedWriteGroupAdmin]
     # Serializer fields written after the object itself (see save_many).
     related_lists: tuple[str, ...] = ()
+    # The services of the app that owns the model (one owner per table): a viewset
+    # for another app's model names that app's services.
+    save_service = staticmethod(services.network_object_save)
+    delete_service = staticmethod(services.network_object_delete)
+    set_related_service = staticmethod(services.network_object_set_related)
 
     def _save(self, serializer: BaseSerializer[Any], **extra: Any) -> models.Model:
         data = {**serializer.validated_data, **extra}
@@ -54,13 +60,13 @@ class NetworkViewSet(viewsets.ModelViewSet[Any]):
         relations = {f.name for f in model._meta.many_to_many} | set(self.related_lists)
         many = {k: data.pop(k) for k in list(data) if k in relations}
         existing: models.Model | None = serializer.instance
-        before = services.snapshot(existing) if existing is not None else None
+        before = snapshot(existing) if existing is not None else None
         instance: models.Model = existing if existing is not None else model()
         for name, value in data.items():
             setattr(instance, name, value)
         with transaction.atomic():
-            services.network_object_save(
-                actor=self.request.user,  # type: ignore[arg-type]
+            self.save_service(
+                actor=request_actor(self.request),
                 instance=instance,
                 before=before,
                 ip_address=client_ip(self.request),
@@ -71,7 +77,7 @@ class NetworkViewSet(viewsets.ModelViewSet[Any]):
         return instance
 
     def save_many(self, instance: models.Model, name: str, values: list[Any]) -> None:
-        getattr(instance, name).set(values)
+        self.set_related_service(instance=instance, name=name, values=values)
 
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         self._save(serializer)
@@ -80,8 +86,8 @@ class NetworkViewSet(viewsets.ModelViewSet[Any]):
         self._save(serializer)
 
     def perform_destroy(self, instance: models.Model) -> None:
-        services.network_object_delete(
-            actor=self.request.user,  # type: ignore[arg-type]
+        self.delete_service(
+            actor=request_actor(self.request),
             instance=instance,
             ip_address=client_ip(self.request),
         )

@@ -14,61 +14,39 @@ from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Facility, FacilityAETitle, ReadingGroup, Shift
 from network.roles import GROUP_ADMINS
+from teleradiology.audited import audited_delete, audited_save, related_set
 
 M = TypeVar("M", bound=models.Model)
 
 
-def _changes(instance: models.Model, before: dict[str, Any] | None) -> dict[str, Any]:
-    after = {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
-    if before is None:
-        return {"created": {k: str(v) for k, v in after.items()}}
-    return {
-        "changed": {k: [str(before.get(k)), str(v)] for k, v in after.items() if before.get(k) != v}
-    }
-
-
-def snapshot(instance: models.Model) -> dict[str, Any]:
-    """The field values of an object before an update, for the audit diff."""
-    return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
-
-
 def network_object_save(
     *,
-    actor: User,
+    actor: User | None,
     instance: M,
     before: dict[str, Any] | None = None,
     ip_address: str | None = None,
 ) -> M:
     """Validate (model rules and constraints) and save a network object, audited."""
-    creating = instance._state.adding
-    instance.full_clean()
-    if isinstance(instance, Shift):
-        _shift_check_overlap(instance)
-    with transaction.atomic():
-        instance.save()
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.CREATE if creating else AuditEvent.Action.UPDATE,
-            obj=instance,
-            ip_address=ip_address,
-            detail=_changes(instance, None if creating else before),
-        )
-    return instance
+    check = _shift_check_overlap if isinstance(instance, Shift) else None
+    return audited_save(
+        actor=actor,
+        instance=instance,
+        before=before,
+        ip_address=ip_address,
+        check=check,  # type: ignore[arg-type]
+    )
 
 
 def network_object_delete(
-    *, actor: User, instance: models.Model, ip_address: str | None = None
+    *, actor: User | None, instance: models.Model, ip_address: str | None = None
 ) -> None:
     """Delete a network object, audited; PROTECT foreign keys refuse it when in use."""
-    with transaction.atomic():
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.DELETE,
-            obj=instance,
-            ip_address=ip_address,
-            detail={"deleted": str(instance)},
-        )
-        instance.delete()
+    audited_delete(actor=actor, instance=instance, ip_address=ip_address)
+
+
+def network_object_set_related(*, instance: models.Model, name: str, values: Iterable[Any]) -> None:
+    """Replace a network object's many-to-many members (e.g. a reader's subspecialties)."""
+    related_set(instance=instance, name=name, values=values)
 
 
 def _shift_check_overlap(shift: Shift) -> None:

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 
 from network.models import Facility
 from network.selectors import reading_groups_administered
-from reporting import services, transport
+from reporting import transport
 from reporting.models import (
     Addendum,
     CriticalCommunication,
@@ -22,6 +22,13 @@ from reporting.models import (
     ReportVersion,
 )
 from reporting.selectors import report_list_visible
+from reporting.services.delivery import (
+    facility_endpoint_delete,
+    facility_endpoint_save,
+    report_message_requeue,
+)
+from reporting.services.templates import report_template_clean, report_template_create
+from teleradiology.api import request_actor
 from teleradiology.errors import DomainError
 
 
@@ -60,7 +67,7 @@ class ReportTemplateForm(forms.ModelForm[ReportTemplate]):
         document = {k: data.get(k) for k in self.Meta.fields if k != "reading_group"}
         document = {k: v for k, v in document.items() if v is not None}
         try:
-            services.report_template_clean(document)
+            report_template_clean(document)
         except DomainError as exc:
             raise forms.ValidationError(exc.message) from exc
         group = data.get("reading_group")
@@ -107,8 +114,8 @@ class ReportTemplateAdmin(admin.ModelAdmin[ReportTemplate]):
         self, request: HttpRequest, obj: ReportTemplate, form: Any, change: bool
     ) -> None:
         document = {k: v for k, v in form.cleaned_data.items() if k != "reading_group"}
-        created = services.report_template_create(
-            actor=request.user,  # type: ignore[arg-type]
+        created = report_template_create(
+            actor=request_actor(request),
             reading_group=form.cleaned_data.get("reading_group"),
             document=document,
         )
@@ -216,16 +223,16 @@ class FacilityEndpointAdmin(admin.ModelAdmin[FacilityEndpoint]):
     def save_model(
         self, request: HttpRequest, obj: FacilityEndpoint, form: Any, change: bool
     ) -> None:
-        services.facility_endpoint_save(
+        facility_endpoint_save(
             endpoint=obj,
-            actor=request.user if request.user.is_authenticated else None,
+            actor=request_actor(request),
             ip_address=request.META.get("REMOTE_ADDR"),
         )
 
     def delete_model(self, request: HttpRequest, obj: FacilityEndpoint) -> None:
-        services.facility_endpoint_delete(
+        facility_endpoint_delete(
             endpoint=obj,
-            actor=request.user if request.user.is_authenticated else None,
+            actor=request_actor(request),
             ip_address=request.META.get("REMOTE_ADDR"),
         )
 
@@ -265,9 +272,9 @@ class ReportMessageAdmin(_ReadOnly, admin.ModelAdmin[ReportMessage]):
 
     @admin.action(description="Send the selected failed messages again")
     def requeue(self, request: HttpRequest, queryset: QuerySet[ReportMessage]) -> None:
-        actor = request.user if request.user.is_authenticated else None
+        actor = request_actor(request)
         done = 0
         for message in queryset.filter(delivery_status=ReportMessage.Delivery.FAILED):
-            services.report_message_requeue(message_id=message.pk, actor=actor)
+            report_message_requeue(message_id=message.pk, actor=actor)
             done += 1
         self.message_user(request, f"{done} message(s) queued for delivery again.")

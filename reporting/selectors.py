@@ -10,7 +10,6 @@ report access is decided.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -37,28 +36,9 @@ from reporting.models import (
     ReportTemplate,
 )
 from reporting.states import ReportStatus
-from routing import eligibility
-from routing.eligibility import Reason, StudyFacts
-from routing.models import LAST_TIER, StudyRouting
-from routing.selectors import candidate_facts
-from routing.services import rule_for_study, study_facts
+from routing.eligibility import REASON_TEXT, SIGN, Reason, StudyFacts
+from routing.selectors import reader_facts, study_facts, study_rule
 from studies.models import Study
-
-# What a signature answers to: the law (license) and the contract (privilege).
-# Shift, pause, workload and subspecialty decided who was offered the study; they do
-# not stop the reader who holds it from signing.
-SIGN_REASONS = frozenset(
-    {
-        Reason.INACTIVE,
-        Reason.NOT_LICENSED,
-        Reason.LICENSE_EXPIRED,
-        Reason.LICENSE_NOT_ACTIVE,
-        Reason.PRELIMINARY_ONLY,
-        Reason.NO_PRIVILEGE,
-        Reason.PRIVILEGE_EXPIRED,
-        Reason.PRIVILEGE_NOT_ACTIVE,
-    }
-)
 
 
 def report_visibility_filter(*, user: AnyUser) -> Q | None:
@@ -228,15 +208,15 @@ def sign_scope(
 ) -> tuple[str, list[str]]:
     """What ``radiologist`` may sign on ``study`` today: ("final" | "preliminary" | "", reasons).
 
-    Built from routing's own facts and judge, so signing and routing never disagree
-    about a license: valid today, active, in the patient's jurisdiction, with final
-    scope (or preliminary scope where the study's routing rule allows it).
+    The eligibility policy's SIGN purpose over the reader's own facts: an active
+    reader, a license valid today in the patient's jurisdiction with final scope
+    (or preliminary scope where the study's routing rule allows it), and privileges
+    at the facility -- the same checks routing and the claim re-check apply.
     """
-    routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
-    rule = routing.rule if routing and routing.rule else rule_for_study(study=study)
+    rule = study_rule(study=study)
     if rule is not None:
         facts = study_facts(study=study, rule=rule, now=now)
-    else:
+    else:  # no rule: the license alone decides the scope (final)
         facts = StudyFacts(
             study_id=study.pk,
             facility_id=study.facility_id,
@@ -245,27 +225,14 @@ def sign_scope(
             read_date=now.date(),
             subspecialties=frozenset(),
         )
-    facts = dataclasses.replace(facts, excluded=frozenset(), bypass_cap=True)
-    candidates = candidate_facts(
-        facility=study.facility,
-        jurisdiction_code=facts.jurisdiction,
-        max_tier=LAST_TIER,
-        at=now,
-        radiologist_ids=[radiologist.pk],
+    found = reader_facts(
+        study=study, radiologist_id=radiologist.pk, rule_id=rule.pk if rule else None, at=now
     )
-    if not candidates:
-        return "", [eligibility.REASON_TEXT[Reason.NOT_LICENSED]]
-    candidate = dataclasses.replace(
-        candidates[0],
-        available=True,
-        on_shift=True,
-        subspecialties=candidates[0].subspecialties | facts.subspecialties | {"general"},
-    )
-    facts = dataclasses.replace(facts, allow_general=True)
-    verdict = eligibility.judge(facts, candidate)
-    reasons = [r for r in verdict.reasons if r in SIGN_REASONS]
-    if reasons:
-        return "", [eligibility.REASON_TEXT[r] for r in reasons]
+    if found is None:  # not a reader of the facility's group
+        return "", [REASON_TEXT[Reason.NOT_LICENSED]]
+    verdict = SIGN.judge(facts, found[0])
+    if verdict.reasons:
+        return "", [REASON_TEXT[r] for r in verdict.reasons]
     return verdict.scope, []
 
 

@@ -2,7 +2,7 @@
 
 Network only: no database, no transaction.  Each function makes one attempt and
 says how it went; what to do next (retry later, give up, mark sent) is decided by
-reporting.services, which records every attempt.
+reporting.services.delivery, which records every attempt.
 """
 
 from __future__ import annotations

@@ -21,14 +21,15 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from rest_framework.exceptions import NotFound
 
+from access.selectors import study_get_visible
 from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Radiologist
 from network.selectors import radiologist_for_user
-from reporting import editor, selectors, services, states
+from reporting import editor, selectors, states
 from reporting.models import CriticalCommunication, CriticalSeverity, Report
+from reporting.services import critical, reports
 from studies.models import Study
-from studies.selectors import study_get_visible
 from studies.states import StudyStatus
 from teleradiology.api import client_ip, request_actor
 from teleradiology.errors import DomainError
@@ -144,7 +145,7 @@ def report_start(request: HttpRequest, study_id: int) -> HttpResponseBase:
         return reader
     template = request.POST.get("template", "")
     try:
-        services.report_save_draft(
+        reports.report_save_draft(
             study_id=study_id,
             radiologist=reader,
             actor=request_actor(request),
@@ -181,7 +182,7 @@ def report_autosave(request: HttpRequest, study_id: int) -> HttpResponse:
         return reader
     report = _report(request, study_id)
     try:
-        saved = services.report_save_draft(
+        saved = reports.report_save_draft(
             study_id=study_id,
             radiologist=reader,
             actor=request_actor(request),
@@ -216,7 +217,7 @@ def report_sign(request: HttpRequest, study_id: int) -> HttpResponseBase:
         return reader
     report = _report(request, study_id)
     try:
-        services.report_save_and_sign(
+        reports.report_save_and_sign(
             study_id=study_id,
             radiologist=reader,
             status=request.POST.get("status", ""),
@@ -241,7 +242,7 @@ def critical_communication_add(request: HttpRequest, study_id: int) -> HttpRespo
     if when is None or timezone.is_naive(when):
         return _refusal("Give the time of the communication.", status=400, target="#critical-error")
     try:
-        services.critical_communication_record(
+        critical.critical_communication_record(
             report_id=report.pk,
             radiologist=reader,
             recipient_name=request.POST.get("recipient_name", ""),
@@ -271,7 +272,7 @@ def addendum_add(request: HttpRequest, study_id: int) -> HttpResponseBase:
         return reader
     report = _report(request, study_id)
     try:
-        services.report_addendum_add(
+        reports.report_addendum_add(
             report_id=report.pk,
             radiologist=reader,
             text=request.POST.get("text", ""),

@@ -13,6 +13,7 @@ from network.models import ReadingGroup
 from network.selectors import reading_groups_administered
 from review import services
 from review.models import PeerReviewPolicy, ReviewCase
+from teleradiology.api import request_actor
 
 
 def _administers_a_group(request: HttpRequest) -> bool:
@@ -62,7 +63,7 @@ class PeerReviewPolicyAdmin(_GroupAdminsOnly, admin.ModelAdmin[PeerReviewPolicy]
         saved = services.peer_review_policy_set(
             reading_group=group,
             sample_percent=obj.sample_percent,
-            actor=request.user,  # type: ignore[arg-type]
+            actor=request_actor(request),
         )
         obj.pk = saved.pk
 

@@ -2,7 +2,7 @@
 
 Eligibility is routing's, not a copy of it: the candidates' facts come from
 ``routing.selectors.candidate_facts`` and the verdicts from the pure
-``routing.eligibility.decide``/``judge``, with the report's own readers excluded
+``routing.eligibility.REVIEW`` policy, with the report's own readers excluded
 (``StudyFacts.excluded``) and, when the requester named one, the required
 subspecialty in place of the routing rule's.
 
@@ -30,11 +30,9 @@ from network.selectors import (
 )
 from reporting.models import Report
 from review.models import OPEN_STATUSES, ReviewCase, ReviewKind, ReviewOffer, ReviewStatus
-from routing import eligibility
-from routing.eligibility import CandidateFacts, StudyFacts, Verdict
-from routing.models import LAST_TIER, StudyRouting
-from routing.selectors import candidate_facts
-from routing.services import rule_for_study, study_facts
+from routing.eligibility import REVIEW, CandidateFacts, StudyFacts, Verdict
+from routing.models import LAST_TIER
+from routing.selectors import candidate_facts, study_facts, study_rule
 from studies.models import Study
 
 
@@ -54,8 +52,7 @@ def _review_study_facts(*, review: ReviewCase, study: Study, now: dt.datetime) -
     """The study's facts as routing builds them for a new case, with the review's changes:
     the report's readers excluded, the requested subspecialty if any, final-scope
     licenses only (it reviews a final report) and no STAT cap bypass."""
-    routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
-    rule = routing.rule if routing and routing.rule else rule_for_study(study=study)
+    rule = study_rule(study=study)
     if rule is not None:
         facts = study_facts(study=study, rule=rule, now=now)
     else:  # no rule at all: any subspecialty will do
@@ -110,7 +107,7 @@ def review_verdicts(
         at=now,
         radiologist_ids=radiologist_ids,
     )
-    return eligibility.decide(facts, _with_review_load(candidates))
+    return REVIEW.decide(facts, _with_review_load(candidates))
 
 
 def review_verdict_for(

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import DatabaseError
 
 from review import services
+from teleradiology.celery import AppTask
 
 
 @shared_task(
+    base=AppTask,
     name="review.peer_review_consider",
     acks_late=True,  # idempotent: the draw is stored once per report
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
     max_retries=5,
     soft_time_limit=30,
     time_limit=45,
@@ -23,14 +22,7 @@ def peer_review_consider(report_id: int) -> int | None:
     return review.pk if review is not None else None
 
 
-@shared_task(
-    name="review.reviews_sweep",
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    max_retries=3,
-    soft_time_limit=50,
-    time_limit=60,
-)
+@shared_task(base=AppTask, name="review.reviews_sweep")
 def reviews_sweep() -> dict[str, int]:
     """Beat: retry unroutable review cases and draw for finals whose draw was lost."""
     return services.reviews_sweep()

@@ -4,14 +4,22 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from access.selectors import study_visibility_filter
 from network.admin import GroupScopedAdmin
+from routing import services
 from routing.models import FacilityTierPool, ReaderPool, RoutingDecision, RoutingRule
 from studies.models import Study
-from studies.selectors import study_visibility_filter
+
+
+class RoutingConfigAdmin(GroupScopedAdmin):
+    """Group-scoped like the network's admin pages, written by routing's services."""
+
+    save_service = staticmethod(services.routing_config_save)
+    delete_service = staticmethod(services.routing_config_delete)
 
 
 @admin.register(RoutingRule)
-class RoutingRuleAdmin(GroupScopedAdmin):
+class RoutingRuleAdmin(RoutingConfigAdmin):
     list_display = [
         "name",
         "reading_group",
@@ -27,13 +35,13 @@ class RoutingRuleAdmin(GroupScopedAdmin):
 
 
 @admin.register(ReaderPool)
-class ReaderPoolAdmin(GroupScopedAdmin):
+class ReaderPoolAdmin(RoutingConfigAdmin):
     list_display = ["name", "reading_group"]
     filter_horizontal = ["radiologists"]
 
 
 @admin.register(FacilityTierPool)
-class FacilityTierPoolAdmin(GroupScopedAdmin):
+class FacilityTierPoolAdmin(RoutingConfigAdmin):
     group_path = "facility__reading_group"
     list_display = ["facility", "tier", "pool"]
 

@@ -15,14 +15,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.selectors import study_get_visible, study_is_administered_by
 from network.api import NetworkViewSet
 from network.models import Priority, Subspecialty
 from network.selectors import reading_groups_administered
 from network.serializers import ScopedRelatedFieldsMixin
 from routing import selectors, services
-from routing.models import RoutingDecision, RoutingRule, StudyRouting
-from studies.selectors import study_get_visible, study_is_administered_by
-from teleradiology.api import client_ip
+from routing.models import RoutingDecision, RoutingRule
+from teleradiology.api import client_ip, request_actor
 
 
 def _upper_words(value: list[Any], *, limit: int) -> list[str]:
@@ -116,6 +116,9 @@ class RoutingRuleViewSet(NetworkViewSet):
     """Ordered routing rules of the reading groups the caller administers; changes audited."""
 
     serializer_class = RoutingRuleSerializer
+    save_service = staticmethod(services.routing_config_save)
+    delete_service = staticmethod(services.routing_config_delete)
+    set_related_service = staticmethod(services.routing_config_set_related)
     filterset_fields = ["reading_group", "is_active", "is_default", "delivery"]
     ordering_fields = ["position"]
 
@@ -159,7 +162,7 @@ class StudyRoutingApi(APIView):
         study = study_get_visible(user=request.user, study_id=study_id)
         if not study_is_administered_by(user=request.user, study=study):
             raise NotFound("No such study.")
-        routing = StudyRouting.objects.filter(study=study).first()
+        routing = selectors.study_routing(study=study)
         body: dict[str, Any] = {
             "study": study.pk,
             "status": study.status,
@@ -175,7 +178,7 @@ class StudyRoutingApi(APIView):
         if reader:
             if not reader.isdigit():
                 raise serializers.ValidationError({"radiologist": "A radiologist id."})
-            verdict = services.why_not(study=study, radiologist_id=int(reader))
+            verdict = selectors.why_not(study=study, radiologist_id=int(reader))
             if verdict is None:
                 raise NotFound("No such radiologist in this study's reading group.")
             body["radiologist_verdict"] = verdict.as_dict()
@@ -208,7 +211,7 @@ class StudyTriageApi(APIView):
         data.is_valid(raise_exception=True)
         updated = services.study_change_triage(
             study_id=study.pk,
-            actor=request.user,  # type: ignore[arg-type]
+            actor=request_actor(request),
             priority=data.validated_data.get("priority"),
             flags=data.validated_data.get("flags"),
             ip_address=client_ip(request),

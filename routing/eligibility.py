@@ -9,7 +9,7 @@ eligible.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -144,18 +144,43 @@ def _credential_check(
     return None, inactive
 
 
-def judge(study: StudyFacts, candidate: CandidateFacts) -> Verdict:
-    """The verdict for one reader: every hard filter, with every reason that applies."""
-    reasons: list[Reason] = []
-    if candidate.radiologist_id in study.excluded:
-        reasons.append(Reason.EXCLUDED)
-    if not candidate.active:
-        reasons.append(Reason.INACTIVE)
-    if not candidate.available:
-        reasons.append(Reason.UNAVAILABLE)
-    if not candidate.on_shift:
-        reasons.append(Reason.OFF_SHIFT)
+class Finding(NamedTuple):
+    """What one check found: the reasons it excludes the reader for, and what it
+    learnt on the way (the read scope a license allows; the subspecialty fit)."""
 
+    reasons: tuple[Reason, ...] = ()
+    scope: str = ""
+    fit: int = 0
+
+
+Check = Callable[[StudyFacts, CandidateFacts], Finding]
+_NONE = Finding()
+
+
+def exclusion(study: StudyFacts, candidate: CandidateFacts) -> Finding:
+    """Not a reader the study names as excluded (e.g. the report's own readers)."""
+    return Finding((Reason.EXCLUDED,)) if candidate.radiologist_id in study.excluded else _NONE
+
+
+def standing(study: StudyFacts, candidate: CandidateFacts) -> Finding:
+    """An active reader of the group."""
+    return _NONE if candidate.active else Finding((Reason.INACTIVE,))
+
+
+def availability(study: StudyFacts, candidate: CandidateFacts) -> Finding:
+    """Accepting cases: not paused."""
+    return _NONE if candidate.available else Finding((Reason.UNAVAILABLE,))
+
+
+def shift(study: StudyFacts, candidate: CandidateFacts) -> Finding:
+    """On shift now."""
+    return _NONE if candidate.on_shift else Finding((Reason.OFF_SHIFT,))
+
+
+def credential(study: StudyFacts, candidate: CandidateFacts) -> Finding:
+    """The law and the contract: a license valid on the read date in the patient's
+    jurisdiction whose scope covers the read, and privileges valid at the facility."""
+    reasons: list[Reason] = []
     license_, license_problem = _credential_check(
         candidate.licenses,
         study.jurisdiction,
@@ -174,7 +199,6 @@ def judge(study: StudyFacts, candidate: CandidateFacts) -> Verdict:
             scope = "preliminary"
         else:
             reasons.append(Reason.PRELIMINARY_ONLY)
-
     _, privilege_problem = _credential_check(
         candidate.privileges,
         str(study.facility_id),
@@ -185,49 +209,103 @@ def judge(study: StudyFacts, candidate: CandidateFacts) -> Verdict:
     )
     if privilege_problem is not None:
         reasons.append(privilege_problem)
+    return Finding(tuple(reasons), scope=scope)
 
-    fit = 0
+
+def subspecialty(study: StudyFacts, candidate: CandidateFacts) -> Finding:
+    """One of the subspecialties the rule requires (fit 2), or general reading where
+    the rule accepts it (fit 1)."""
     if candidate.subspecialties & study.subspecialties:
-        fit = 2
-    elif study.allow_general and GENERAL in candidate.subspecialties:
-        fit = 1
-    else:
-        reasons.append(Reason.WRONG_SUBSPECIALTY)
+        return Finding(fit=2)
+    if study.allow_general and GENERAL in candidate.subspecialties:
+        return Finding(fit=1)
+    return Finding((Reason.WRONG_SUBSPECIALTY,))
 
+
+def capacity(study: StudyFacts, candidate: CandidateFacts) -> Finding:
+    """Below the workload cap, unless the study bypasses it (STAT, by rule)."""
     if candidate.open_claims >= candidate.workload_cap and not study.bypass_cap:
-        reasons.append(Reason.AT_CAP)
-
-    cap = max(candidate.workload_cap, 1)
-    load = candidate.open_claims / cap + candidate.recent_work
-    return Verdict(
-        radiologist_id=candidate.radiologist_id,
-        name=candidate.name,
-        tier=candidate.tier,
-        eligible=not reasons,
-        scope=scope if not reasons else "",
-        reasons=tuple(reasons),
-        fit=fit,
-        load=load,
-    )
+        return Finding((Reason.AT_CAP,))
+    return _NONE
 
 
-def decide(study: StudyFacts, candidates: Sequence[CandidateFacts]) -> list[Verdict]:
-    """Verdicts for all candidates; the eligible ranked first (rank 1 = best).
+@dataclass(frozen=True)
+class Policy:
+    """ "May this reader read this study now?" for one purpose: the checks that
+    purpose answers to, in order (a verdict lists every reason that applies, in
+    the order of its checks)."""
 
-    Ranking is soft: nearer tier first, then subspecialty fit (a required
-    subspecialty before the general fallback), then final-read scope before
-    preliminary, then least load, then id for a stable order.
-    """
-    verdicts = [judge(study, c) for c in candidates]
-    eligible = sorted(
-        (v for v in verdicts if v.eligible),
-        key=lambda v: (v.tier, -v.fit, v.scope != "final", v.load, v.radiologist_id),
-    )
-    ranked = [Verdict(**{**v.__dict__, "rank": n}) for n, v in enumerate(eligible, start=1)]
-    excluded = sorted(
-        (v for v in verdicts if not v.eligible), key=lambda v: (v.tier, v.radiologist_id)
-    )
-    return ranked + excluded
+    name: str
+    checks: tuple[Check, ...]
+
+    def judge(self, study: StudyFacts, candidate: CandidateFacts) -> Verdict:
+        """The verdict for one reader: every check of the policy, every reason."""
+        reasons: list[Reason] = []
+        scope = ""
+        fit = 0
+        for check in self.checks:
+            found = check(study, candidate)
+            if found is _NONE:  # most checks pass: nothing to merge
+                continue
+            found_reasons, found_scope, found_fit = found
+            if found_reasons:
+                reasons += found_reasons
+            if found_scope and not scope:
+                scope = found_scope
+            if found_fit > fit:
+                fit = found_fit
+        cap = max(candidate.workload_cap, 1)
+        return Verdict(
+            radiologist_id=candidate.radiologist_id,
+            name=candidate.name,
+            tier=candidate.tier,
+            eligible=not reasons,
+            scope=scope if not reasons else "",
+            reasons=tuple(reasons),
+            fit=fit,
+            load=candidate.open_claims / cap + candidate.recent_work,
+        )
+
+    def decide(self, study: StudyFacts, candidates: Sequence[CandidateFacts]) -> list[Verdict]:
+        """Verdicts for all candidates; the eligible ranked first (rank 1 = best).
+
+        Ranking is soft: nearer tier first, then subspecialty fit (a required
+        subspecialty before the general fallback), then final-read scope before
+        preliminary, then least load, then id for a stable order.
+        """
+        verdicts = [self.judge(study, c) for c in candidates]
+        eligible = sorted(
+            (v for v in verdicts if v.eligible),
+            key=lambda v: (v.tier, -v.fit, v.scope != "final", v.load, v.radiologist_id),
+        )
+        ranked = [Verdict(**{**v.__dict__, "rank": n}) for n, v in enumerate(eligible, start=1)]
+        excluded = sorted(
+            (v for v in verdicts if not v.eligible), key=lambda v: (v.tier, v.radiologist_id)
+        )
+        return ranked + excluded
+
+
+# Presence is two checks: a paused reader keeps their offers (see KEEP_OFFER).
+PRESENCE = (availability, shift)
+_EVERY_CHECK = (exclusion, standing, *PRESENCE, credential, subspecialty, capacity)
+
+# Routing offers a study to readers who pass every check.
+ROUTE = Policy("route", _EVERY_CHECK)
+# A claim is the offer taken up: every check again, now (a license may have lapsed,
+# a shift ended or the cap been reached since the offer).
+CLAIM = Policy("claim", _EVERY_CHECK)
+# A review case is offered and claimed like a study, with the review's own facts
+# (the report's readers excluded, final scope only, no cap bypass).
+REVIEW = Policy("review", _EVERY_CHECK)
+# A signature answers to the law (license) and the contract (privilege) of an
+# active reader.  Shift, pause, workload and subspecialty decided who was offered
+# the study; they do not stop the reader who holds it from signing.
+SIGN = Policy("sign", (standing, credential))
+# An open offer stays on a reader's worklist while they are an active reader on
+# shift with the credentials to read it.  A pause, a full workload or another
+# subspecialty need do not withdraw it: those refuse at claim time, with the reason,
+# and pass with the pause or the load.
+KEEP_OFFER = Policy("keep offer", (standing, shift, credential))
 
 
 def escalation_waits(

@@ -14,6 +14,7 @@ from django.db.models import (
     Q,
     QuerySet,
 )
+from django.utils import timezone
 
 from network.models import (
     CredentialStatus,
@@ -21,18 +22,28 @@ from network.models import (
     FacilityPrivilege,
     Jurisdiction,
     License,
+    Priority,
     Radiologist,
     Shift,
 )
-from routing.eligibility import CandidateFacts, Credential, tier_of
+from routing.eligibility import (
+    KEEP_OFFER,
+    ROUTE,
+    CandidateFacts,
+    Credential,
+    StudyFacts,
+    Verdict,
+    tier_of,
+)
 from routing.models import (
+    LAST_TIER,
     FacilityTierPool,
     ReaderPool,
     RoutingDecision,
     RoutingRule,
     StudyRouting,
 )
-from routing.rules import RuleKey
+from routing.rules import RuleKey, StudyKey, first_match
 from studies.models import Study
 from studies.states import StudyStatus
 from teleradiology.sql import in_ids, literal_rows
@@ -87,6 +98,84 @@ def rule_keys_for_group(*, reading_group_id: int) -> list[tuple[RuleKey, Routing
             )
         )
     return keyed
+
+
+def _study_key(study: Study) -> StudyKey:
+    return StudyKey(
+        facility_id=study.facility_id,
+        modality=study.modality,
+        body_part=study.body_part,
+        description=study.study_description,
+        procedure_code=study.procedure_code,
+        priority=study.priority,
+        flags=frozenset(str(f) for f in (study.flags or [])),
+    )
+
+
+# Each reading group's rules as last read by this process, with the group's
+# rules_version then: database triggers give the group a new version whenever a
+# rule changes, so rules are read again exactly when they changed.
+_RULES_READ: dict[int, tuple[int, list[tuple[RuleKey, RoutingRule]]]] = {}
+
+
+def group_rules(*, study: Study) -> list[tuple[RuleKey, RoutingRule]]:
+    """The active rules of the study's reading group, in order: read from the
+    database when the group's ``rules_version`` (read with the study) differs from
+    what this process holds."""
+    group = study.facility.reading_group
+    held = _RULES_READ.get(group.pk)
+    if held is not None and held[0] == group.rules_version:
+        return held[1]
+    keyed = rule_keys_for_group(reading_group_id=group.pk)
+    _RULES_READ[group.pk] = (group.rules_version, keyed)
+    return keyed
+
+
+def rule_for_study(*, study: Study) -> RoutingRule | None:
+    """The first active rule of the facility's reading group that matches the study."""
+    keyed = group_rules(study=study)
+    match = first_match([k for k, _ in keyed], _study_key(study))
+    if match is None:
+        return None
+    return next((r for k, r in keyed if k.rule_id == match.rule_id), None)
+
+
+def study_routing(*, study: Study) -> StudyRouting | None:
+    """The study's routing row with its rule: the one joined to the study by the
+    caller (``select_related("routing__rule")``), else read (one statement)."""
+    if Study.routing.is_cached(study):
+        try:
+            return study.routing
+        except StudyRouting.DoesNotExist:
+            return None
+    return StudyRouting.objects.filter(study=study).select_related("rule").first()
+
+
+def study_rule(*, study: Study) -> RoutingRule | None:
+    """The routing rule of this study: the one it was routed by, else the one that
+    matches it now.  The one answer for the claim re-check, signing, review and
+    an admin's "why not this reader"."""
+    routing = study_routing(study=study)
+    if routing is not None and routing.rule is not None:
+        return routing.rule
+    return rule_for_study(study=study)
+
+
+def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFacts:
+    """What the eligibility policy reads of a study under its rule, at ``now``."""
+    return StudyFacts(
+        study_id=study.pk,
+        facility_id=study.facility_id,
+        jurisdiction=study.patient_jurisdiction.code,
+        priority=study.priority,
+        read_date=now.date(),
+        subspecialties=rule.required_subspecialties(),
+        allow_general=rule.allow_general,
+        # Once a preliminary read is signed, what is left to route is the final read:
+        # only readers licensed for final reads in the jurisdiction may take it.
+        allow_preliminary=rule.allow_preliminary and study.preliminary_at is None,
+        bypass_cap=rule.bypass_cap_for_stat and study.priority == Priority.STAT,
+    )
 
 
 def _tier_pools(facility_ids: list[int]) -> dict[int, dict[int, int]]:
@@ -361,6 +450,94 @@ class _Readers:
         return facts
 
 
+def reader_facts(
+    *, study: Study, radiologist_id: int, rule_id: int | None, at: dt.datetime
+) -> tuple[CandidateFacts, frozenset[str]] | None:
+    """The facts of one reader for one study (the one-reader mode of
+    ``candidate_facts``), and the codes of the subspecialties the rule requires, in
+    two statements; None if the reader does not read for the study's facility's
+    group.
+
+    The same facts as ``candidate_facts`` for one named reader (shift, open
+    claims, cap, licenses in the jurisdiction, privileges at the facility,
+    subspecialties), without what only ranks the eligible: the tier and the recent
+    work are left at 0, so a verdict's eligibility and reasons are the batch's, its
+    tier and load are not.  tests/worklist pins the equivalence.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT r.display_name, r.reading_group_id, {READER_STATE_COLUMNS}
+            FROM network_radiologist r
+            WHERE r.id = %s
+            """,  # noqa: S608 - a fixed column list
+            [*reader_state_params(at), radiologist_id],
+        )
+        row = cursor.fetchone()
+        if row is None or row[1] != study.facility.reading_group_id:
+            return None
+        cursor.execute(
+            """
+            SELECT 'l', l.valid_from, l.valid_to, l.status, l.scope
+            FROM network_license l
+            WHERE l.radiologist_id = %s AND l.jurisdiction_id = %s
+            UNION ALL
+            SELECT 'p', p.valid_from, p.valid_to, p.status, ''
+            FROM network_facilityprivilege p
+            WHERE p.radiologist_id = %s AND p.facility_id = %s
+            UNION ALL
+            SELECT 's', NULL, NULL, s.code, ''
+            FROM network_radiologist_subspecialties rs
+            JOIN network_subspecialty s ON s.id = rs.subspecialty_id
+            WHERE rs.radiologist_id = %s
+            UNION ALL
+            SELECT 'r', NULL, NULL, s.code, ''
+            FROM routing_routingrule_subspecialties rr
+            JOIN network_subspecialty s ON s.id = rr.subspecialty_id
+            WHERE rr.routingrule_id = %s
+            """,
+            [
+                radiologist_id,
+                study.patient_jurisdiction_id,
+                radiologist_id,
+                study.facility_id,
+                radiologist_id,
+                rule_id,
+            ],
+        )
+        rows = cursor.fetchall()
+    name, _, active, available, on_shift, open_claims, cap = row
+    licenses: list[Credential] = []
+    privileges: list[Credential] = []
+    subspecialties: set[str] = set()
+    required: set[str] = set()
+    for kind, valid_from, valid_to, status, scope in rows:
+        if kind == "s":
+            subspecialties.add(str(status))
+        elif kind == "r":
+            required.add(str(status))
+        else:
+            key = study.patient_jurisdiction.code if kind == "l" else str(study.facility_id)
+            credential = credential_from_row(
+                key, valid_from, valid_to, status, scope, is_license=kind == "l"
+            )
+            (licenses if kind == "l" else privileges).append(credential)
+    facts = CandidateFacts(
+        radiologist_id=radiologist_id,
+        name=name,
+        tier=0,
+        active=bool(active),
+        available=bool(available),
+        on_shift=bool(on_shift),
+        subspecialties=frozenset(subspecialties),
+        licenses=tuple(licenses),
+        privileges=tuple(privileges),
+        open_claims=int(open_claims),
+        workload_cap=cap,
+    )
+    return facts, frozenset(required)
+
+
 def candidate_facts(
     *,
     facility: Facility,
@@ -438,6 +615,24 @@ def candidate_facts_many(
     return out
 
 
+def why_not(*, study: Study, radiologist_id: int, now: dt.datetime | None = None) -> Verdict | None:
+    """The routing verdict for any reader of the group on this study, computed on
+    demand (an admin's "why not this reader?"); None for a reader of another group."""
+    now = now or timezone.now()
+    rule = study_rule(study=study)
+    if rule is None:
+        return None
+    facts = study_facts(study=study, rule=rule, now=now)
+    candidates = candidate_facts(
+        facility=study.facility,
+        jurisdiction_code=facts.jurisdiction,
+        max_tier=LAST_TIER,
+        at=now,
+        radiologist_ids=[radiologist_id],
+    )
+    return ROUTE.judge(facts, candidates[0]) if candidates else None
+
+
 def studies_awaiting_route() -> QuerySet[Study, int]:
     """Ready studies never routed, most urgent first (the live-queue partial index):
     a routing task takes a batch of them besides its own study."""
@@ -468,45 +663,50 @@ def studies_unrouted(*, ready_before: dt.datetime) -> QuerySet[Study, int]:
     )
 
 
-def offers_no_longer_eligible(*, now: dt.datetime) -> QuerySet[Offer, tuple[int, int]]:
-    """(offer id, study id) of open offers on offered studies whose reader is off
-    shift, no longer licensed in the jurisdiction or privileged at the facility, or
-    deactivated: one set-based query."""
-    today = now.date()
-    reader = OuterRef("radiologist")
-    return (
+def offers_no_longer_eligible(*, now: dt.datetime) -> list[tuple[int, int]]:
+    """(offer id, study id) of open offers on offered studies that the KEEP_OFFER
+    policy no longer keeps: the reader is inactive, off shift, or no longer holds
+    the license (with the scope the study's rule needs) or the privileges.  The
+    facts are gathered as for routing, in one batch for every open offer."""
+    rows = list(
         Offer.objects.filter(withdrawn_at__isnull=True, study__status=StudyStatus.OFFERED)
-        .annotate(
-            on_shift=Exists(
-                Shift.objects.filter(radiologist=reader, starts_at__lte=now, ends_at__gt=now)
-            ),
-            licensed=Exists(
-                License.objects.filter(
-                    radiologist=reader,
-                    jurisdiction=OuterRef("study__patient_jurisdiction"),
-                    status=CredentialStatus.ACTIVE,
-                    valid_from__lte=today,
-                    valid_to__gte=today,
-                )
-            ),
-            privileged=Exists(
-                FacilityPrivilege.objects.filter(
-                    radiologist=reader,
-                    facility=OuterRef("study__facility"),
-                    status=CredentialStatus.ACTIVE,
-                    valid_from__lte=today,
-                    valid_to__gte=today,
-                )
-            ),
-        )
-        .filter(
-            Q(on_shift=False)
-            | Q(licensed=False)
-            | Q(privileged=False)
-            | Q(radiologist__is_active=False)
-        )
-        .values_list("pk", "study_id")
+        .order_by("study_id", "radiologist_id")
+        .values_list("pk", "study_id", "radiologist_id")
     )
+    if not rows:
+        return []
+    studies = {
+        st.pk: st
+        for st in Study.objects.filter(pk__in={study_id for _, study_id, _ in rows}).select_related(
+            "facility__region", "facility__reading_group", "patient_jurisdiction", "routing__rule"
+        )
+    }
+    facts = candidate_facts_many(
+        [(st.facility, st.patient_jurisdiction.code) for st in studies.values()],
+        max_tier=LAST_TIER,
+        at=now,
+        radiologist_ids=sorted({reader for _, _, reader in rows}),
+        jurisdiction_ids={
+            st.patient_jurisdiction.code: st.patient_jurisdiction_id for st in studies.values()
+        },
+    )
+    readers = {key: {c.radiologist_id: c for c in candidates} for key, candidates in facts.items()}
+    lapsed = []
+    study_facts_of: dict[int, StudyFacts | None] = {}
+    for offer_id, study_id, reader_id in rows:
+        study = studies[study_id]
+        if study_id not in study_facts_of:
+            rule = study_rule(study=study)
+            study_facts_of[study_id] = (
+                study_facts(study=study, rule=rule, now=now) if rule is not None else None
+            )
+        wanted = study_facts_of[study_id]
+        if wanted is None:
+            continue  # no rule to judge by: the escalation makes it unroutable
+        candidate = readers[study.facility_id, wanted.jurisdiction].get(reader_id)
+        if candidate is None or not KEEP_OFFER.judge(wanted, candidate).eligible:
+            lapsed.append((offer_id, study_id))
+    return lapsed
 
 
 def decisions_for_study(*, study: Study) -> QuerySet[RoutingDecision]:

@@ -9,71 +9,38 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from alerts.models import Alert
 from alerts.services import alert_raise
-from audit.models import AuditEvent
-from audit.services import audit_record
-from network.models import Priority
 from routing import eligibility, selectors
 from routing.eligibility import CandidateFacts, Reason, StudyFacts, Verdict
 from routing.models import LAST_TIER, TIERS, RoutingDecision, RoutingRule, StudyRouting
-from routing.rules import RuleKey, StudyKey, first_match
 from studies.models import Study
-from studies.services import studies_transition_locked, study_transition
-from studies.sla import sla_due_at
+from studies.services import studies_transition_locked, study_transition, study_triage_set
 from studies.states import StudyStatus
+from teleradiology.audited import audited_delete, audited_save, related_set
 from teleradiology.queue import enqueue
-from worklist.models import Offer
+from worklist.selectors import (
+    studies_with_open_offers,
+    study_has_open_offer,
+    study_offered_readers,
+)
+from worklist.services.offers import Opening, offers_open, offers_withdraw
+
+RoutingConfig = TypeVar("RoutingConfig", bound=models.Model)
 
 UNROUTABLE_RETRY = dt.timedelta(seconds=60)
 # A ready study with no routing decision after this long is routed by the sweep
 # (its route_study task was lost with a crashed worker or broker).
 ROUTE_GRACE = dt.timedelta(seconds=30)
-
-
-def _study_key(study: Study) -> StudyKey:
-    return StudyKey(
-        facility_id=study.facility_id,
-        modality=study.modality,
-        body_part=study.body_part,
-        description=study.study_description,
-        procedure_code=study.procedure_code,
-        priority=study.priority,
-        flags=frozenset(str(f) for f in (study.flags or [])),
-    )
-
-
-def rule_for_study(*, study: Study) -> RoutingRule | None:
-    """The first active rule of the facility's reading group that matches the study."""
-    keyed = _group_rules(study)
-    match = first_match([k for k, _ in keyed], _study_key(study))
-    if match is None:
-        return None
-    return next((r for k, r in keyed if k.rule_id == match.rule_id), None)
-
-
-def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFacts:
-    return StudyFacts(
-        study_id=study.pk,
-        facility_id=study.facility_id,
-        jurisdiction=study.patient_jurisdiction.code,
-        priority=study.priority,
-        read_date=now.date(),
-        subspecialties=rule.required_subspecialties(),
-        allow_general=rule.allow_general,
-        # Once a preliminary read is signed, what is left to route is the final read:
-        # only readers licensed for final reads in the jurisdiction may take it.
-        allow_preliminary=rule.allow_preliminary and study.preliminary_at is None,
-        bypass_cap=rule.bypass_cap_for_stat and study.priority == Priority.STAT,
-    )
 
 
 _ROUTING_FIELDS = [
@@ -174,7 +141,7 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
         return {}
     plans: list[tuple[Study, RoutingRule, int, list[Verdict], list[Verdict]]] = []
     decided: dict[int, RoutingDecision | None] = {}
-    matched = [(st, rule_for_study(study=st)) for st in studies]
+    matched = [(st, selectors.rule_for_study(study=st)) for st in studies]
     everyone = selectors.candidate_facts_many(
         [(st.facility, st.patient_jurisdiction.code) for st, rule in matched if rule],
         max_tier=LAST_TIER,
@@ -194,7 +161,7 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
                 reason="no routing rule matches the study and the group has no default rule",
             )
             continue
-        facts = study_facts(study=study, rule=rule, now=now)
+        facts = selectors.study_facts(study=study, rule=rule, now=now)
         candidates = everyone[study.facility_id, facts.jurisdiction]
         tier, verdicts, fresh = _widen(facts, candidates, tier=0)
         if not fresh:
@@ -212,35 +179,16 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
     return decided
 
 
-# Each reading group's rules as last read by this process, with the group's
-# rules_version then: database triggers give the group a new version whenever a
-# rule changes, so rules are read again exactly when they changed.
-_RULES_READ: dict[int, tuple[int, list[tuple[RuleKey, RoutingRule]]]] = {}
-
-
-def _group_rules(study: Study) -> list[tuple[RuleKey, RoutingRule]]:
-    """The active rules of the study's reading group, in order: read from the
-    database when the group's ``rules_version`` (read with the study) differs from
-    what this process holds."""
-    group = study.facility.reading_group
-    held = _RULES_READ.get(group.pk)
-    if held is not None and held[0] == group.rules_version:
-        return held[1]
-    keyed = selectors.rule_keys_for_group(reading_group_id=group.pk)
-    _RULES_READ[group.pk] = (group.rules_version, keyed)
-    return keyed
-
-
 def _routed_by(study: Study, routing: StudyRouting) -> RoutingRule | None:
     """The rule a study was routed by: from the group's rules in memory while it is
     still active, else as stored (an admin may have deactivated it since), else
     the rule that applies now."""
     if routing.rule_id is None:
-        return rule_for_study(study=study)
-    for _, rule in _group_rules(study):
+        return selectors.rule_for_study(study=study)
+    for _, rule in selectors.group_rules(study=study):
         if rule.pk == routing.rule_id:
             return rule
-    return routing.rule or rule_for_study(study=study)
+    return routing.rule or selectors.rule_for_study(study=study)
 
 
 def _route_afresh(study: Study, *, now: dt.datetime) -> RoutingDecision | None:
@@ -262,7 +210,7 @@ def _widen(
     nearest tier, and since the ranking puts nearer tiers first, the verdicts up to
     a tier are the same as those of a decision over every tier."""
     while True:
-        verdicts = eligibility.decide(facts, [c for c in candidates if c.tier <= tier])
+        verdicts = eligibility.ROUTE.decide(facts, [c for c in candidates if c.tier <= tier])
         fresh = [v for v in verdicts if v.eligible and v.radiologist_id not in skip]
         if fresh or tier >= LAST_TIER:
             return tier, verdicts, fresh
@@ -279,7 +227,7 @@ def _offer_from(
     skip: frozenset[int] = frozenset(),
 ) -> RoutingDecision | None:
     """Offer at ``tier``, widening tier by tier until someone new is eligible."""
-    facts = study_facts(study=study, rule=rule, now=now)
+    facts = selectors.study_facts(study=study, rule=rule, now=now)
     # One gathering for every tier; each step looks at the tiers up to its own.
     candidates = selectors.candidate_facts_many(
         [(study.facility, facts.jurisdiction)],
@@ -308,18 +256,13 @@ def _offer_many(
     decisions, each kind in one multi-row statement."""
     if not plans:
         return {}
-    offers: list[Offer] = []
+    openings: list[Opening] = []
     routings: list[StudyRouting] = []
     decisions: list[RoutingDecision] = []
     moving: dict[int, str] = {}
     for study, rule, tier, verdicts, fresh in plans:
         chosen = fresh[:1] if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN else fresh
-        offers += [
-            Offer.make(
-                study=study, radiologist_id=v.radiologist_id, tier=tier, at=now, rule_id=rule.pk
-            )
-            for v in chosen
-        ]
+        openings.append(Opening(study, [v.radiologist_id for v in chosen], tier, rule.pk))
         if study.status == StudyStatus.READY:
             moving[study.pk] = f"rule '{rule.name}', {TIERS[tier].lower()} tier"
         if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
@@ -357,7 +300,7 @@ def _offer_many(
             )
         )
     # An open offer already there stays (unique constraint).
-    Offer.objects.open_many(offers)
+    offers_open(openings=openings, at=now)
     if moving:
         studies_transition_locked(
             studies=[p[0] for p in plans if p[0].pk in moving],
@@ -408,10 +351,7 @@ def _mark_unroutable(
     reason: str,
     verdicts: Sequence[Verdict],
 ) -> RoutingDecision | None:
-    if (
-        study.status == StudyStatus.OFFERED
-        and not Offer.objects.filter(study=study, withdrawn_at__isnull=True).exists()
-    ):
+    if study.status == StudyStatus.OFFERED and not study_has_open_offer(study_id=study.pk):
         # On nobody's worklist any more: back to ready, so the retry routes it afresh.
         study_transition(
             study_id=study.pk,
@@ -500,13 +440,9 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
                 verdicts=[],
                 reason="its routing rule was deleted",
             )
-        tried = frozenset(
-            Offer.objects.filter(study=study).values_list("radiologist_id", flat=True)
-        )
+        tried = study_offered_readers(study_id=study.pk)
         if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
-            Offer.objects.filter(study=study, withdrawn_at__isnull=True).withdraw(
-                at=now, reason="not accepted in time"
-            )
+            offers_withdraw(study_id=study.pk, at=now, reason="not accepted in time")
             return _offer_from(
                 study,
                 rule,
@@ -535,6 +471,54 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
         )
 
 
+def routing_config_save(
+    *,
+    actor: User | None,
+    instance: RoutingConfig,
+    before: dict[str, Any] | None = None,
+    ip_address: str | None = None,
+) -> RoutingConfig:
+    """Validate and save a routing rule or reader pool, audited.  The group's
+    ``rules_version`` moves by database trigger, so the next study reads the rules
+    afresh."""
+    return audited_save(actor=actor, instance=instance, before=before, ip_address=ip_address)
+
+
+def routing_config_delete(
+    *, actor: User | None, instance: models.Model, ip_address: str | None = None
+) -> None:
+    """Delete a routing rule or pool, audited (refused while decisions refer to it)."""
+    audited_delete(actor=actor, instance=instance, ip_address=ip_address)
+
+
+def routing_config_set_related(*, instance: models.Model, name: str, values: Iterable[Any]) -> None:
+    """Replace a rule's facilities or subspecialties, or a pool's readers."""
+    related_set(instance=instance, name=name, values=values)
+
+
+def routing_timer_clear(*, study_id: int) -> None:
+    """Stop the study's escalation timer: a reader holds it, or it is being routed
+    afresh.  (A timer left running is harmless -- ``study_escalate`` clears the timer
+    of a study it finds claimed -- but a claimed study shows no timer.)"""
+    StudyRouting.objects.filter(study_id=study_id).update(next_escalation_at=None)
+
+
+def routing_timer_restart(*, study: Study, at: dt.datetime) -> None:
+    """Give the readers a study is offered to a full tier wait from ``at`` (a claim
+    on it was released).  ``study`` is locked, its routing row joined."""
+    routing = selectors.study_routing(study=study)
+    if routing is not None and routing.rule is not None:
+        StudyRouting.objects.filter(study_id=study.pk).update(
+            next_escalation_at=at + routing.rule.tier_wait(study.priority)
+        )
+
+
+def routing_timer_due_now(*, study_id: int, at: dt.datetime) -> None:
+    """Make the study's escalation due at ``at`` (its auto-assigned reader declined):
+    the sweep acts on it even if the caller's own escalation never runs."""
+    StudyRouting.objects.filter(study_id=study_id).update(next_escalation_at=at)
+
+
 def routing_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> dict[str, int]:
     """Beat sweep: escalate every due study, and route ready studies whose routing
     task was lost.  Safe with several sweepers (rows are locked with SKIP LOCKED).
@@ -552,24 +536,6 @@ def routing_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> d
         decided = studies_route(study_ids=chunk, batch_size=len(chunk), now=now)
         routed += sum(1 for pk in chunk if decided.get(pk) is not None)
     return {"escalated": escalated, "routed_late": routed}
-
-
-def why_not(*, study: Study, radiologist_id: int, now: dt.datetime | None = None) -> Verdict | None:
-    """The verdict for any reader of the group on this study, computed on demand."""
-    now = now or timezone.now()
-    routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
-    rule = routing.rule if routing and routing.rule else rule_for_study(study=study)
-    if rule is None:
-        return None
-    facts = study_facts(study=study, rule=rule, now=now)
-    candidates = selectors.candidate_facts(
-        facility=study.facility,
-        jurisdiction_code=facts.jurisdiction,
-        max_tier=LAST_TIER,
-        at=now,
-        radiologist_ids=[radiologist_id],
-    )
-    return eligibility.judge(facts, candidates[0]) if candidates else None
 
 
 def study_reroute(
@@ -590,11 +556,10 @@ def study_reroute(
         if study is None or study.status not in (StudyStatus.READY, StudyStatus.OFFERED):
             return False
         if only_if_orphaned and (
-            study.status != StudyStatus.OFFERED
-            or Offer.objects.filter(study=study, withdrawn_at__isnull=True).exists()
+            study.status != StudyStatus.OFFERED or study_has_open_offer(study_id=study.pk)
         ):
             return False
-        Offer.objects.filter(study=study, withdrawn_at__isnull=True).withdraw(at=now, reason=reason)
+        offers_withdraw(study_id=study.pk, at=now, reason=reason)
         if study.status == StudyStatus.OFFERED:
             study_transition(
                 study_id=study.pk,
@@ -602,7 +567,7 @@ def study_reroute(
                 at=now,
                 reason=f"re-routing: {reason}",
             )
-        StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
+        routing_timer_clear(study_id=study.pk)
         study_route(study_id=study.pk, now=now)
     return True
 
@@ -623,26 +588,11 @@ def study_change_triage(
             .select_related("facility")
             .get(pk=study_id)
         )
-        before = {"priority": study.priority, "flags": list(study.flags or [])}
-        if priority is not None and priority != study.priority:
-            study.priority = priority
-            study.sla_due_at = sla_due_at(
-                received_at=study.received_at, tat_minutes=study.facility.tat_minutes(priority)
-            )
-        if flags is not None:
-            study.flags = sorted(set(flags))
-        after = {"priority": study.priority, "flags": list(study.flags or [])}
-        if after == before:
-            return study
-        study.save(update_fields=["priority", "sla_due_at", "flags", "updated_at"])
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.UPDATE,
-            obj=study,
-            patient_id=study.patient_id,
-            ip_address=ip_address,
-            detail={"triage": [before, after]},
+        changed = study_triage_set(
+            study=study, actor=actor, priority=priority, flags=flags, ip_address=ip_address
         )
+        if not changed:
+            return study
         if study.status in (StudyStatus.READY, StudyStatus.OFFERED):
             enqueue("routing.reroute_study", study.pk, "priority or flags changed")
     return study
@@ -657,15 +607,11 @@ def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
     rows = list(selectors.offers_no_longer_eligible(now=now))
     if not rows:
         return 0
-    withdrawn = Offer.objects.filter(
-        pk__in=[pk for pk, _ in rows], withdrawn_at__isnull=True
-    ).withdraw(at=now, reason="reader no longer eligible")
-    studies = {study_id for _, study_id in rows}
-    orphaned = studies - set(
-        Offer.objects.filter(study_id__in=studies, withdrawn_at__isnull=True).values_list(
-            "study_id", flat=True
-        )
+    withdrawn = offers_withdraw(
+        offer_ids=[pk for pk, _ in rows], at=now, reason="reader no longer eligible"
     )
+    studies = {study_id for _, study_id in rows}
+    orphaned = studies - studies_with_open_offers(study_ids=studies)
     for study_id in sorted(orphaned):
         study_reroute(
             study_id=study_id,
@@ -674,17 +620,3 @@ def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
             only_if_orphaned=True,
         )
     return withdrawn
-
-
-def route_when_committed(study_ids: Sequence[int], *, queue: str | None = None) -> int:
-    """Once the current transaction commits, enqueue routing for these studies (give
-    them most urgent first): one ``routing.route_studies`` message per
-    ROUTING_BATCH_SIZE of them, so a worker routes each batch in one transaction and
-    no message is left that finds its study already routed.  A lost message is
-    caught by the routing sweep after its grace period.  Returns the number of
-    messages."""
-    size = max(1, settings.ROUTING_BATCH_SIZE)
-    chunks = [list(study_ids[i : i + size]) for i in range(0, len(study_ids), size)]
-    for chunk in chunks:
-        enqueue("routing.route_studies", chunk, queue=queue)
-    return len(chunks)

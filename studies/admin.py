@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from access.selectors import study_list_visible
 from studies.models import Study, StudyTransition
-from studies.selectors import study_list_visible
 
 
 class StudyTransitionInline(admin.TabularInline[StudyTransition, Study]):

@@ -11,10 +11,10 @@ from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from access import selectors
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Priority, Radiologist
-from studies import selectors
 from studies.models import Series, Study, StudyTransition
 from studies.states import StudyStatus
 from teleradiology.api import client_ip
@@ -123,7 +123,7 @@ class StudyFilter(django_filters.FilterSet):
 
 
 class StudyViewSet(viewsets.ReadOnlyModelViewSet[Study]):
-    """Studies the caller may see (see studies.selectors); every read is audited."""
+    """Studies the caller may see (see access.selectors); every read is audited."""
 
     filterset_class = StudyFilter
     ordering_fields = ["received_at", "sla_due_at", "priority"]

@@ -7,13 +7,14 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_each
 from network.models import Facility, Jurisdiction, Priority
 from studies import states
-from studies.models import Study, StudyTransition
+from studies.models import Instance, InstanceVersion, Series, Study, StudyTransition
 from studies.sla import sla_due_at
 from teleradiology.errors import InvalidTransition
 
@@ -168,4 +169,152 @@ def studies_transition_locked(
             )
             for study in studies
         ],
+    )
+
+
+# -- filing: what the DICOM gateway records of what it stored -------------------
+
+
+def study_arrival_record(*, study_id: int, at: dt.datetime) -> bool:
+    """Record an instance's arrival on its study; True when the study was already
+    past receiving (a late instance, counted)."""
+    if Study.objects.filter(pk=study_id, status=states.StudyStatus.RECEIVING).update(
+        last_instance_at=at
+    ):
+        return False
+    Study.objects.filter(pk=study_id).update(
+        last_instance_at=at, late_instance_count=F("late_instance_count") + 1
+    )
+    return True
+
+
+def study_refused_count_add(*, study_instance_uid: str, facility_id: int) -> None:
+    """Count one refused object on its study, if the study exists and is the sending
+    facility's, so that the reader is told the study may be missing images."""
+    Study.objects.filter(study_instance_uid=study_instance_uid, facility_id=facility_id).update(
+        refused_instance_count=F("refused_instance_count") + 1
+    )
+
+
+def study_refused_count_set(*, study_id: int, count: int) -> None:
+    """Set a new study's count of objects refused before it existed."""
+    Study.objects.filter(pk=study_id).update(refused_instance_count=count)
+
+
+def series_file(*, series_instance_uid: str, study_id: int, **fields: Any) -> tuple[int, int]:
+    """(series id, study id) of the series, created in ``study_id`` with ``fields``
+    if new; an existing series keeps its study (the caller compares)."""
+    series, _ = Series.objects.get_or_create(
+        series_instance_uid=series_instance_uid, defaults={"study_id": study_id, **fields}
+    )
+    return series.pk, series.study_id
+
+
+def instance_file(*, sop_instance_uid: str, **fields: Any) -> Instance:
+    """Record a stored instance; IntegrityError if the SOP Instance is recorded."""
+    with transaction.atomic():
+        return Instance.objects.create(sop_instance_uid=sop_instance_uid, **fields)
+
+
+def instance_mark_after_ready(*, instance_id: int) -> None:
+    """Flag an instance that arrived after its study was ready."""
+    Instance.objects.filter(pk=instance_id).update(after_ready=True)
+
+
+def instance_lock(*, sop_instance_uid: str) -> Instance:
+    """The recorded instance, locked for a new version (inside the caller's transaction)."""
+    return Instance.objects.select_for_update().get(sop_instance_uid=sop_instance_uid)
+
+
+def instance_version_replace(
+    *, existing: Instance, at: dt.datetime, patient_id: str, detail: dict[str, Any], **fields: Any
+) -> None:
+    """Keep the (locked) instance's current version as an InstanceVersion and record
+    the new one in its place, audited; nothing stored is deleted."""
+    InstanceVersion.objects.create(
+        instance=existing,
+        sha256=existing.sha256,
+        size_bytes=existing.size_bytes,
+        storage_key=existing.storage_key,
+        transfer_syntax_uid=existing.transfer_syntax_uid,
+        calling_ae=existing.calling_ae,
+        received_at=existing.received_at,
+        superseded_at=at,
+    )
+    Instance.objects.filter(pk=existing.pk).update(
+        replaced_count=F("replaced_count") + 1, replaced_at=at, **fields
+    )
+    audit_record(
+        actor=None,
+        action=AuditEvent.Action.UPDATE,
+        obj=existing,
+        patient_id=patient_id,
+        detail=detail,
+    )
+
+
+# -- changes by routing and worklist ----------------------------------------------
+
+
+def study_triage_set(
+    *,
+    study: Study,
+    actor: User | None,
+    priority: int | None = None,
+    flags: list[str] | None = None,
+    ip_address: str | None = None,
+) -> bool:
+    """Change the (locked) study's priority and/or triage flags and recompute its SLA
+    due time, audited; False if nothing changed."""
+    before = {"priority": study.priority, "flags": list(study.flags or [])}
+    if priority is not None and priority != study.priority:
+        study.priority = priority
+        study.sla_due_at = sla_due_at(
+            received_at=study.received_at, tat_minutes=study.facility.tat_minutes(priority)
+        )
+    if flags is not None:
+        study.flags = sorted(set(flags))
+    after = {"priority": study.priority, "flags": list(study.flags or [])}
+    if after == before:
+        return False
+    study.save(update_fields=["priority", "sla_due_at", "flags", "updated_at"])
+    audit_record(
+        actor=actor,
+        action=AuditEvent.Action.UPDATE,
+        obj=study,
+        patient_id=study.patient_id,
+        ip_address=ip_address,
+        detail={"triage": [before, after]},
+    )
+    return True
+
+
+def study_claim_activity_record(*, study_id: int, at: dt.datetime) -> None:
+    """Note activity on the study's claim (a draft saved): the stale-claim sweep
+    measures idleness from here."""
+    Study.objects.filter(pk=study_id).update(claim_activity_at=at)
+
+
+def study_claim_hand_over(
+    *,
+    study: Study,
+    to_radiologist_id: int,
+    at: dt.datetime,
+    actor: User | None,
+    ip_address: str | None,
+) -> None:
+    """Move the (locked) study's claim to another reader, audited."""
+    previous = study.assigned_radiologist_id
+    study.assigned_radiologist_id = to_radiologist_id
+    study.claimed_at = study.claim_activity_at = at
+    study.save(
+        update_fields=["assigned_radiologist", "claimed_at", "claim_activity_at", "updated_at"]
+    )
+    audit_record(
+        actor=actor,
+        action=AuditEvent.Action.UPDATE,
+        obj=study,
+        patient_id=study.patient_id,
+        ip_address=ip_address,
+        detail={"reassigned": [previous, to_radiologist_id]},
     )

@@ -5,13 +5,31 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.signals import task_prerun
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teleradiology.settings")
 
 app = Celery("teleradiology")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+class AppTask(Task[Any, Any]):
+    """The defaults of every task of ours (``@shared_task(base=AppTask, name=...)``): a
+    database error is retried with exponential backoff (1 s, 2 s, 4 s, ... jittered, at
+    most ``retry_backoff_max`` apart), at most ``max_retries`` times, and a task is
+    stopped softly then hard at its time limits.  Not ``acks_late``: a task opts in only
+    where a second run changes nothing, and says why.  tests/test_tasks.py holds every
+    task's effective options, so a change here shows there."""
+
+    autoretry_for = (DatabaseError,)
+    retry_backoff = True
+    retry_backoff_max = 600  # seconds; Celery's default, stated
+    retry_jitter = True  # Celery's default, stated
+    max_retries = 3
+    soft_time_limit = 50
+    time_limit = 60
+
 
 # Periodic sweeps: every durable timer lives in the database and is found by
 # one of these, so a restarted worker or beat loses nothing.

@@ -12,6 +12,7 @@ or sweep behind it, or is an alert.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
@@ -46,3 +47,17 @@ def enqueue(name: str, *args: Any, queue: str | None = None, after_commit: bool 
         transaction.on_commit(lambda: _send(name, args, queue))
     else:
         _send(name, args, queue)
+
+
+def enqueue_in_batches(
+    name: str, ids: Sequence[int], *, size: int, queue: str | None = None
+) -> int:
+    """Once the current transaction commits, send task ``name`` with ``ids`` in
+    order, ``size`` of them per message (e.g. studies to route, most urgent first,
+    so that a worker handles each batch in one transaction).  Returns the number
+    of messages."""
+    size = max(1, size)
+    chunks = [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+    for chunk in chunks:
+        enqueue(name, chunk, queue=queue)
+    return len(chunks)

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "turnaround",
     "health",
     "review",
+    "demo",  # demo data (seed_demo), importing every app above
 ]
 
 MIDDLEWARE = [

@@ -9,7 +9,10 @@ from audit.api import AuditEventViewSet
 from health.views import healthz
 from ingest.api import QuarantineViewSet
 from network import api as network_api
-from reporting import api as reporting_api
+from reporting.api.delivery import ReportFhirApi, ReportHl7Api, ReportPdfApi
+from reporting.api.macros import MacroViewSet
+from reporting.api.reports import ReportViewSet, StudyReportApi
+from reporting.api.templates import ReportTemplateViewSet
 from review import api as review_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
@@ -30,9 +33,9 @@ router.register("studies", StudyViewSet, basename="study")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
 router.register("quarantine", QuarantineViewSet, basename="quarantine")
 router.register("routing-rules", RoutingRuleViewSet, basename="routing-rule")
-router.register("report-templates", reporting_api.ReportTemplateViewSet, basename="report-template")
-router.register("reports", reporting_api.ReportViewSet, basename="report")
-router.register("me/macros", reporting_api.MacroViewSet, basename="macro")
+router.register("report-templates", ReportTemplateViewSet, basename="report-template")
+router.register("reports", ReportViewSet, basename="report")
+router.register("me/macros", MacroViewSet, basename="macro")
 router.register("second-opinions", review_api.SecondOpinionViewSet, basename="second-opinion")
 router.register("peer-reviews", review_api.PeerReviewViewSet, basename="peer-review")
 
@@ -65,22 +68,22 @@ urlpatterns = [
     path("api/v1/studies/<int:study_id>/triage/", StudyTriageApi.as_view(), name="study-triage"),
     path(
         "api/v1/studies/<int:study_id>/report/",
-        reporting_api.StudyReportApi.as_view(),
+        StudyReportApi.as_view(),
         name="study-report",
     ),
     path(
         "api/v1/reports/<int:report_id>/hl7",
-        reporting_api.ReportHl7Api.as_view(),
+        ReportHl7Api.as_view(),
         name="report-hl7",
     ),
     path(
         "api/v1/reports/<int:report_id>/fhir",
-        reporting_api.ReportFhirApi.as_view(),
+        ReportFhirApi.as_view(),
         name="report-fhir",
     ),
     path(
         "api/v1/reports/<int:report_id>/pdf",
-        reporting_api.ReportPdfApi.as_view(),
+        ReportPdfApi.as_view(),
         name="report-pdf",
     ),
     path(

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from network.services import facility_staff_grant, reading_group_admin_grant
 from tests import factories as f
 
-pytest_plugins = ["tests.processes"]
+pytest_plugins = ["tests.processes", "tests.ownership"]
 
 
 @pytest.fixture(autouse=True)

@@ -186,104 +186,145 @@ def _as_datetime(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+# --- reader_load's SQL, one named part each -------------------------------------
+# Parameters are named (one dict): %(now)s; %(since)s, the start of the work window;
+# %(lower)s, the earliest claim time read at all; %(claimed)s and %(preliminary)s, the
+# statuses of an open claim; %(group_0)s, %(group_1)s, ... for the reading groups,
+# whose list stands in each part as {groups}.
+
+# Of a reader ``r`` now: the start of the shift under way (NULL when off shift) and the
+# open claims.  The same facts as routing.selectors.READER_STATE_COLUMNS (which says
+# "on shift" as EXISTS); kept apart until the two are made one.
+READER_SHIFT_AND_OPEN_CLAIMS = """
+    (SELECT MIN(sh.starts_at) FROM network_shift sh WHERE sh.radiologist_id = r.id
+        AND sh.starts_at <= %(now)s AND sh.ends_at > %(now)s) AS shift_start,
+    (SELECT COUNT(*) FROM studies_study st WHERE st.assigned_radiologist_id = r.id
+        AND st.status IN (%(claimed)s, %(preliminary)s)) AS open_claims"""
+
+# The earliest start of a shift under way among the groups' active readers (a statement
+# of its own): a constant lower bound for the index ranges of LOAD_WORK.
+LOAD_EARLIEST_SHIFT = """
+    SELECT MIN(sh.starts_at) FROM network_shift sh
+    JOIN network_radiologist r ON r.id = sh.radiologist_id
+    WHERE r.is_active AND r.reading_group_id IN ({groups})
+        AND sh.starts_at <= %(now)s AND sh.ends_at > %(now)s"""
+
+# rd: the groups' active readers, each with their shift start and open claims.
+LOAD_READERS = f"""
+    rd AS (
+        SELECT r.id, r.display_name, r.reading_group_id, r.is_available, r.workload_cap,
+            {READER_SHIFT_AND_OPEN_CLAIMS.strip()}
+        FROM network_radiologist r
+        WHERE r.is_active AND r.reading_group_id IN ({{groups}})
+    )"""  # noqa: S608 - constant parts and placeholders only
+
+# rw: rd with work_from, where a reader's work is counted from: the shift's start if it
+# began before the work window, else the window's start.
+LOAD_WORK_FROM = """
+    rw AS (
+        SELECT rd.*, CASE WHEN rd.shift_start IS NOT NULL AND rd.shift_start < %(since)s
+            THEN rd.shift_start ELSE %(since)s END AS work_from
+        FROM rd
+    )"""
+
+# work: per reader with any, the studies claimed in the window (count and weighted work)
+# and the weighted work claimed since the shift began.
+LOAD_WORK = """
+    work AS (
+        -- One range of the (reader, claimed_at) index per reader; the constant
+        -- lower bound (the earliest of any reader's) lets the planner see how
+        -- few rows that is.
+        SELECT rw.id AS rid,
+            SUM(CASE WHEN st.claimed_at >= %(since)s THEN 1 ELSE 0 END) AS recent_claims,
+            SUM(CASE WHEN st.claimed_at >= %(since)s
+                THEN COALESCE(sr.relative_value, 1) ELSE 0 END) AS recent_work,
+            SUM(CASE WHEN rw.shift_start IS NOT NULL AND st.claimed_at >= rw.shift_start
+                THEN COALESCE(sr.relative_value, 1) ELSE 0 END) AS shift_work
+        FROM rw
+        JOIN studies_study st
+            ON st.assigned_radiologist_id = rw.id AND st.claimed_at >= rw.work_from
+            AND st.claimed_at >= %(lower)s
+        LEFT JOIN routing_studyrouting sr ON sr.study_id = st.id
+        GROUP BY rw.id
+    )"""
+
+# loads: every reader of rw with their work (0 without any) and whether on shift.
+LOAD_PER_READER = """
+    loads AS (
+        SELECT rw.id, rw.display_name, rw.reading_group_id, rw.shift_start,
+            rw.is_available, rw.workload_cap,
+            CASE WHEN rw.shift_start IS NULL THEN 0 ELSE 1 END AS on_shift,
+            rw.open_claims,
+            COALESCE(w.recent_claims, 0) AS recent_claims,
+            COALESCE(w.recent_work, 0) AS recent_work,
+            COALESCE(w.shift_work, 0) AS shift_work
+        FROM rw LEFT JOIN work w ON w.rid = rw.id
+    )"""
+
+# The readers listed (on shift, holding a claim or claimed in the window), each with the
+# fairness aggregates of their group's on-shift readers: count, mean, mean of squares
+# and maximum of the shift's weighted work.
+LOAD_LISTED = """
+    SELECT id, display_name, reading_group_id, shift_start, is_available, workload_cap,
+        on_shift, open_claims, recent_claims, recent_work, shift_work,
+        COUNT(*) OVER g AS n, AVG(shift_work) OVER g AS mean,
+        AVG(shift_work * shift_work) OVER g AS mean_sq, MAX(shift_work) OVER g AS top
+    FROM loads
+    WHERE on_shift = 1 OR open_claims > 0 OR recent_claims > 0
+    WINDOW g AS (PARTITION BY reading_group_id, on_shift)
+    ORDER BY reading_group_id, on_shift DESC, shift_work DESC, recent_work DESC,
+        display_name, id"""
+
+
+def _group_params(groups: list[ReadingGroup]) -> tuple[str, dict[str, int]]:
+    """The {groups} of the parts (``%(group_0)s, ...``) and their parameters."""
+    params = {f"group_{i}": g.pk for i, g in enumerate(groups)}
+    return ", ".join(f"%({name})s" for name in params), params
+
+
+def _reader_load_sql(groups_sql: str) -> str:
+    """The readers' statement: its common table expressions in order, then the list."""
+    ctes = ",".join((LOAD_READERS, LOAD_WORK_FROM, LOAD_WORK, LOAD_PER_READER))
+    return f"WITH{ctes}{LOAD_LISTED}".replace("{groups}", groups_sql)
+
+
 def reader_load(
     *, groups: list[ReadingGroup], now: dt.datetime
 ) -> tuple[list[ReaderLoad], list[Fairness]]:
     """Each active reader of the groups who is on shift, holds a claim or claimed
     something in the work window; and each group's fairness figure.
 
-    Two statements: the earliest start of a shift under way (a constant lower bound
-    for the index ranges below), then the readers with their current shift's start; their studies
-    claimed in the window or since their shift began (or still held), summed per
-    reader; then, by window functions over each group's on-shift readers, the
-    count, mean, mean of squares and maximum of the shift's weighted work.  Hand
+    Two statements of the named parts above: LOAD_EARLIEST_SHIFT (the earliest start
+    of a shift under way, a constant lower bound for the index ranges of LOAD_WORK),
+    then LOAD_LISTED over the common table expressions LOAD_READERS (readers, their
+    shift's start and open claims), LOAD_WORK_FROM, LOAD_WORK (their studies claimed in
+    the window or since their shift began, summed per reader) and LOAD_PER_READER, with
+    window functions over each group's on-shift readers for the fairness figure.  Hand
     written (it runs every few seconds per admin) and portable (PostgreSQL, SQLite).
     """
     if not groups:
         return [], []
     ops = connection.ops
     since = now - dt.timedelta(hours=settings.OPERATIONS_WORK_HOURS)
-    group_marks = ", ".join(["%s"] * len(groups))
-    sql = f"""
-        WITH rd AS (
-            SELECT r.id, r.display_name, r.reading_group_id, r.is_available, r.workload_cap,
-                (SELECT MIN(sh.starts_at) FROM network_shift sh WHERE sh.radiologist_id = r.id
-                    AND sh.starts_at <= %s AND sh.ends_at > %s) AS shift_start,
-                (SELECT COUNT(*) FROM studies_study st WHERE st.assigned_radiologist_id = r.id
-                    AND st.status IN (%s, %s)) AS open_claims
-            FROM network_radiologist r
-            WHERE r.is_active AND r.reading_group_id IN ({group_marks})
-        ),
-        rw AS (
-            SELECT rd.*, CASE WHEN rd.shift_start IS NOT NULL AND rd.shift_start < %s
-                THEN rd.shift_start ELSE %s END AS work_from
-            FROM rd
-        ),
-        work AS (
-            -- One range of the (reader, claimed_at) index per reader; the constant
-            -- lower bound (the earliest of any reader's) lets the planner see how
-            -- few rows that is.
-            SELECT rw.id AS rid,
-                SUM(CASE WHEN st.claimed_at >= %s THEN 1 ELSE 0 END) AS recent_claims,
-                SUM(CASE WHEN st.claimed_at >= %s
-                    THEN COALESCE(sr.relative_value, 1) ELSE 0 END) AS recent_work,
-                SUM(CASE WHEN rw.shift_start IS NOT NULL AND st.claimed_at >= rw.shift_start
-                    THEN COALESCE(sr.relative_value, 1) ELSE 0 END) AS shift_work
-            FROM rw
-            JOIN studies_study st
-                ON st.assigned_radiologist_id = rw.id AND st.claimed_at >= rw.work_from
-                AND st.claimed_at >= %s
-            LEFT JOIN routing_studyrouting sr ON sr.study_id = st.id
-            GROUP BY rw.id
-        ),
-        loads AS (
-            SELECT rw.id, rw.display_name, rw.reading_group_id, rw.shift_start,
-                rw.is_available, rw.workload_cap,
-                CASE WHEN rw.shift_start IS NULL THEN 0 ELSE 1 END AS on_shift,
-                rw.open_claims,
-                COALESCE(w.recent_claims, 0) AS recent_claims,
-                COALESCE(w.recent_work, 0) AS recent_work,
-                COALESCE(w.shift_work, 0) AS shift_work
-            FROM rw LEFT JOIN work w ON w.rid = rw.id
-        )
-        SELECT id, display_name, reading_group_id, shift_start, is_available, workload_cap,
-            on_shift, open_claims, recent_claims, recent_work, shift_work,
-            COUNT(*) OVER g AS n, AVG(shift_work) OVER g AS mean,
-            AVG(shift_work * shift_work) OVER g AS mean_sq, MAX(shift_work) OVER g AS top
-        FROM loads
-        WHERE on_shift = 1 OR open_claims > 0 OR recent_claims > 0
-        WINDOW g AS (PARTITION BY reading_group_id, on_shift)
-        ORDER BY reading_group_id, on_shift DESC, shift_work DESC, recent_work DESC,
-            display_name, id
-    """  # noqa: S608 - only placeholders are interpolated
+    groups_sql, group_params = _group_params(groups)
     now_db = ops.adapt_datetimefield_value(now)
-    since_db = ops.adapt_datetimefield_value(since)
-    group_ids = [g.pk for g in groups]
     with connection.cursor() as cursor:
         # The earliest start of a shift under way: no reader's work is read before it.
         cursor.execute(
-            "SELECT MIN(sh.starts_at) FROM network_shift sh"  # noqa: S608 - placeholders only
-            " JOIN network_radiologist r ON r.id = sh.radiologist_id"
-            f" WHERE r.is_active AND r.reading_group_id IN ({group_marks})"
-            " AND sh.starts_at <= %s AND sh.ends_at > %s",
-            [*group_ids, now_db, now_db],
+            LOAD_EARLIEST_SHIFT.replace("{groups}", groups_sql), {"now": now_db, **group_params}
         )
         earliest_shift = _as_datetime(cursor.fetchone()[0])
     lower = since if earliest_shift is None else min(since, earliest_shift)
-    params = [
-        now_db,
-        now_db,
-        S.CLAIMED.value,
-        S.PRELIMINARY.value,
-        *group_ids,
-        since_db,
-        since_db,
-        since_db,
-        since_db,
-        ops.adapt_datetimefield_value(lower),
-    ]
+    params = {
+        "now": now_db,
+        "since": ops.adapt_datetimefield_value(since),
+        "lower": ops.adapt_datetimefield_value(lower),
+        "claimed": S.CLAIMED.value,
+        "preliminary": S.PRELIMINARY.value,
+        **group_params,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_reader_load_sql(groups_sql), params)
         rows = cursor.fetchall()
     loads = []
     fairness: dict[int, Fairness] = {}

@@ -1,7 +1,7 @@
 """Reads for turnaround: a study's timeline, facility figures and SLA threshold crossings.
 
 Who may see what is decided here:
-- a study's timeline: exactly who may see the study (``studies.selectors``);
+- a study's timeline: exactly who may see the study (``access.selectors``);
 - facility figures: facility staff their own facilities, group admins their
   groups' facilities, superusers all.  Readers see no facility figures.
 
@@ -47,13 +47,13 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, ExtractHour, TruncDate
 from rest_framework.exceptions import NotFound
 
+from access.selectors import study_get_visible
 from alerts.models import Alert
 from network.models import Facility, Priority
 from network.selectors import AnyUser, facilities_staffed, reading_groups_administered
 from reporting.models import Addendum
 from routing.models import RoutingDecision
 from studies.models import Study, StudyTransition
-from studies.selectors import study_get_visible
 from studies.states import StudyStatus
 from turnaround.expressions import SecondsBetween
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import DatabaseError
 
+from teleradiology.celery import AppTask
 from turnaround import services
 
 
 @shared_task(
+    base=AppTask,
     name="turnaround.sla_warnings_sweep",
     # Idempotent: every alert has a unique dedupe key, so a rerun raises nothing twice.
     acks_late=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    max_retries=3,
     soft_time_limit=25,
     time_limit=30,
 )

@@ -18,17 +18,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.selectors import study_get_visible, study_is_administered_by
 from audit.models import AuditEvent
 from audit.services import audit_record_many
 from network.models import Priority, Radiologist
 from network.selectors import radiologist_for_user
 from routing.selectors import rules_requiring
 from studies.models import Study
-from studies.selectors import study_get_visible, study_is_administered_by
 from teleradiology.api import client_ip, request_actor
 from teleradiology.errors import DomainError
-from worklist import selectors, services
+from worklist import selectors
 from worklist.pagination import WorklistKeysetPagination
+from worklist.services import claims as services
 
 
 class IsRadiologist(BasePermission):
@@ -210,7 +211,7 @@ class ClaimApi(APIView):
             study = services.study_claim(
                 study_id=study_id,
                 radiologist=reader,
-                actor=request.user,  # type: ignore[arg-type]
+                actor=request_actor(request),
                 ip_address=client_ip(request),
             )
         return Response(AssignmentSerializer(study).data)
@@ -225,7 +226,7 @@ class NextCaseApi(APIView):
     def post(self, request: Request) -> Response:
         study = services.study_claim_next(
             radiologist=_reader(request),
-            actor=request.user,  # type: ignore[arg-type]
+            actor=request_actor(request),
             ip_address=client_ip(request),
         )
         if study is None:
@@ -252,7 +253,7 @@ class ReleaseApi(APIView):
                 study_id=study_id,
                 radiologist=reader,
                 reason=body.validated_data["reason"],
-                actor=request.user,  # type: ignore[arg-type]
+                actor=request_actor(request),
                 ip_address=client_ip(request),
             )
         return Response(AssignmentSerializer(study).data)
@@ -282,7 +283,7 @@ class ReassignApi(APIView):
         updated = services.study_reassign(
             study_id=study.pk,
             to=target,
-            actor=request.user,  # type: ignore[arg-type]
+            actor=request_actor(request),
             ip_address=client_ip(request),
         )
         return Response(AssignmentSerializer(updated).data)

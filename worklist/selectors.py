@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
+from typing import Any
 
-from django.db import connection
 from django.db.models import F, Q, QuerySet
 
 from network.models import Radiologist
-from routing.eligibility import CandidateFacts, Credential
-from routing.selectors import READER_STATE_COLUMNS, credential_from_row, reader_state_params
 from studies.models import Study
 from studies.states import StudyStatus
+from worklist.models import Offer
 
 # The worklist order, on the offer's copies of the study's sort keys, so that the
 # database walks one index (offer_worklist_idx) and stops after a page.
@@ -63,94 +61,6 @@ def claim_candidates(*, radiologist: Radiologist) -> QuerySet[Study]:
     )
 
 
-def claim_reader_facts(
-    *, study: Study, radiologist_id: int, rule_id: int, at: dt.datetime
-) -> tuple[CandidateFacts, frozenset[str]] | None:
-    """What routing's ``judge`` needs to decide whether one reader may read one
-    study now, and the codes of the subspecialties the rule requires, in two
-    statements; None if the reader does not read for the study's facility's group
-    (``routing.services.why_not`` has no verdict for them either).
-
-    The same facts as ``routing.selectors.candidate_facts`` for one named reader
-    (shift, open claims, cap, licenses in the jurisdiction, privileges at the
-    facility, subspecialties), without what only ranks the eligible: the tier and
-    the recent work are left at 0, so the verdict's eligibility and reasons are
-    routing's, its tier and load are not.  tests/worklist pins the equivalence.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT r.display_name, r.reading_group_id, {READER_STATE_COLUMNS}
-            FROM network_radiologist r
-            WHERE r.id = %s
-            """,  # noqa: S608 - a fixed column list
-            [*reader_state_params(at), radiologist_id],
-        )
-        row = cursor.fetchone()
-        if row is None or row[1] != study.facility.reading_group_id:
-            return None
-        cursor.execute(
-            """
-            SELECT 'l', l.valid_from, l.valid_to, l.status, l.scope
-            FROM network_license l
-            WHERE l.radiologist_id = %s AND l.jurisdiction_id = %s
-            UNION ALL
-            SELECT 'p', p.valid_from, p.valid_to, p.status, ''
-            FROM network_facilityprivilege p
-            WHERE p.radiologist_id = %s AND p.facility_id = %s
-            UNION ALL
-            SELECT 's', NULL, NULL, s.code, ''
-            FROM network_radiologist_subspecialties rs
-            JOIN network_subspecialty s ON s.id = rs.subspecialty_id
-            WHERE rs.radiologist_id = %s
-            UNION ALL
-            SELECT 'r', NULL, NULL, s.code, ''
-            FROM routing_routingrule_subspecialties rr
-            JOIN network_subspecialty s ON s.id = rr.subspecialty_id
-            WHERE rr.routingrule_id = %s
-            """,
-            [
-                radiologist_id,
-                study.patient_jurisdiction_id,
-                radiologist_id,
-                study.facility_id,
-                radiologist_id,
-                rule_id,
-            ],
-        )
-        rows = cursor.fetchall()
-    name, _, active, available, on_shift, open_claims, cap = row
-    licenses: list[Credential] = []
-    privileges: list[Credential] = []
-    subspecialties: set[str] = set()
-    required: set[str] = set()
-    for kind, valid_from, valid_to, status, scope in rows:
-        if kind == "s":
-            subspecialties.add(str(status))
-        elif kind == "r":
-            required.add(str(status))
-        else:
-            key = study.patient_jurisdiction.code if kind == "l" else str(study.facility_id)
-            credential = credential_from_row(
-                key, valid_from, valid_to, status, scope, is_license=kind == "l"
-            )
-            (licenses if kind == "l" else privileges).append(credential)
-    facts = CandidateFacts(
-        radiologist_id=radiologist_id,
-        name=name,
-        tier=0,
-        active=bool(active),
-        available=bool(available),
-        on_shift=bool(on_shift),
-        subspecialties=frozenset(subspecialties),
-        licenses=tuple(licenses),
-        privileges=tuple(privileges),
-        open_claims=int(open_claims),
-        workload_cap=cap,
-    )
-    return facts, frozenset(required)
-
-
 def cases_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
     """The reader's claimed cases not yet final."""
     return (
@@ -160,4 +70,40 @@ def cases_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
         )
         .select_related("facility")
         .order_by("priority", "sla_due_at", "id")
+    )
+
+
+def offered_study_ids(*, radiologist: Radiologist) -> QuerySet[Offer, Any]:
+    """Ids of the studies with an open offer to the reader, held by a claim or not
+    (a subquery for study visibility: a late claimer hears "already claimed")."""
+    return Offer.objects.filter(radiologist=radiologist, withdrawn_at__isnull=True).values(
+        "study_id"
+    )
+
+
+def study_has_open_offer(*, study_id: int) -> bool:
+    """Whether the study is on anyone's worklist (an open offer, held or not)."""
+    return Offer.objects.filter(study_id=study_id, withdrawn_at__isnull=True).exists()
+
+
+def study_is_offered_to(*, study_id: int, radiologist_id: int) -> bool:
+    """Whether the study has an open offer to the reader."""
+    return Offer.objects.filter(
+        study_id=study_id, radiologist_id=radiologist_id, withdrawn_at__isnull=True
+    ).exists()
+
+
+def study_offered_readers(*, study_id: int) -> frozenset[int]:
+    """Every reader the study was ever offered to (open or withdrawn)."""
+    return frozenset(
+        Offer.objects.filter(study_id=study_id).values_list("radiologist_id", flat=True)
+    )
+
+
+def studies_with_open_offers(*, study_ids: set[int]) -> set[int]:
+    """Of these studies, those on someone's worklist."""
+    return set(
+        Offer.objects.filter(study_id__in=study_ids, withdrawn_at__isnull=True).values_list(
+            "study_id", flat=True
+        )
     )

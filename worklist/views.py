@@ -16,17 +16,17 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from rest_framework.exceptions import NotFound
 
+from access.selectors import study_get_visible
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Radiologist
 from network.selectors import radiologist_for_user, reader_presence, user_roles
-from routing.models import StudyRouting
-from routing.selectors import decisions_for_study
+from routing.selectors import decisions_for_study, study_routing
 from studies.models import Study
-from studies.selectors import study_get_visible
 from teleradiology.api import client_ip, request_actor
 from teleradiology.errors import DomainError
-from worklist import selectors, services
+from worklist import selectors
+from worklist.services import claims as services
 
 
 def _reader_or_none(request: HttpRequest) -> Radiologist | None:
@@ -189,7 +189,7 @@ def study_page(request: HttpRequest, study_id: int) -> HttpResponse:
         ip_address=client_ip(request),
     )
     reader = _reader_or_none(request)
-    routing = StudyRouting.objects.filter(study=study).select_related("rule").first()
+    routing = study_routing(study=study)
     return render(
         request,
         "worklist/study.html",

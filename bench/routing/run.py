@@ -544,9 +544,11 @@ def enqueue(ids: Sequence[int], queue: str) -> tuple[float, dict[str, int]]:
 
 
 def enqueue_as_ingest(ctx: Ctx, ids: Sequence[int], queue: str) -> tuple[float, int]:
-    """Enqueue routing as the ready sweep does (``routing.services.route_when_committed``:
+    """Enqueue routing as the ready sweep does (``teleradiology.queue.enqueue_in_batches``:
     most urgent first, one ``routing.route_studies`` message per batch)."""
-    from routing.services import route_when_committed
+    from django.conf import settings
+
+    from teleradiology.queue import enqueue_in_batches
 
     t0 = time.perf_counter()
     first, last = min(ids), max(ids)
@@ -558,7 +560,9 @@ def enqueue_as_ingest(ctx: Ctx, ids: Sequence[int], queue: str) -> tuple[float, 
             (first, last),
         ).fetchall()
     ]
-    messages = route_when_committed(urgent_first, queue=queue)
+    messages = enqueue_in_batches(
+        "routing.route_studies", urgent_first, size=settings.ROUTING_BATCH_SIZE, queue=queue
+    )
     return time.perf_counter() - t0, messages
 
 
@@ -762,6 +766,7 @@ PROFILE_TARGETS = {
         "candidate_facts",
     ),
     "eligibility.decide (pure verdicts and ranking)": ("routing/eligibility.py", "decide"),
+    "eligibility.judge (the policy's checks, per reader)": ("routing/eligibility.py", "judge"),
     "Verdict.as_dict (every verdict to JSON-ready dicts)": ("routing/eligibility.py", "as_dict"),
     "studies.services.study_transition (+ transition and audit rows)": (
         "studies/services.py",
@@ -2289,7 +2294,7 @@ modality/body part/description/priority, one default; one auto-assign).
 ### Decision rate and latency (task path)
 
 - {rate.get("studies")} READY studies (COPY), enqueued as the ready sweep enqueues
-  them (`routing.services.route_when_committed`: most urgent first, one
+  them (`teleradiology.queue.enqueue_in_batches`: most urgent first, one
   `routing.route_studies` message per `ROUTING_BATCH_SIZE={rate.get("batch_size")}`
   studies, so {rate.get("messages")} messages) to a queue of their own before the
   worker started (enqueue took {rate.get("enqueue_seconds", 0):.1f} s); one

@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from reporting.models import CriticalCommunication, Report
-from reporting.services import macro_save, report_templates_seed
+from reporting.services.macros import macro_save
+from reporting.services.templates import report_templates_seed
 from routing.models import RoutingRule
 from studies.models import Study
 from studies.services import study_transition

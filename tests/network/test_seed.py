@@ -6,7 +6,7 @@ import pytest
 from django.db.models import Count
 
 from audit.models import AuditEvent
-from network.demo import seed_demo
+from demo.seed import seed_demo
 from network.models import Facility, License, Radiologist, Shift
 from studies.models import Study
 

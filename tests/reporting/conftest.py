@@ -9,7 +9,7 @@ import pytest
 import time_machine
 
 from reporting.models import ReportTemplate
-from reporting.services import report_templates_seed
+from reporting.services.templates import report_templates_seed
 from routing.services import study_route
 from studies.models import Study
 from studies.services import study_transition
@@ -21,7 +21,7 @@ from tests.routing.conftest import (  # noqa: F401 - fixtures
     regions,
     tiered,
 )
-from worklist.services import study_claim
+from worklist.services.claims import study_claim
 
 # A CT head report that may be signed: every required field and an impression.
 COMPLETE_VALUES = {

@@ -56,7 +56,7 @@ def test_an_invalid_schema_is_shown_on_the_form(root_client, ct_head):
 
 
 def test_reports_are_read_only_in_the_admin(root_client, claimed, reader, ct_head):
-    from reporting.services import report_save_draft
+    from reporting.services.reports import report_save_draft
 
     report = report_save_draft(study_id=claimed.pk, radiologist=reader, template_id=ct_head.pk)
     page = root_client.get(f"/admin/reporting/report/{report.pk}/change/")

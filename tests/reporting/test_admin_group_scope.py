@@ -9,7 +9,8 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from reporting.models import FacilityEndpoint, ReportTemplate
-from reporting.services import report_save_draft, report_template_create
+from reporting.services.reports import report_save_draft
+from reporting.services.templates import report_template_create
 
 pytestmark = pytest.mark.django_db
 

@@ -271,7 +271,7 @@ def test_templates_that_fit_a_study(api, templates, reader, claimed, staff_b):
 
 
 def test_a_template_of_another_group_cannot_be_used(api, claimed, reader, other_admin, group_c):
-    from reporting.services import report_template_create
+    from reporting.services.templates import report_template_create
 
     foreign = report_template_create(
         actor=other_admin,

@@ -7,8 +7,9 @@ import threading
 import pytest
 from django.db import connection
 
-from reporting import services
 from reporting.models import Report, ReportVersion
+from reporting.services.delivery import report_message_deliver
+from reporting.services.reports import report_save_draft, report_sign
 from studies.models import Study
 from teleradiology.errors import DomainError
 from tests.reporting.conftest import COMPLETE_VALUES
@@ -38,7 +39,7 @@ def _run(n, target):
 
 
 def test_concurrent_signatures_sign_once_and_concurrent_saves_all_kept(claimed, reader, ct_head):
-    report = services.report_save_draft(
+    report = report_save_draft(
         study_id=claimed.pk,
         radiologist=reader,
         template_id=ct_head.pk,
@@ -47,9 +48,7 @@ def test_concurrent_signatures_sign_once_and_concurrent_saves_all_kept(claimed, 
     )
 
     def autosave(index):
-        services.report_save_draft(
-            study_id=claimed.pk, radiologist=reader, impression=f"Autosave {index}."
-        )
+        report_save_draft(study_id=claimed.pk, radiologist=reader, impression=f"Autosave {index}.")
 
     assert _run(8, autosave) == []
     # Every save got its own version number: none lost, none duplicated.
@@ -57,7 +56,7 @@ def test_concurrent_signatures_sign_once_and_concurrent_saves_all_kept(claimed, 
     assert sorted(numbers) == list(range(1, 10))
 
     def sign(index):
-        services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+        report_sign(report_id=report.pk, radiologist=reader, status="final")
 
     errors = _run(6, sign)
     assert len(errors) == 5  # the other five found it final already
@@ -73,14 +72,14 @@ def test_concurrent_senders_send_a_message_once(claimed, reader, ct_head, facili
     from reporting.models import ReportMessage
     from tests.reporting.test_delivery import MllpListener, mllp_endpoint
 
-    report = services.report_save_draft(
+    report = report_save_draft(
         study_id=claimed.pk,
         radiologist=reader,
         template_id=ct_head.pk,
         values=COMPLETE_VALUES,
         impression="No acute finding.",
     )
-    services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+    report_sign(report_id=report.pk, radiologist=reader, status="final")
     listener = MllpListener()
     try:
         listener.start(["AA"])
@@ -92,7 +91,7 @@ def test_concurrent_senders_send_a_message_once(claimed, reader, ct_head, facili
         outcomes: list[str] = []
 
         def deliver(index):
-            outcomes.append(services.report_message_deliver(message_id=message.pk))
+            outcomes.append(report_message_deliver(message_id=message.pk))
 
         assert _run(6, deliver) == []
     finally:

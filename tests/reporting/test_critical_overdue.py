@@ -10,7 +10,8 @@ import time_machine
 
 from alerts.models import Alert
 from reporting.models import Report
-from reporting.services import critical_communication_record, report_save_draft
+from reporting.services.critical import critical_communication_record
+from reporting.services.reports import report_save_draft
 from reporting.tasks import critical_overdue_sweep
 from tests.reporting.conftest import COMPLETE_VALUES, NOW
 

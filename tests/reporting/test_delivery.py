@@ -18,14 +18,10 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from hl7apy.parser import parse_message
 
 from audit.models import AuditEvent
-from reporting import messages, services, tasks
+from reporting import messages, tasks
 from reporting.models import DeliveryAttempt, FacilityEndpoint, Report, ReportMessage
-from reporting.services import (
-    report_addendum_add,
-    report_message_requeue,
-    report_save_draft,
-    report_sign,
-)
+from reporting.services.delivery import DELIVERY_LEASE, report_message_requeue
+from reporting.services.reports import report_addendum_add, report_save_draft, report_sign
 from reporting.transport import END_BLOCK, START_BLOCK
 from teleradiology.errors import InvalidTransition
 from tests.reporting.conftest import COMPLETE_VALUES, NOW
@@ -450,13 +446,13 @@ def test_a_message_another_sender_holds_is_left_alone_until_its_lease_ends(
     message = ReportMessage.objects.get(report=report, kind=HL7)
     # A sender took it at NOW + 40 s and died before recording anything.
     ReportMessage.objects.filter(pk=message.pk).update(
-        next_attempt_at=NOW + dt.timedelta(seconds=40) + services.DELIVERY_LEASE
+        next_attempt_at=NOW + dt.timedelta(seconds=40) + DELIVERY_LEASE
     )
     listener.start(["AA"])
     with at(60):
         assert tasks.deliver_message.delay(message.pk).get() == "skipped"
         assert sweep() == 0
-    with at(40 + services.DELIVERY_LEASE.total_seconds() + 5):
+    with at(40 + DELIVERY_LEASE.total_seconds() + 5):
         assert sweep() == 1
     message.refresh_from_db()
     assert message.delivery_status == "sent" and len(listener.received) == 1

@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 
 from audit.models import AuditEvent
-from reporting import services
 from reporting.models import Addendum, Report, ReportVersion
+from reporting.services.critical import critical_communication_record
+from reporting.services.reports import report_addendum_add, report_save_draft, report_sign
 from studies.models import Study
 from teleradiology.errors import DomainError, InvalidTransition, NotPermitted
 from tests.reporting.conftest import COMPLETE_VALUES, NOW, hand_to, make_reader
@@ -20,19 +21,17 @@ pytestmark = pytest.mark.django_db
 def draft(study, reader, template, **changes):
     fields = {"values": dict(COMPLETE_VALUES), "impression": "No acute intracranial finding."}
     fields.update(changes)
-    return services.report_save_draft(
+    return report_save_draft(
         study_id=study.pk, radiologist=reader, template_id=template.pk, **fields
     )
 
 
 def test_a_new_draft_starts_from_the_normal_text_and_keeps_every_save(claimed, reader, ct_head):
-    report = services.report_save_draft(
-        study_id=claimed.pk, radiologist=reader, template_id=ct_head.pk
-    )
+    report = report_save_draft(study_id=claimed.pk, radiologist=reader, template_id=ct_head.pk)
     assert report.status == "draft" and report.author == reader and report.version == 1
     assert report.values["brain"].startswith("Grey-white matter")
-    services.report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Draft 2")
-    services.report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Draft 3")
+    report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Draft 2")
+    report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Draft 3")
     versions = list(ReportVersion.objects.filter(report=report).order_by("number"))
     assert [(v.number, v.impression) for v in versions] == [(1, ""), (2, "Draft 2"), (3, "Draft 3")]
 
@@ -59,7 +58,7 @@ def test_invalid_values_are_refused_with_the_reason(claimed, reader, ct_head):
     with pytest.raises(DomainError, match="'Midline shift' must be at most 40 mm"):
         draft(claimed, reader, ct_head, values={"midline_shift": 90})
     with pytest.raises(DomainError, match="Choose a template"):
-        services.report_save_draft(study_id=claimed.pk, radiologist=reader)
+        report_save_draft(study_id=claimed.pk, radiologist=reader)
 
 
 def test_sign_final_locks_the_report_and_finishes_the_study(claimed, reader, ct_head, tiered):
@@ -69,7 +68,7 @@ def test_sign_final_locks_the_report_and_finishes_the_study(claimed, reader, ct_
     stray = Offer.make(study=claimed, radiologist_id=tiered["regional"].pk, tier=1, at=NOW)
     stray.save()
     report = draft(claimed, reader, ct_head)
-    signed = services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+    signed = report_sign(report_id=report.pk, radiologist=reader, status="final")
     assert signed.status == "final" and signed.signed_by == reader and signed.signed_at
     study = Study.objects.get(pk=claimed.pk)
     assert study.status == "final" and study.finalized_at is not None
@@ -77,17 +76,17 @@ def test_sign_final_locks_the_report_and_finishes_the_study(claimed, reader, ct_
     assert not Offer.objects.filter(study=claimed, withdrawn_at__isnull=True).exists()
     assert Offer.objects.get(pk=stray.pk).withdrawn_reason == "study reported final"
     with pytest.raises(InvalidTransition, match="final and locked"):
-        services.report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Edit")
+        report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Edit")
     with pytest.raises(InvalidTransition):
-        services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+        report_sign(report_id=report.pk, radiologist=reader, status="final")
     with pytest.raises(InvalidTransition, match="final and locked"):
-        services.report_sign(report_id=report.pk, radiologist=reader, status="preliminary")
+        report_sign(report_id=report.pk, radiologist=reader, status="preliminary")
 
 
 def test_only_the_claimer_signs(claimed, reader, ct_head, tiered):
     report = draft(claimed, reader, ct_head)
     with pytest.raises(NotPermitted, match="holding the claim"):
-        services.report_sign(report_id=report.pk, radiologist=tiered["regional"], status="final")
+        report_sign(report_id=report.pk, radiologist=tiered["regional"], status="final")
     assert Report.objects.get(pk=report.pk).status == "draft"
 
 
@@ -101,14 +100,14 @@ def test_only_the_claimer_signs(claimed, reader, ct_head, tiered):
 def test_sign_refuses_an_incomplete_report(claimed, reader, ct_head, changes, message):
     report = draft(claimed, reader, ct_head, **changes)
     with pytest.raises(DomainError, match=message):
-        services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+        report_sign(report_id=report.pk, radiologist=reader, status="final")
     assert Study.objects.get(pk=claimed.pk).status == "claimed"
 
 
 def test_a_critical_finding_blocks_signing_until_communicated(claimed, reader, ct_head):
     report = draft(claimed, reader, ct_head, critical_severity="critical")
     with pytest.raises(DomainError, match="critical finding must be communicated"):
-        services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+        report_sign(report_id=report.pk, radiologist=reader, status="final")
     kwargs = {
         "report_id": report.pk,
         "radiologist": reader,
@@ -118,19 +117,17 @@ def test_a_critical_finding_blocks_signing_until_communicated(claimed, reader, c
         "communicated_at": NOW,
     }
     # Without read-back, the record is kept but does not release the signature.
-    services.critical_communication_record(**kwargs, read_back_confirmed=False)
+    critical_communication_record(**kwargs, read_back_confirmed=False)
     with pytest.raises(DomainError, match="read-back confirmed"):
-        services.report_sign(report_id=report.pk, radiologist=reader, status="final")
-    services.critical_communication_record(**kwargs, read_back_confirmed=True)
-    assert services.report_sign(report_id=report.pk, radiologist=reader, status="final").status == (
-        "final"
-    )
+        report_sign(report_id=report.pk, radiologist=reader, status="final")
+    critical_communication_record(**kwargs, read_back_confirmed=True)
+    assert report_sign(report_id=report.pk, radiologist=reader, status="final").status == ("final")
 
 
 def test_a_communication_needs_a_finding_and_a_recipient(claimed, reader, ct_head):
     report = draft(claimed, reader, ct_head)
     with pytest.raises(DomainError, match="Mark the report's finding"):
-        services.critical_communication_record(
+        critical_communication_record(
             report_id=report.pk,
             radiologist=reader,
             recipient_name="Dr. Lee",
@@ -140,7 +137,7 @@ def test_a_communication_needs_a_finding_and_a_recipient(claimed, reader, ct_hea
             read_back_confirmed=True,
         )
     with pytest.raises(DomainError, match="Say who was told"):
-        services.critical_communication_record(
+        critical_communication_record(
             report_id=report.pk,
             radiologist=reader,
             recipient_name=" ",
@@ -154,11 +151,11 @@ def test_a_communication_needs_a_finding_and_a_recipient(claimed, reader, ct_hea
 def test_an_addendum_never_edits_the_final(claimed, reader, ct_head, tiered):
     report = draft(claimed, reader, ct_head)
     with pytest.raises(InvalidTransition, match="Addenda are for final reports"):
-        services.report_addendum_add(report_id=report.pk, radiologist=reader, text="Too early")
-    services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+        report_addendum_add(report_id=report.pk, radiologist=reader, text="Too early")
+    report_sign(report_id=report.pk, radiologist=reader, status="final")
     final = Report.objects.get(pk=report.pk)
-    first = services.report_addendum_add(report_id=report.pk, radiologist=reader, text="Addition")
-    second = services.report_addendum_add(report_id=report.pk, radiologist=reader, text="More")
+    first = report_addendum_add(report_id=report.pk, radiologist=reader, text="Addition")
+    second = report_addendum_add(report_id=report.pk, radiologist=reader, text="More")
     assert (first.number, second.number) == (1, 2) and second.signed_by == reader
     after = Report.objects.get(pk=report.pk)
     assert (after.values, after.impression, after.version, after.updated_at) == (
@@ -172,9 +169,9 @@ def test_an_addendum_never_edits_the_final(claimed, reader, ct_head, tiered):
         "More",
     ]
     with pytest.raises(NotPermitted):
-        services.report_addendum_add(report_id=report.pk, radiologist=tiered["regional"], text="x")
+        report_addendum_add(report_id=report.pk, radiologist=tiered["regional"], text="x")
     with pytest.raises(DomainError, match="needs text"):
-        services.report_addendum_add(report_id=report.pk, radiologist=reader, text=" ")
+        report_addendum_add(report_id=report.pk, radiologist=reader, text=" ")
     # Every version, the signed one included, is still there.
     assert [v.status for v in report.versions.order_by("number")] == ["draft", "final"]
 
@@ -183,7 +180,7 @@ def test_a_reader_without_a_license_cannot_sign(ready_study, ct_head, unlicensed
     study = hand_to(ready_study, unlicensed_reader)
     report = draft(study, unlicensed_reader, ct_head)
     with pytest.raises(NotPermitted, match="not licensed in the patient's jurisdiction"):
-        services.report_sign(report_id=report.pk, radiologist=unlicensed_reader, status="final")
+        report_sign(report_id=report.pk, radiologist=unlicensed_reader, status="final")
 
 
 def test_an_expired_license_cannot_sign(ready_study, ct_head, group_a, facility_a, regions):
@@ -192,7 +189,7 @@ def test_an_expired_license_cannot_sign(ready_study, ct_head, group_a, facility_
     study = hand_to(ready_study, lapsed)
     report = draft(study, lapsed, ct_head)
     with pytest.raises(NotPermitted, match="expired"):
-        services.report_sign(report_id=report.pk, radiologist=lapsed, status="final")
+        report_sign(report_id=report.pk, radiologist=lapsed, status="final")
 
 
 @pytest.fixture
@@ -210,10 +207,8 @@ def test_a_preliminary_only_license_cannot_sign_final(
     study = hand_to(ready_study, prelim_reader)
     report = draft(study, prelim_reader, ct_head)
     with pytest.raises(NotPermitted, match="preliminary reads only"):
-        services.report_sign(report_id=report.pk, radiologist=prelim_reader, status="final")
-    signed = services.report_sign(
-        report_id=report.pk, radiologist=prelim_reader, status="preliminary"
-    )
+        report_sign(report_id=report.pk, radiologist=prelim_reader, status="final")
+    signed = report_sign(report_id=report.pk, radiologist=prelim_reader, status="preliminary")
     assert signed.status == "preliminary" and signed.preliminary_signed_by == prelim_reader
     # Nobody licensed for the final read is here: the study is flagged, not left held.
     study = Study.objects.get(pk=study.pk)
@@ -225,7 +220,7 @@ def test_a_preliminary_only_read_is_routed_for_the_final_read(
     ready_study, ct_head, group_a, facility_a, regions, neuro_rule, tiered
 ):
     from routing.services import study_route
-    from worklist.services import study_claim
+    from worklist.services.claims import study_claim
 
     # A preliminary-only reader in the hyperlocal tier, beside the final readers.
     prelim_reader = make_reader(
@@ -238,7 +233,7 @@ def test_a_preliminary_only_read_is_routed_for_the_final_read(
     assert prelim_reader.pk in offered  # the rule lets a preliminary-only license read first
     study = study_claim(study_id=ready_study.pk, radiologist=prelim_reader)
     report = draft(study, prelim_reader, ct_head)
-    services.report_sign(report_id=report.pk, radiologist=prelim_reader, status="preliminary")
+    report_sign(report_id=report.pk, radiologist=prelim_reader, status="preliminary")
 
     study = Study.objects.get(pk=study.pk)
     assert study.status == "offered" and study.assigned_radiologist is None
@@ -254,10 +249,10 @@ def test_a_preliminary_only_read_is_routed_for_the_final_read(
         study_claim(study_id=study.pk, radiologist=prelim_reader)
     final_reader = next(r for r in tiered.values() if r.pk in open_offers)
     study_claim(study_id=study.pk, radiologist=final_reader)
-    services.report_save_draft(
+    report_save_draft(
         study_id=study.pk, radiologist=final_reader, impression="Confirmed at final read."
     )
-    final = services.report_sign(report_id=report.pk, radiologist=final_reader, status="final")
+    final = report_sign(report_id=report.pk, radiologist=final_reader, status="final")
     assert final.preliminary_signed_by == prelim_reader and final.signed_by == final_reader
     assert Study.objects.get(pk=study.pk).status == "final"
     transitions = list(study.transitions.order_by("at", "id").values_list("to_status", flat=True))
@@ -271,15 +266,15 @@ def test_a_preliminary_read_needs_a_rule_that_allows_it(
     study = hand_to(ready_study, prelim_reader)
     report = draft(study, prelim_reader, ct_head)
     with pytest.raises(NotPermitted, match="preliminary reads only"):
-        services.report_sign(report_id=report.pk, radiologist=prelim_reader, status="preliminary")
+        report_sign(report_id=report.pk, radiologist=prelim_reader, status="preliminary")
 
 
 def test_preliminary_then_final_by_a_final_reader(claimed, reader, ct_head):
     report = draft(claimed, reader, ct_head)
-    services.report_sign(report_id=report.pk, radiologist=reader, status="preliminary")
+    report_sign(report_id=report.pk, radiologist=reader, status="preliminary")
     # Revised on its way to final: kept as a new version, still preliminary.
-    services.report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Revised.")
-    final = services.report_sign(report_id=report.pk, radiologist=reader, status="final")
+    report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Revised.")
+    final = report_sign(report_id=report.pk, radiologist=reader, status="final")
     assert final.impression == "Revised." and final.preliminary_signed_by == reader
     assert [v.status for v in final.versions.order_by("number")] == [
         "draft",
@@ -296,16 +291,14 @@ def test_signing_off_shift_or_at_cap_is_still_allowed(claimed, reader, ct_head):
     reader.workload_cap = 1
     reader.save()
     report = draft(claimed, reader, ct_head)
-    assert services.report_sign(report_id=report.pk, radiologist=reader, status="final").status == (
-        "final"
-    )
+    assert report_sign(report_id=report.pk, radiologist=reader, status="final").status == ("final")
 
 
 def test_every_write_is_audited(claimed, reader, ct_head):
     before = AuditEvent.objects.filter(object_type="reporting.report").count()
     report = draft(claimed, reader, ct_head, critical_severity="urgent")
-    services.report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Again.")
-    services.critical_communication_record(
+    report_save_draft(study_id=claimed.pk, radiologist=reader, impression="Again.")
+    critical_communication_record(
         report_id=report.pk,
         radiologist=reader,
         recipient_name="Nurse Kim",
@@ -314,8 +307,8 @@ def test_every_write_is_audited(claimed, reader, ct_head):
         communicated_at=NOW,
         read_back_confirmed=True,
     )
-    services.report_sign(report_id=report.pk, radiologist=reader, status="final")
-    services.report_addendum_add(report_id=report.pk, radiologist=reader, text="Addendum.")
+    report_sign(report_id=report.pk, radiologist=reader, status="final")
+    report_addendum_add(report_id=report.pk, radiologist=reader, text="Addendum.")
     report_events = AuditEvent.objects.filter(
         object_type="reporting.report", object_id=str(report.pk)
     )
@@ -350,7 +343,7 @@ def test_switching_template_on_a_draft_starts_from_its_normal_text(
     claimed, reader, ct_head, templates
 ):
     draft(claimed, reader, ct_head)
-    switched = services.report_save_draft(
+    switched = report_save_draft(
         study_id=claimed.pk, radiologist=reader, template_id=templates["mr-brain"].pk
     )
     assert switched.template.code == "mr-brain" and "haemorrhage" not in switched.values

@@ -12,12 +12,8 @@ from audit.models import AuditEvent
 from reporting.models import Report
 from reporting.pdf import report_pdf
 from reporting.selectors import report_pdf_facts
-from reporting.services import (
-    critical_communication_record,
-    report_addendum_add,
-    report_save_draft,
-    report_sign,
-)
+from reporting.services.critical import critical_communication_record
+from reporting.services.reports import report_addendum_add, report_save_draft, report_sign
 from tests.reporting.conftest import COMPLETE_VALUES, NOW
 
 pytestmark = pytest.mark.django_db

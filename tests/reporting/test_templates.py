@@ -6,7 +6,7 @@ import pytest
 
 from reporting.models import ReportTemplate
 from reporting.selectors import template_matches
-from reporting.services import report_templates_seed
+from reporting.services.templates import report_templates_seed
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

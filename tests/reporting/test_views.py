@@ -10,7 +10,7 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from reporting.models import CriticalCommunication, Report
-from reporting.services import macro_save
+from reporting.services.macros import macro_save
 from studies.models import Study
 from tests.reporting.conftest import NOW
 

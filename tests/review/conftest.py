@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reporting.models import Report, ReportTemplate
-from reporting.services import report_save_draft, report_sign
+from reporting.services.reports import report_save_draft, report_sign
 from studies.models import Study
 from studies.services import study_transition
 from tests import factories as f

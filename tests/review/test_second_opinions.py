@@ -75,7 +75,7 @@ def test_requests_are_validated_with_clear_messages(api, final, staff_a, claimed
 
 
 def test_only_a_final_report_gets_a_second_opinion(api, claimed, reader, ct_head, group_admin):
-    from reporting.services import report_save_draft
+    from reporting.services.reports import report_save_draft
 
     draft = report_save_draft(
         study_id=claimed.pk, radiologist=reader, template_id=ct_head.pk, impression="x"

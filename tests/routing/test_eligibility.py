@@ -10,14 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from routing.eligibility import (
+    ROUTE,
     CandidateFacts,
     Credential,
     Reason,
     StudyFacts,
-    decide,
     effective_priority,
     escalation_waits,
-    judge,
 )
 
 DAY = dt.date(2026, 6, 1)
@@ -57,7 +56,7 @@ READER = CandidateFacts(
 
 
 def test_a_fully_qualified_reader_is_eligible_for_a_final_read():
-    verdict = judge(STUDY, READER)
+    verdict = ROUTE.judge(STUDY, READER)
     assert verdict.eligible and verdict.scope == "final" and verdict.reasons == ()
 
 
@@ -83,45 +82,47 @@ def test_a_fully_qualified_reader_is_eligible_for_a_final_read():
     ],
 )
 def test_each_hard_filter_excludes_with_its_reason(change, reason):
-    verdict = judge(STUDY, replace(READER, **change))
+    verdict = ROUTE.judge(STUDY, replace(READER, **change))
     assert not verdict.eligible
     assert verdict.reasons == (reason,)
 
 
 def test_the_last_day_of_a_license_still_counts():
-    assert judge(STUDY, replace(READER, licenses=(lic(to=DAY),))).eligible
+    assert ROUTE.judge(STUDY, replace(READER, licenses=(lic(to=DAY),))).eligible
 
 
 def test_an_excluded_reader_is_never_eligible():
-    assert judge(replace(STUDY, excluded=frozenset({10})), READER).reasons == (Reason.EXCLUDED,)
+    assert ROUTE.judge(replace(STUDY, excluded=frozenset({10})), READER).reasons == (
+        Reason.EXCLUDED,
+    )
 
 
 def test_all_reasons_are_reported_together():
-    verdict = judge(STUDY, replace(READER, on_shift=False, licenses=(), open_claims=9))
+    verdict = ROUTE.judge(STUDY, replace(READER, on_shift=False, licenses=(), open_claims=9))
     assert set(verdict.reasons) == {Reason.OFF_SHIFT, Reason.NOT_LICENSED, Reason.AT_CAP}
 
 
 def test_preliminary_only_license_gets_a_preliminary_read_where_the_rule_allows():
     study = replace(STUDY, allow_preliminary=True)
-    verdict = judge(study, replace(READER, licenses=(lic(final=False),)))
+    verdict = ROUTE.judge(study, replace(READER, licenses=(lic(final=False),)))
     assert verdict.eligible and verdict.scope == "preliminary"
 
 
 def test_a_final_license_wins_over_a_preliminary_one_in_the_same_jurisdiction():
-    verdict = judge(STUDY, replace(READER, licenses=(lic(final=False), lic())))
+    verdict = ROUTE.judge(STUDY, replace(READER, licenses=(lic(final=False), lic())))
     assert verdict.scope == "final"
 
 
 def test_general_fallback_only_where_the_rule_allows_it():
     general = replace(READER, subspecialties=frozenset({"general"}))
-    assert not judge(STUDY, general).eligible
-    verdict = judge(replace(STUDY, allow_general=True), general)
+    assert not ROUTE.judge(STUDY, general).eligible
+    verdict = ROUTE.judge(replace(STUDY, allow_general=True), general)
     assert verdict.eligible and verdict.fit == 1
 
 
 def test_stat_may_bypass_the_cap_where_the_rule_says_so():
     busy = replace(READER, open_claims=5)
-    assert judge(replace(STUDY, bypass_cap=True), busy).eligible
+    assert ROUTE.judge(replace(STUDY, bypass_cap=True), busy).eligible
 
 
 def test_ranking_tier_then_fit_then_final_scope_then_load():
@@ -134,7 +135,7 @@ def test_ranking_tier_then_fit_then_final_scope_then_load():
         replace(READER, radiologist_id=5, licenses=(lic(final=False),)),
         replace(READER, radiologist_id=6, on_shift=False),
     ]
-    verdicts = decide(study, candidates)
+    verdicts = ROUTE.decide(study, candidates)
     assert [v.radiologist_id for v in verdicts if v.eligible] == [4, 3, 5, 2, 1]
     assert [v.rank for v in verdicts if v.eligible] == [1, 2, 3, 4, 5]
     assert verdicts[-1].radiologist_id == 6 and verdicts[-1].rank is None
@@ -143,7 +144,7 @@ def test_ranking_tier_then_fit_then_final_scope_then_load():
 def test_recent_work_spreads_load():
     rested = replace(READER, radiologist_id=1, recent_work=0.5)
     tired = replace(READER, radiologist_id=2, recent_work=4.0)
-    assert [v.radiologist_id for v in decide(STUDY, [tired, rested])] == [1, 2]
+    assert [v.radiologist_id for v in ROUTE.decide(STUDY, [tired, rested])] == [1, 2]
 
 
 def test_escalation_wait_leaves_time_for_the_remaining_tiers():
@@ -212,7 +213,7 @@ studies = st.builds(
 
 @given(study=studies, pool=st.lists(candidates, max_size=12))
 def test_no_eligible_verdict_ever_breaks_a_hard_rule(study, pool):
-    for verdict in decide(study, pool):
+    for verdict in ROUTE.decide(study, pool):
         c = next(c for c in pool if c.radiologist_id == verdict.radiologist_id)
         if not verdict.eligible:
             assert verdict.reasons

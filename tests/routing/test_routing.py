@@ -13,12 +13,12 @@ from alerts.models import Alert
 from routing import selectors
 from routing.eligibility import Reason
 from routing.models import RoutingDecision, RoutingRule, StudyRouting
+from routing.selectors import why_not
 from routing.services import (
     offers_withdraw_ineligible,
     routing_sweep,
     study_escalate,
     study_route,
-    why_not,
 )
 from studies.models import Study
 from tests import factories as f

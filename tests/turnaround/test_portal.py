@@ -192,7 +192,7 @@ def test_volume_by_hour_in_the_facility_zone(staff_a: Any, facility_a: Any, stud
 
 
 def test_the_seeded_demo_facility_has_history_to_chart(client: Any) -> None:
-    from network.demo import seed_demo
+    from demo.seed import seed_demo
 
     now = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
     seed_demo(now=now)

@@ -13,12 +13,13 @@ from django.test.utils import CaptureQueriesContext
 
 from network.models import CredentialStatus, FacilityPrivilege, License, Radiologist, Shift
 from routing.models import RoutingRule, StudyRouting
-from routing.services import study_route, why_not
+from routing.selectors import why_not
+from routing.services import study_route
 from studies.models import Study
 from studies.services import study_transition
 from tests import factories as f
 from tests.routing.conftest import NOW, make_reader
-from worklist.services import _claim_verdict
+from worklist.services.claims import _claim_verdict
 
 pytestmark = pytest.mark.django_db
 

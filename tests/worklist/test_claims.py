@@ -202,7 +202,7 @@ def test_an_idle_claim_is_released_once_and_people_are_told(
     import time_machine
 
     from alerts.models import Alert
-    from worklist.services import claims_release_stale
+    from worklist.services.claims import claims_release_stale
 
     group_admin.email = "admin@example.test"
     group_admin.save()
@@ -365,7 +365,7 @@ def test_next_and_release_cost_a_fixed_number_of_statements(tiered, facility_a, 
 
 def test_next_passes_over_a_study_the_reader_may_no_longer_read(tiered, facility_a, offered):
     from studies.services import study_transition
-    from worklist.services import study_claim_next
+    from worklist.services.claims import study_claim_next
 
     later = f.StudyFactory(facility=facility_a, modality="CT", body_part="HEAD", priority=3)
     study_transition(study_id=later.pk, to_status="ready", at=NOW)

@@ -15,7 +15,7 @@ from studies.services import study_transition
 from teleradiology.errors import Conflict, DomainError
 from tests import factories as f
 from tests.routing.conftest import NOW, make_reader
-from worklist.services import study_claim, study_claim_next, study_reassign
+from worklist.services.claims import study_claim, study_claim_next, study_reassign
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -142,7 +142,7 @@ def test_a_claim_racing_a_stale_claim_release_has_one_holder(
 ):
     from django.utils import timezone
 
-    from worklist.services import claims_release_stale
+    from worklist.services.claims import claims_release_stale
 
     settings.STALE_CLAIM_MINUTES = {1: 20, 2: 60, 3: 240}
     idle = make_reader(group_a, facility_a, name="idle", region=regions["local"])

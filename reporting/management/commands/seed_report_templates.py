@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from reporting.services import report_templates_seed
+from reporting.services.templates import report_templates_seed
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet
 from rest_framework.exceptions import NotFound
 
 from network.selectors import (
@@ -18,7 +18,7 @@ from network.selectors import (
     reading_groups_administered,
 )
 from studies.models import Study
-from worklist.models import Offer
+from worklist.selectors import offered_study_ids
 
 
 def study_visibility_filter(*, user: AnyUser) -> Q | None:
@@ -34,8 +34,8 @@ def study_visibility_filter(*, user: AnyUser) -> Q | None:
     if reader is not None:
         # Offered to me, including offers a claim holds (so a late claimer hears
         # "already claimed", not "no such study").
-        offered = Offer.objects.filter(radiologist=reader, withdrawn_at__isnull=True)
-        reach |= Q(assigned_radiologist=reader) | Q(pk__in=offered.values("study_id"))
+        offered = offered_study_ids(radiologist=reader)
+        reach |= Q(assigned_radiologist=reader) | Q(pk__in=offered)
     return reach
 
 
@@ -52,12 +52,6 @@ def study_get_visible(*, user: AnyUser, study_id: int) -> Study:
     if study is None:
         raise NotFound("No such study.")
     return study
-
-
-def study_offer_counts(*, study: Study) -> dict[str, int]:
-    return Offer.objects.filter(study=study).aggregate(
-        open=Count("pk", filter=Q(withdrawn_at__isnull=True)), total=Count("pk")
-    )
 
 
 def study_is_administered_by(*, user: AnyUser, study: Study) -> bool:

@@ -10,23 +10,32 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from alerts.models import Alert
+from alerts.services import alert_raise
 from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Radiologist
-from routing.eligibility import REASON_TEXT, Reason, Verdict, judge
-from routing.models import StudyRouting
-from routing.services import rule_for_study, study_facts
+from routing.eligibility import CLAIM, REASON_TEXT, Reason, Verdict
+from routing.selectors import reader_facts, study_facts, study_routing, study_rule
+from routing.services import (
+    routing_timer_clear,
+    routing_timer_due_now,
+    routing_timer_restart,
+    study_escalate,
+)
 from studies.models import Study
-from studies.services import study_transition
+from studies.services import study_claim_hand_over, study_transition
 from studies.states import StudyStatus
 from teleradiology.errors import Conflict, NotPermitted
 from worklist.models import Offer
-from worklist.selectors import claim_candidates, claim_reader_facts
+from worklist.selectors import claim_candidates, study_is_offered_to
+from worklist.services.offers import offer_open, offers_hold, offers_restore, offers_withdraw
 
 
 def _claim_refusal(
@@ -46,19 +55,18 @@ def _claim_refusal(
 
 
 def _claim_verdict(study: Study, radiologist: Radiologist, now: dt.datetime) -> Verdict | None:
-    """Routing's verdict on the reader for the study now (eligibility and reasons, as
-    ``routing.services.why_not`` gives them), from the study's own routing rule
-    (joined to the locked study by the callers) and two statements of facts."""
-    routing = getattr(study, "routing", None)
-    rule = (routing.rule if routing is not None else None) or rule_for_study(study=study)
+    """The CLAIM policy's verdict on the reader for the study now (eligibility and
+    reasons, as routing judges them), from the study's own routing rule (joined to
+    the locked study by the callers) and two statements of the reader's facts."""
+    rule = study_rule(study=study)
     if rule is None:
         return None
-    found = claim_reader_facts(study=study, radiologist_id=radiologist.pk, rule_id=rule.pk, at=now)
+    found = reader_facts(study=study, radiologist_id=radiologist.pk, rule_id=rule.pk, at=now)
     if found is None:
         return None
     reader, required = found
     rule.required_subspecialties_known(required)
-    return judge(study_facts(study=study, rule=rule, now=now), reader)
+    return CLAIM.judge(study_facts(study=study, rule=rule, now=now), reader)
 
 
 def _eligibility_refusal(
@@ -94,23 +102,9 @@ def _claim_apply(
         ip_address=ip_address,
         reason=f"claimed by {radiologist.display_name}",
     )
-    StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
-    _offers_hold(study, now)
+    routing_timer_clear(study_id=study.pk)
+    offers_hold(study_id=study.pk, at=now)
     return claimed
-
-
-def _offers_hold(study: Study, now: dt.datetime) -> None:
-    """Take a claimed study off every worklist (offered again on release)."""
-    Offer.objects.filter(study=study, withdrawn_at__isnull=True, held_at__isnull=True).update(
-        held_at=now
-    )
-
-
-def _offers_restore(study: Study) -> None:
-    """Put a released study back on the worklists its claim took it off."""
-    Offer.objects.filter(study=study, withdrawn_at__isnull=True, held_at__isnull=False).update(
-        held_at=None
-    )
 
 
 def _claim_locked(
@@ -221,7 +215,7 @@ def study_release(
         )
         if study.status != StudyStatus.CLAIMED or study.assigned_radiologist_id != radiologist.pk:
             raise Conflict("You do not hold a claim on this study.", code="not_claimed")
-        _offers_restore(study)
+        offers_restore(study_id=study.pk)
         released = study_transition(
             study_id=study.pk,
             locked=study,
@@ -233,17 +227,13 @@ def study_release(
             ip_address=ip_address,
             reason=f"released: {reason}",
         )
-        routing = getattr(study, "routing", None)
-        if routing is not None and routing.rule is not None:
-            # The escalation clock restarts: the offered readers get a full tier wait.
-            StudyRouting.objects.filter(study_id=study.pk).update(
-                next_escalation_at=now + routing.rule.tier_wait(study.priority)
-            )
+        # The escalation clock restarts: the offered readers get a full tier wait.
+        routing_timer_restart(study=study, at=now)
     return released
 
 
 def study_reassign(
-    *, study_id: int, to: Radiologist, actor: User, ip_address: str | None = None
+    *, study_id: int, to: Radiologist, actor: User | None, ip_address: str | None = None
 ) -> Study:
     """An admin hands a study to a named eligible reader (refused with the reasons)."""
     now = timezone.now()
@@ -261,17 +251,15 @@ def study_reassign(
         if refusal is not None:
             raise refusal
         if study.status == StudyStatus.OFFERED:
-            if not Offer.objects.filter(
-                study=study, radiologist=to, withdrawn_at__isnull=True
-            ).exists():
-                rule_id = (
-                    StudyRouting.objects.filter(study=study)
-                    .values_list("rule_id", flat=True)
-                    .first()
+            if not study_is_offered_to(study_id=study.pk, radiologist_id=to.pk):
+                routing = study_routing(study=study)
+                offer_open(
+                    study=study,
+                    radiologist_id=to.pk,
+                    tier=0,
+                    rule_id=routing.rule_id if routing else None,
+                    at=now,
                 )
-                Offer.make(
-                    study=study, radiologist_id=to.pk, tier=0, at=now, rule_id=rule_id
-                ).save()
             study = study_transition(
                 study_id=study.pk,
                 locked=study,
@@ -283,32 +271,16 @@ def study_reassign(
                 ip_address=ip_address,
                 reason=f"reassigned to {to.display_name}",
             )
-            _offers_hold(study, now)
+            offers_hold(study_id=study.pk, at=now)
         elif study.status == StudyStatus.CLAIMED:
-            previous = study.assigned_radiologist_id
-            study.assigned_radiologist = to
-            study.claimed_at = study.claim_activity_at = now
-            study.save(
-                update_fields=[
-                    "assigned_radiologist",
-                    "claimed_at",
-                    "claim_activity_at",
-                    "updated_at",
-                ]
-            )
-            audit_record(
-                actor=actor,
-                action=AuditEvent.Action.UPDATE,
-                obj=study,
-                patient_id=study.patient_id,
-                ip_address=ip_address,
-                detail={"reassigned": [previous, to.pk]},
+            study_claim_hand_over(
+                study=study, to_radiologist_id=to.pk, at=now, actor=actor, ip_address=ip_address
             )
         else:
             raise Conflict(
                 f"A {study.status} study cannot be reassigned.", code="invalid_transition"
             )
-        StudyRouting.objects.filter(study=study).update(next_escalation_at=None)
+        routing_timer_clear(study_id=study.pk)
     return study
 
 
@@ -316,14 +288,12 @@ def study_decline(
     *, study_id: int, radiologist: Radiologist, reason: str, actor: User | None = None
 ) -> None:
     """Decline an auto-assigned study: it moves to the next candidate at once."""
-    from routing.services import study_escalate
-
     now = timezone.now()
     with transaction.atomic():
         study = Study.objects.select_for_update().get(pk=study_id)
-        withdrawn = Offer.objects.filter(
-            study=study, radiologist=radiologist, withdrawn_at__isnull=True
-        ).withdraw(at=now, reason=f"declined: {reason}")
+        withdrawn = offers_withdraw(
+            study_id=study.pk, radiologist_id=radiologist.pk, at=now, reason=f"declined: {reason}"
+        )
         if not withdrawn or study.status != StudyStatus.OFFERED:
             raise Conflict("This study is not waiting for your answer.", code="not_offered")
         audit_record(
@@ -334,18 +304,13 @@ def study_decline(
             detail={"declined": reason[:200]},
         )
         # Due now: the escalation step offers it to the next reader (or widens).
-        StudyRouting.objects.filter(study=study).update(next_escalation_at=now)
+        routing_timer_due_now(study_id=study.pk, at=now)
     study_escalate(study_id=study_id, now=now)
 
 
 def claims_release_stale(*, now: dt.datetime | None = None, batch_size: int = 200) -> list[int]:
     """Beat sweep: release claims idle longer than their priority allows; the reader
     and the group's admins are told, and the study goes back on offer."""
-    from django.conf import settings
-
-    from alerts.models import Alert
-    from alerts.services import alert_raise
-
     now = now or timezone.now()
     limits = settings.STALE_CLAIM_MINUTES
     stale = Q()

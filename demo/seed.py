@@ -16,6 +16,7 @@ from django.contrib.auth.models import Permission, User
 from django.db import transaction
 from django.utils import timezone
 
+from demo.rules import seed_demo_rules
 from network import services
 from network.models import (
     CredentialStatus,
@@ -32,6 +33,7 @@ from network.models import (
     Subspecialty,
 )
 from reporting.models import ReportTemplate
+from reporting.services.templates import report_templates_seed
 from studies.models import Study, StudyTransition
 from studies.services import study_create, study_transition
 from studies.sla import sla_due_at
@@ -361,12 +363,8 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
         _seed_credentials(reader, index=index, rng=rng, today=today, facilities=facilities)
         _seed_shifts(reader, index=index, today=today)
 
-    from routing.demo import seed_demo_rules
-
     for group in groups.values():
         seed_demo_rules(group)
-    from reporting.services import report_templates_seed
-
     report_templates_seed()
     _seed_studies(facilities, now=now)
     _seed_history(facilities, now=now)
