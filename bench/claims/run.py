@@ -1081,7 +1081,7 @@ def phase_profile(ctx: Ctx) -> None:
 
     from network.models import Radiologist
     from worklist.selectors import claim_candidates
-    from worklist.services import study_claim_next, study_release
+    from worklist.services.claims import study_claim_next, study_release
 
     reader = Radiologist.objects.get(pk=ctx.readers[0]["radiologist"])
     cycles: dict[str, list[float]] = {"claim": [], "release": [], "claim_db": [], "release_db": []}
