@@ -9,6 +9,7 @@ from alerts.models import Alert
 from alerts.services import alert_raise
 from ingest import services
 from ingest.models import QuarantinedObject
+from ingest.storage import default_storage
 from studies.models import Study
 from studies.states import StudyStatus
 from teleradiology.celery import AppTask
@@ -97,8 +98,6 @@ def storage_usage_sweep() -> int:
 )
 def orphans_sweep() -> int:
     """Beat sweep: move stored files that no row names into quarantine, with a row."""
-    from ingest.storage import default_storage
-
     return services.orphans_sweep(
         storage=default_storage(), older_than_seconds=settings.INGEST_ORPHAN_MIN_AGE_SECONDS
     )

@@ -47,7 +47,7 @@ from routing.rules import RuleKey, StudyKey, first_match
 from studies.models import Study
 from studies.states import StudyStatus
 from teleradiology.sql import in_ids, literal_rows
-from worklist.models import Offer
+from worklist.selectors import open_offers_of_offered_studies
 
 RECENT_WORK_WINDOW = dt.timedelta(hours=8)
 
@@ -188,16 +188,34 @@ def _tier_pools(facility_ids: list[int]) -> dict[int, dict[int, int]]:
     return pools
 
 
-# What every eligibility check reads of a reader ``r`` at a time: active, available,
-# on shift, open claims, cap.  Its parameters come from ``reader_state_params``.
-# Shared by routing's facts and the claim-time re-check, so both judge alike.
-READER_STATE_COLUMNS = """
+# What every eligibility check reads of a reader ``r`` at a time, as SQL parts with
+# the placeholders {now}, {claimed} and {preliminary}: the shift under way (a
+# condition on ``network_shift sh``) and the open claims.  One text for routing's
+# facts, the one-reader facts and the operations page's reader load
+# (turnaround.operations), each filling the placeholders in its parameter style.
+SHIFT_UNDER_WAY = "sh.radiologist_id = r.id AND sh.starts_at <= {now} AND sh.ends_at > {now}"
+OPEN_CLAIMS = (
+    "(SELECT COUNT(*) FROM studies_study st WHERE st.assigned_radiologist_id = r.id"
+    " AND st.status IN ({claimed}, {preliminary}))"
+)
+
+# Active, available, on shift, open claims, cap, with positional parameters from
+# ``reader_state_params``.
+READER_STATE_COLUMNS = f"""
     r.is_active, r.is_available,
-    EXISTS (SELECT 1 FROM network_shift sh WHERE sh.radiologist_id = r.id
-            AND sh.starts_at <= %s AND sh.ends_at > %s) AS on_shift,
-    (SELECT COUNT(*) FROM studies_study st
-     WHERE st.assigned_radiologist_id = r.id AND st.status IN (%s, %s)) AS open_claims,
-    r.workload_cap"""
+    EXISTS (SELECT 1 FROM network_shift sh WHERE {SHIFT_UNDER_WAY}) AS on_shift,
+    {OPEN_CLAIMS} AS open_claims,
+    r.workload_cap""".format(now="%s", claimed="%s", preliminary="%s")  # noqa: S608 - placeholders
+
+
+def reader_state_named_params(at: dt.datetime) -> dict[str, Any]:
+    """The named parameters of SHIFT_UNDER_WAY and OPEN_CLAIMS filled with
+    ``%(now)s``, ``%(claimed)s`` and ``%(preliminary)s``."""
+    return {
+        "now": connection.ops.adapt_datetimefield_value(at),
+        "claimed": StudyStatus.CLAIMED.value,
+        "preliminary": StudyStatus.PRELIMINARY.value,
+    }
 
 
 def reader_state_params(at: dt.datetime) -> list[Any]:
@@ -668,11 +686,7 @@ def offers_no_longer_eligible(*, now: dt.datetime) -> list[tuple[int, int]]:
     policy no longer keeps: the reader is inactive, off shift, or no longer holds
     the license (with the scope the study's rule needs) or the privileges.  The
     facts are gathered as for routing, in one batch for every open offer."""
-    rows = list(
-        Offer.objects.filter(withdrawn_at__isnull=True, study__status=StudyStatus.OFFERED)
-        .order_by("study_id", "radiologist_id")
-        .values_list("pk", "study_id", "radiologist_id")
-    )
+    rows = list(open_offers_of_offered_studies())
     if not rows:
         return []
     studies = {

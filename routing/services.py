@@ -410,12 +410,13 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
         study = _lock_study(study_id, skip_locked=True)
         if study is None:
             return None  # another sweeper holds it
-        # Read with the study (select_related): routing rows are only written under
-        # their study's lock, which we hold.
-        try:
-            routing: StudyRouting | None = study.routing
-        except StudyRouting.DoesNotExist:
-            routing = None
+        # Read again now that we hold the study's lock, not with it: routing rows are
+        # only written under that lock, but the row joined to the locking statement is
+        # from its snapshot, taken before the lock was granted.  A sweeper that
+        # escalated the study in between (without touching the study row, so nothing
+        # made PostgreSQL re-read it) would leave us a due timer and an old tier, and
+        # the study would be escalated twice (found by bench/routing's fault test).
+        routing: StudyRouting | None = StudyRouting.objects.filter(study_id=study.pk).first()
         if (
             routing is None
             or routing.next_escalation_at is None

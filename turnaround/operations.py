@@ -50,6 +50,7 @@ from alerts.models import Alert
 from network.models import Priority, ReadingGroup
 from network.selectors import AnyUser, reading_groups_administered
 from routing.models import TIERS, StudyRouting
+from routing.selectors import OPEN_CLAIMS, SHIFT_UNDER_WAY, reader_state_named_params
 from studies.models import Study
 from studies.states import StudyStatus
 from turnaround.expressions import SecondsBetween
@@ -193,13 +194,11 @@ def _as_datetime(value: Any) -> dt.datetime | None:
 # whose list stands in each part as {groups}.
 
 # Of a reader ``r`` now: the start of the shift under way (NULL when off shift) and the
-# open claims.  The same facts as routing.selectors.READER_STATE_COLUMNS (which says
-# "on shift" as EXISTS); kept apart until the two are made one.
-READER_SHIFT_AND_OPEN_CLAIMS = """
-    (SELECT MIN(sh.starts_at) FROM network_shift sh WHERE sh.radiologist_id = r.id
-        AND sh.starts_at <= %(now)s AND sh.ends_at > %(now)s) AS shift_start,
-    (SELECT COUNT(*) FROM studies_study st WHERE st.assigned_radiologist_id = r.id
-        AND st.status IN (%(claimed)s, %(preliminary)s)) AS open_claims"""
+# open claims, from routing's own parts (the facts eligibility reads).
+_NAMED = {"now": "%(now)s", "claimed": "%(claimed)s", "preliminary": "%(preliminary)s"}
+READER_SHIFT_AND_OPEN_CLAIMS = f"""
+    (SELECT MIN(sh.starts_at) FROM network_shift sh WHERE {SHIFT_UNDER_WAY}) AS shift_start,
+    {OPEN_CLAIMS} AS open_claims""".format(**_NAMED)  # noqa: S608 - constant parts only
 
 # The earliest start of a shift under way among the groups' active readers (a statement
 # of its own): a constant lower bound for the index ranges of LOAD_WORK.
@@ -316,11 +315,9 @@ def reader_load(
         earliest_shift = _as_datetime(cursor.fetchone()[0])
     lower = since if earliest_shift is None else min(since, earliest_shift)
     params = {
-        "now": now_db,
+        **reader_state_named_params(now),
         "since": ops.adapt_datetimefield_value(since),
         "lower": ops.adapt_datetimefield_value(lower),
-        "claimed": S.CLAIMED.value,
-        "preliminary": S.PRELIMINARY.value,
         **group_params,
     }
     with connection.cursor() as cursor:

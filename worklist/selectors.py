@@ -107,3 +107,13 @@ def studies_with_open_offers(*, study_ids: set[int]) -> set[int]:
             "study_id", flat=True
         )
     )
+
+
+def open_offers_of_offered_studies() -> QuerySet[Offer, tuple[int, int, int]]:
+    """(offer id, study id, reader id) of every open offer of a study still offered:
+    what the sweep that withdraws offers judges (one indexed read)."""
+    return (
+        Offer.objects.filter(withdrawn_at__isnull=True, study__status=StudyStatus.OFFERED)
+        .order_by("study_id", "radiologist_id")
+        .values_list("pk", "study_id", "radiologist_id")
+    )

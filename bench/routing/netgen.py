@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.stats import zipf
+
 # --- geography: 6 countries, 60 jurisdictions, 40 regions ----------------------
 
 COUNTRIES: dict[str, dict[str, Any]] = {
@@ -124,10 +126,6 @@ def _weighted_sample(
     return chosen
 
 
-def _zipf(n: int) -> list[float]:
-    return [1.0 / (i + 1) ** 0.7 for i in range(n)]
-
-
 def generate_network(*, seed: int, radiologists: int, facilities: int, now: dt.datetime) -> Network:
     """Create the reading group, geography, facilities, readers, licenses, privileges,
     shifts, background claims and routing rules.  Returns what the workload needs."""
@@ -186,7 +184,7 @@ def generate_network(*, seed: int, radiologists: int, facilities: int, now: dt.d
     for n in range(facilities):
         country = rng.choices(countries, [COUNTRIES[c]["facilities"] for c in countries])[0]
         codes = country_juris[country]
-        code = rng.choices(codes, _zipf(len(codes)))[0]
+        code = rng.choices(codes, zipf(len(codes)))[0]
         stat = rng.choice([30, 60, 60, 60, 90])
         urgent = rng.choice([120, 240, 240, 360])
         routine = rng.choice([720, 1440, 1440, 2880])
@@ -236,7 +234,7 @@ def generate_network(*, seed: int, radiologists: int, facilities: int, now: dt.d
     for n, user in enumerate(users):
         country = rng.choices(countries, [COUNTRIES[c]["readers"] for c in countries])[0]
         codes = country_juris[country]
-        home = rng.choices(codes, _zipf(len(codes)))[0]
+        home = rng.choices(codes, zipf(len(codes)))[0]
         rad_rows.append(
             Radiologist(
                 user=user,
@@ -307,10 +305,10 @@ def generate_network(*, seed: int, radiologists: int, facilities: int, now: dt.d
         codes = country_juris[country]
         want = rng.randint(1, 8)
         others = [c for c in codes if c != home]
-        held = [home, *_weighted_sample(rng, others, _zipf(len(others)), want - 1)]
+        held = [home, *_weighted_sample(rng, others, zipf(len(others)), want - 1)]
         if country in ("IN", "AU", "GB", "CA") and rng.random() < 0.25:
             us = country_juris["US"]
-            held += _weighted_sample(rng, us, _zipf(len(us)), rng.randint(1, 4))
+            held += _weighted_sample(rng, us, zipf(len(us)), rng.randint(1, 4))
         for code in held:
             lic_rows.append(license_row(rid, code))
             if rng.random() < 0.10:
@@ -396,7 +394,7 @@ def generate_network(*, seed: int, radiologists: int, facilities: int, now: dt.d
         jurisdictions=juris,
         jurisdiction_country=juris_country,
         facilities=facilities_out,
-        facility_weights=_zipf(len(facilities_out)),
+        facility_weights=zipf(len(facilities_out)),
         radiologist_ids=rad_ids,
         counts={
             "jurisdictions": len(juris),

@@ -22,13 +22,14 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import itertools
-import json
 import random
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.pgcopy import Stamp, Table, copy_file
+from bench.stats import zipf
 
 UTC = dt.UTC
 UID_ROOT = "1.2.826.0.1.3680043.10.4244"
@@ -95,10 +96,6 @@ class Loaded:
     alerts: int = 0
     status_counts: Counter[str] = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def zipf(n: int, s: float) -> list[float]:
-    return [1.0 / (i + 1) ** s for i in range(n)]
 
 
 # --- the network (ORM) -----------------------------------------------------------
@@ -213,80 +210,7 @@ def build_network(shape: Shape, rng: random.Random, *, now: dt.datetime) -> Netw
     )
 
 
-# --- COPY helpers --------------------------------------------------------------------
-
-
-def text_value(value: Any) -> str:
-    """One value in COPY's text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, list | dict):
-        value = json.dumps(value)
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-class Table:
-    """COPY into a model's table: the columns we give, in that order, then every other
-    column with the model's default (a column added to the app later still loads)."""
-
-    def __init__(self, model: Any, given: Sequence[str]) -> None:
-        from django.utils import timezone
-
-        fields = {f.attname: f for f in model._meta.concrete_fields}
-        missing = [name for name in given if name not in fields]
-        if missing:
-            raise RuntimeError(f"{model.__name__} has no field(s) {missing}")
-        self.table = model._meta.db_table
-        rest = [f for name, f in fields.items() if name not in given]
-        self.columns = [fields[name].column for name in given] + [f.column for f in rest]
-        defaults = []
-        for f in rest:
-            if f.primary_key:
-                raise RuntimeError(f"give {model.__name__}'s primary key explicitly")
-            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-                defaults.append(text_value(timezone.now()))
-            else:
-                defaults.append(text_value(f.get_default()))
-        self.tail = "".join("\t" + d for d in defaults) + "\n"
-        self.file: Any = None
-        self.rows = 0
-
-    def sql(self) -> str:
-        return f'COPY "{self.table}" ({", ".join(self.columns)}) FROM STDIN'
-
-    def write(self, values: Sequence[str]) -> None:
-        self.file.write("\t".join(values) + self.tail)
-        self.rows += 1
-
-
-def copy_file(conn: Any, table: Table, path: Path, chunk: int = 1 << 20) -> None:
-    with conn.cursor() as cur, cur.copy(table.sql()) as copy, path.open() as fh:
-        while block := fh.read(chunk):
-            copy.write(block)
-
-
-class Stamp:
-    """Epoch seconds -> timestamptz text (cached: many rows share a second)."""
-
-    def __init__(self) -> None:
-        self.cache: dict[int, str] = {}
-
-    def __call__(self, x: float | None) -> str:
-        if x is None:
-            return "\\N"
-        key = int(x)
-        hit = self.cache.get(key)
-        if hit is None:
-            if len(self.cache) > 200_000:
-                self.cache.clear()
-            hit = dt.datetime.fromtimestamp(key, UTC).isoformat()
-            self.cache[key] = hit
-        return hit
+# --- the tables' columns -------------------------------------------------------------
 
 
 STUDY_FIELDS = [

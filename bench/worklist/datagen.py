@@ -26,7 +26,6 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import itertools
-import json
 import math
 import random
 from collections import Counter
@@ -34,6 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.pgcopy import Stamp, Table, copy_file
+from bench.stats import zipf
 
 UTC = dt.UTC
 UID_ROOT = "1.2.826.0.1.3680043.10.4243"
@@ -91,7 +93,7 @@ CANCELLED_SHARE = 0.035
 
 @dataclass
 class Shape:
-    """How much of what (see run.py's options)."""
+    """How much of what (see the benchmark's options)."""
 
     studies: int
     offers: int
@@ -137,10 +139,6 @@ class Loaded:
     offer_counts: Counter[str] = field(default_factory=Counter)
     busy: Counter[str] = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def zipf(n: int, s: float = 0.7) -> list[float]:
-    return [1.0 / (i + 1) ** s for i in range(n)]
 
 
 def cumulative(weights: Sequence[float]) -> list[float]:
@@ -255,78 +253,7 @@ def build_network(shape: Shape, rng: random.Random) -> Network:
     )
 
 
-# --- COPY helpers --------------------------------------------------------------------
-
-
-def text_value(value: Any) -> str:
-    """One value in COPY's text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, list | dict):
-        value = json.dumps(value)
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-class Table:
-    """COPY into a model's table: the columns we give, in that order, then every other
-    column with the model's default (so a column added to the app later still loads)."""
-
-    def __init__(self, model: Any, given: Sequence[str]) -> None:
-        from django.utils import timezone
-
-        fields = {f.attname: f for f in model._meta.concrete_fields}
-        missing = [name for name in given if name not in fields]
-        if missing:
-            raise RuntimeError(f"{model.__name__} has no field(s) {missing}")
-        self.table = model._meta.db_table
-        rest = [f for name, f in fields.items() if name not in given]
-        self.columns = [fields[name].column for name in given] + [f.column for f in rest]
-        defaults = []
-        for f in rest:
-            if f.primary_key:
-                raise RuntimeError(f"give {model.__name__}'s primary key explicitly")
-            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-                defaults.append(text_value(timezone.now()))
-            else:
-                defaults.append(text_value(f.get_default()))
-        self.tail = "".join("\t" + d for d in defaults) + "\n"
-
-    def sql(self) -> str:
-        return f'COPY "{self.table}" ({", ".join(self.columns)}) FROM STDIN'
-
-    def line(self, values: Sequence[str]) -> str:
-        return "\t".join(values) + self.tail
-
-
-def copy_file(conn: Any, table: Table, path: Path, chunk: int = 1 << 20) -> None:
-    with conn.cursor() as cur, cur.copy(table.sql()) as copy, path.open() as fh:
-        while block := fh.read(chunk):
-            copy.write(block)
-
-
 # --- studies, routing rows and offers --------------------------------------------
-
-
-class Stamp:
-    """Epoch seconds -> timestamptz text (a cache: many rows share a second)."""
-
-    def __init__(self) -> None:
-        self.cache: dict[int, str] = {}
-
-    def __call__(self, x: float) -> str:
-        key = int(x)
-        hit = self.cache.get(key)
-        if hit is None:
-            if len(self.cache) > 200_000:
-                self.cache.clear()
-            hit = dt.datetime.fromtimestamp(key, UTC).isoformat()
-            self.cache[key] = hit
-        return hit
 
 
 STUDY_FIELDS = [
@@ -655,14 +582,14 @@ def load(
                         "\\N" if assigned is None else str(assigned),
                         stamp(received),
                         stamp(last),
-                        _opt(stamp, ready_at),
-                        _opt(stamp, offered_at),
-                        _opt(stamp, claimed),
-                        _opt(stamp, prelim),
-                        _opt(stamp, final),
-                        _opt(stamp, cancelled),
+                        stamp(ready_at),
+                        stamp(offered_at),
+                        stamp(claimed),
+                        stamp(prelim),
+                        stamp(final),
+                        stamp(cancelled),
                         stamp(sla),
-                        _opt(stamp, activity),
+                        stamp(activity),
                         stamp(updated),
                     ]
                 )
@@ -681,7 +608,7 @@ def load(
                             str(rule_id),
                             str(top_tier),
                             rvu,
-                            _opt(stamp, next_at),
+                            stamp(next_at),
                             stamp(offered_at or ready_at or received),
                         ]
                     )
@@ -713,8 +640,8 @@ def load(
                             stamp(received),
                             str(fac),
                             str(rule_id),
-                            _opt(stamp, held),
-                            _opt(stamp, withdrawn),
+                            stamp(held),
+                            stamp(withdrawn),
                             reason,
                         ]
                     )
@@ -753,10 +680,6 @@ def load(
 
 def _bisect(cw: Sequence[float], x: float) -> int:
     return bisect.bisect_left(cw, x)
-
-
-def _opt(stamp: Stamp, x: float | None) -> str:
-    return "\\N" if x is None else stamp(x)
 
 
 def _history_offers(
