@@ -118,11 +118,9 @@ class FacilityViewSet(NetworkViewSet):
         )
 
     def save_many(self, instance: models.Model, name: str, values: list[Any]) -> None:
-        if name == "ae_titles":
+        if name == "ae_titles" and isinstance(instance, Facility):
             services.facility_set_ae_titles(
-                actor=self.request.user,  # type: ignore[arg-type]
-                facility=instance,  # type: ignore[arg-type]
-                ae_titles=values,
+                actor=request_actor(self.request), facility=instance, ae_titles=values
             )
         else:
             super().save_many(instance, name, values)

@@ -27,13 +27,12 @@ def network_object_save(
     ip_address: str | None = None,
 ) -> M:
     """Validate (model rules and constraints) and save a network object, audited."""
-    check = _shift_check_overlap if isinstance(instance, Shift) else None
     return audited_save(
         actor=actor,
         instance=instance,
         before=before,
         ip_address=ip_address,
-        check=check,  # type: ignore[arg-type]
+        check=_shift_check_overlap,
     )
 
 
@@ -49,7 +48,10 @@ def network_object_set_related(*, instance: models.Model, name: str, values: Ite
     related_set(instance=instance, name=name, values=values)
 
 
-def _shift_check_overlap(shift: Shift) -> None:
+def _shift_check_overlap(shift: models.Model) -> None:
+    """A reader's shifts do not overlap (checked for shifts; other objects pass)."""
+    if not isinstance(shift, Shift):
+        return
     overlapping = Shift.objects.filter(
         radiologist_id=shift.radiologist_id,
         starts_at__lt=shift.ends_at,
@@ -59,7 +61,9 @@ def _shift_check_overlap(shift: Shift) -> None:
         raise ValidationError({"starts_at": "This shift overlaps another shift of the reader."})
 
 
-def facility_set_ae_titles(*, actor: User, facility: Facility, ae_titles: Iterable[str]) -> None:
+def facility_set_ae_titles(
+    *, actor: User | None, facility: Facility, ae_titles: Iterable[str]
+) -> None:
     """Replace a facility's AE titles; a title another facility uses is refused."""
     wanted = list(dict.fromkeys(ae_titles))
     taken = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -95,8 +95,10 @@ class CandidateFacts:
     recent_work: float = 0.0
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """One reader's verdict for one study (a named tuple: a batch of decisions makes
+    thousands of them)."""
+
     radiologist_id: int
     name: str
     tier: int
@@ -106,7 +108,6 @@ class Verdict:
     fit: int = 0  # 2: a required subspecialty; 1: general fallback
     load: float = 0.0
     rank: int | None = None
-    notes: tuple[str, ...] = field(default=())
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -154,7 +155,12 @@ class Finding(NamedTuple):
 
 
 Check = Callable[[StudyFacts, CandidateFacts], Finding]
+# The common findings, made once: a batch of decisions judges thousands of readers.
 _NONE = Finding()
+_FINAL = Finding(scope="final")
+_PRELIMINARY = Finding(scope="preliminary")
+_FIT_REQUIRED = Finding(fit=2)
+_FIT_GENERAL = Finding(fit=1)
 
 
 def exclusion(study: StudyFacts, candidate: CandidateFacts) -> Finding:
@@ -209,6 +215,8 @@ def credential(study: StudyFacts, candidate: CandidateFacts) -> Finding:
     )
     if privilege_problem is not None:
         reasons.append(privilege_problem)
+    if not reasons:
+        return _FINAL if scope == "final" else _PRELIMINARY if scope else _NONE
     return Finding(tuple(reasons), scope=scope)
 
 
@@ -216,9 +224,9 @@ def subspecialty(study: StudyFacts, candidate: CandidateFacts) -> Finding:
     """One of the subspecialties the rule requires (fit 2), or general reading where
     the rule accepts it (fit 1)."""
     if candidate.subspecialties & study.subspecialties:
-        return Finding(fit=2)
+        return _FIT_REQUIRED
     if study.allow_general and GENERAL in candidate.subspecialties:
-        return Finding(fit=1)
+        return _FIT_GENERAL
     return Finding((Reason.WRONG_SUBSPECIALTY,))
 
 
@@ -278,7 +286,7 @@ class Policy:
             (v for v in verdicts if v.eligible),
             key=lambda v: (v.tier, -v.fit, v.scope != "final", v.load, v.radiologist_id),
         )
-        ranked = [Verdict(**{**v.__dict__, "rank": n}) for n, v in enumerate(eligible, start=1)]
+        ranked = [v._replace(rank=n) for n, v in enumerate(eligible, start=1)]
         excluded = sorted(
             (v for v in verdicts if not v.eligible), key=lambda v: (v.tier, v.radiologist_id)
         )

@@ -229,7 +229,7 @@ def test_route_ranks_as_routing_did(study: StudyFacts, pool: list[CandidateFacts
         (v for v in verdicts if v.eligible),
         key=lambda v: (v.tier, -v.fit, v.scope != "final", v.load, v.radiologist_id),
     )
-    ranked = [dataclasses.replace(v, rank=n) for n, v in enumerate(eligible, start=1)]
+    ranked = [v._replace(rank=n) for n, v in enumerate(eligible, start=1)]
     excluded = sorted(
         (v for v in verdicts if not v.eligible), key=lambda v: (v.tier, v.radiologist_id)
     )
