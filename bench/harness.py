@@ -200,12 +200,11 @@ def main(benchmark: Benchmark, argv: Sequence[str] | None = None) -> int:
             section = report.scrub(benchmark.render(data))
             console = benchmark.console(data) if benchmark.console else section
             print("\n" + console + "\n", flush=True)
-            if args.no_write or benchmark.title is None:
-                pass
-            elif not failed:
-                path = report.write_section(benchmark.title, section)
-                log(f"updated the '{benchmark.title[3:]}' section of {path.name}")
-            else:
+            title = None if args.no_write else benchmark.title
+            if title is not None and not failed:
+                path = report.write_section(title, section)
+                log(f"updated the '{title[3:]}' section of {path.name}")
+            elif title is not None:
                 (work / "section.md").write_text(section)
                 log(f"run failed: BENCHMARKS.md not touched (section in {work}/section.md)")
     finally:

@@ -578,6 +578,7 @@ def candidate_facts_many(
     at: dt.datetime,
     radiologist_ids: list[int] | None = None,
     jurisdiction_ids: dict[str, int] | None = None,
+    readers_by_pair: dict[tuple[int, str], set[int]] | None = None,
 ) -> dict[tuple[int, str], list[CandidateFacts]]:
     """``candidate_facts`` for several (facility, jurisdiction code) pairs at once, as
     for a batch of studies being routed: the same few set-based queries whatever
@@ -586,7 +587,9 @@ def candidate_facts_many(
     pool memberships if pools are named).  Only plausible candidates are read:
     anyone else is explained on demand (``why_not`` names the readers).  Callers
     that know the jurisdictions' ids (from the studies) pass them
-    (``jurisdiction_ids``, by code) to save reading them."""
+    (``jurisdiction_ids``, by code) to save reading them.  ``radiologist_ids``
+    names the readers to judge for every pair; ``readers_by_pair`` names them per
+    (facility id, code) pair, so that only those credentials are read."""
     distinct = {(f.pk, code): f for f, code in wanted}
     if not distinct:
         return {}
@@ -598,13 +601,19 @@ def candidate_facts_many(
         jurisdictions = {code: jurisdiction_ids[code] for code in codes}
     else:
         jurisdictions = dict(Jurisdiction.objects.filter(code__in=codes).values_list("code", "pk"))
-    if radiologist_ids is not None:
+    if radiologist_ids is not None or readers_by_pair is not None:
         group_of = {pk: f.reading_group_id for (pk, _), f in distinct.items()}
+        wanted_ids = (
+            set(radiologist_ids)
+            if radiologist_ids is not None
+            else {r for found in (readers_by_pair or {}).values() for r in found}
+        )
         named = dict(
-            Radiologist.objects.filter(pk__in=radiologist_ids).values_list("pk", "reading_group_id")
+            Radiologist.objects.filter(pk__in=wanted_ids).values_list("pk", "reading_group_id")
         )
         for key in distinct:
-            readers_of[key] = [r for r, g in named.items() if g == group_of[key[0]]]
+            asked = readers_by_pair.get(key, set()) if readers_by_pair is not None else named
+            readers_of[key] = [r for r, g in named.items() if g == group_of[key[0]] and r in asked]
     else:
         batch = [
             (pk, f.reading_group_id, jurisdictions[code], code)
@@ -695,11 +704,16 @@ def offers_no_longer_eligible(*, now: dt.datetime) -> list[tuple[int, int]]:
             "facility__region", "facility__reading_group", "patient_jurisdiction", "routing__rule"
         )
     }
+    # Only the (facility, jurisdiction, reader) triples some open offer needs.
+    readers_by_pair: dict[tuple[int, str], set[int]] = defaultdict(set)
+    for _, study_id, reader_id in rows:
+        study = studies[study_id]
+        readers_by_pair[study.facility_id, study.patient_jurisdiction.code].add(reader_id)
     facts = candidate_facts_many(
         [(st.facility, st.patient_jurisdiction.code) for st in studies.values()],
         max_tier=LAST_TIER,
         at=now,
-        radiologist_ids=sorted({reader for _, _, reader in rows}),
+        readers_by_pair=readers_by_pair,
         jurisdiction_ids={
             st.patient_jurisdiction.code: st.patient_jurisdiction_id for st in studies.values()
         },

@@ -40,7 +40,7 @@ CALLED_AE = "TELERAD"
 
 
 class SendError(RuntimeError):
-    pass
+    """A sender (storescu) failed: the measurement of that cell is void."""
 
 
 def echo(port: int, timeout: float = 5) -> bool:

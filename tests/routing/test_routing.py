@@ -324,6 +324,26 @@ def test_an_offer_to_a_reader_who_went_off_shift_is_withdrawn_and_the_study_rero
     )
 
 
+def test_an_offer_whose_readers_license_lost_the_scope_the_rule_needs_is_withdrawn(
+    group_a, facility_a, regions, neuro_rule, ready_study
+):
+    # The sweep judges with the KEEP_OFFER policy: a license cut to preliminary reads
+    # on a final-read rule withdraws the offer (a claim would be refused for it),
+    # while a pause does not (it passes with the pause).
+    from network.models import License
+
+    narrowed = make_reader(group_a, facility_a, name="dr_narrowed", region=regions["local"])
+    paused = make_reader(group_a, facility_a, name="dr_paused", region=regions["local"])
+    make_reader(group_a, facility_a, name="dr_other", region=regions["regional"])
+    study_route(study_id=ready_study.pk, now=NOW)
+    assert open_offers(ready_study) == {"dr_narrowed", "dr_paused"}
+    assert not neuro_rule.allow_preliminary
+    License.objects.filter(radiologist=narrowed).update(scope=License.Scope.PRELIMINARY)
+    type(paused).objects.filter(pk=paused.pk).update(is_available=False)
+    assert offers_withdraw_ineligible(now=NOW + dt.timedelta(seconds=5)) == 1
+    assert open_offers(ready_study) == {"dr_paused"}
+
+
 def test_unroutable_reasons_name_what_is_missing(
     group_a, facility_a, regions, neuro_rule, ready_study
 ):
