@@ -18,7 +18,21 @@ $(STAMP): requirements.txt pyproject.toml
 system-packages:
 	scripts/system-packages
 
-install: system-packages $(STAMP)
+# The OHIF viewer, prebuilt: npm's @ohif/app ships dist/.  package-lock.json pins that
+# one package by version and integrity hash and lists none of its dependencies (only
+# its own build needs them), so `npm ci` fetches one tarball and runs no scripts.
+# (Its "engines: node >= 24" is for that build too: npm warns, nothing runs in node.)
+NODE_STAMP := node_modules/.installed
+
+$(NODE_STAMP): package-lock.json package.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+# Then copy dist/ to VIEWER_DIR (var/viewer/) rewritten for /viewer/: viewer/build.py,
+# which stops with an error if the bundle is not as it expects, and does nothing if
+# the prepared copy is current.
+install: system-packages $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m viewer.build
 
 demo: install
 	$(BIN)/python manage.py migrate --noinput

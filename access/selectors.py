@@ -16,9 +16,10 @@ from network.selectors import (
     facilities_staffed,
     radiologist_for_user,
     reading_groups_administered,
+    user_reaches_facility,
 )
 from studies.models import Study
-from worklist.selectors import offered_study_ids
+from worklist.selectors import offered_study_ids, study_is_offered_to
 
 
 def study_visibility_filter(*, user: AnyUser) -> Q | None:
@@ -37,6 +38,25 @@ def study_visibility_filter(*, user: AnyUser) -> Q | None:
         offered = offered_study_ids(radiologist=reader)
         reach |= Q(assigned_radiologist=reader) | Q(pk__in=offered)
     return reach
+
+
+def study_is_visible(*, user: AnyUser, study: Study) -> bool:
+    """Whether ``user`` may see ``study``: the same answer as
+    ``study_visibility_filter`` for one study already read, by the cheapest checks
+    first (a reader's own claim or offer, then staff, then admin) instead of one
+    query with every reach in it.  For requests that name one study many times
+    over (a viewer's frames)."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if getattr(user, "is_superuser", False):
+        return True
+    reader = radiologist_for_user(user=user)
+    if reader is not None and (
+        study.assigned_radiologist_id == reader.pk
+        or study_is_offered_to(study_id=study.pk, radiologist_id=reader.pk)
+    ):
+        return True
+    return user_reaches_facility(user=user, facility=study.facility)
 
 
 def study_list_visible(*, user: AnyUser) -> QuerySet[Study]:

@@ -17,6 +17,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from demo.rules import seed_demo_rules
+from ingest.services import Request, instance_receive, instances_dicom_json_build
+from ingest.storage import default_storage
+from ingest.synthetic import SOP_CLASSES, StudySpec, make_instance
 from network import services
 from network.models import (
     CredentialStatus,
@@ -476,7 +479,62 @@ def _seed_studies(facilities: list[Facility], *, now: dt.datetime) -> None:
             study_description=description,
             study_date=now.date(),
         )
+        # Its images, through the gateway's filing service, before it is ready.
+        _seed_images(study, facilities[fac_index])
         study_transition(study_id=study.pk, to_status=StudyStatus.READY, reason="demo seed")
+        instances_dicom_json_build(storage=default_storage(), study_ids=[study.pk])
+
+
+# Per modality: (series, images per series, rows, columns) of a demo study's images.
+DEMO_IMAGES = {"CT": (2, 16, 256, 256), "MR": (2, 16, 256, 256)}
+DEMO_IMAGES_OTHER = (1, 2, 256, 256)
+
+
+def _seed_images(study: Study, facility: Facility) -> None:
+    """File a demo study's images (a head-like phantom, so the viewer shows a
+    picture) as the DICOM gateway would, sent by the facility's first AE title."""
+    storage = default_storage()
+    calling_ae = facility.ae_titles.values_list("ae_title", flat=True).first() or "DEMO"
+    modality = study.modality if study.modality in SOP_CLASSES else "CT"
+    spec = StudySpec(
+        modality=modality,
+        body_part=study.body_part,
+        description=study.study_description,
+        patient_id=study.patient_id,
+        patient_name=study.patient_name,
+        birth_date=study.patient_birth_date.strftime("%Y%m%d") if study.patient_birth_date else "",
+        sex=study.patient_sex,
+        accession=study.accession_number,
+        study_uid=study.study_instance_uid,
+    )
+    series_count, images, rows, columns = DEMO_IMAGES.get(modality, DEMO_IMAGES_OTHER)
+    for series_number in range(1, series_count + 1):
+        series_uid = f"{study.study_instance_uid}.{series_number}"
+        for number in range(1, images + 1):
+            ds = make_instance(
+                spec,
+                series_uid=series_uid,
+                number=number,
+                rows=rows,
+                columns=columns,
+                phantom=(number - 1, images),
+            )
+            ds.SeriesNumber = series_number
+            ds.SeriesDescription = (
+                f"{study.study_description} {'AXIAL' if series_number == 1 else 'CORONAL'}"
+            )
+            staged = storage.staging_dir() / f"demo-{ds.SOPInstanceUID}.dcm"
+            ds.save_as(staged, enforce_file_format=True)
+            instance_receive(
+                storage=storage,
+                staged_path=staged,
+                request=Request(
+                    facility_id=facility.pk,
+                    calling_ae=calling_ae,
+                    sop_class_uid=str(ds.SOPClassUID),
+                    sop_instance_uid=str(ds.SOPInstanceUID),
+                ),
+            )
 
 
 # --- Finished history, so the turnaround portal has something to show -------

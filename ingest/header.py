@@ -8,6 +8,7 @@ become None, and every UID is validated before anything uses it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from network.models import Priority
+from studies.models import BULK_DATA_URI_PREFIX
 from studies.validators import is_valid_uid
 
 # DICOM (0040,1003) Requested Procedure Priority and the retired (0032,000C)
@@ -50,6 +52,8 @@ HEADER_TAGS: list[Any] = [
     "SOPClassUID",
     "SOPInstanceUID",
     "StudyDate",
+    "StudyTime",
+    "StudyID",
     "AccessionNumber",
     "Modality",
     "ReferringPhysicianName",
@@ -98,6 +102,8 @@ class Header:
     patient_birth_date: dt.date | None
     patient_sex: str
     study_date: dt.date | None
+    study_time: dt.time | None
+    study_id: str
     referring_physician: str
     priority: int | None
 
@@ -125,6 +131,20 @@ def _date(ds: Dataset, keyword: str) -> dt.date | None:
         return None
 
 
+def _time(ds: Dataset, keyword: str) -> dt.time | None:
+    """A DICOM TM value (HH, HHMM, HHMMSS, HHMMSS.FFFFFF; HH:MM:SS tolerated)."""
+    raw = str(ds.get(keyword) or "").strip().replace(":", "")
+    digits, _, fraction = raw.partition(".")
+    if not digits.isdigit() or len(digits) not in (2, 4, 6):
+        return None
+    parts = [int(digits[i : i + 2]) for i in range(0, len(digits), 2)] + [0, 0]
+    micro = int((fraction + "000000")[:6]) if fraction.isdigit() else 0
+    try:
+        return dt.time(parts[0], parts[1], parts[2], micro)
+    except ValueError:
+        return None
+
+
 def _procedure_code(ds: Dataset) -> str:
     for keyword in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
         seq = ds.get(keyword)
@@ -146,6 +166,54 @@ def _priority(ds: Dataset) -> int | None:
     return None
 
 
+# Binary values longer than this are left out of the stored JSON and named by a
+# BulkDataURI instead (pixel data always is: it is not read here at all).
+BULK_DATA_THRESHOLD = 8192
+
+
+def _bulk_uri(element: Any) -> str:
+    return f"{BULK_DATA_URI_PREFIX}{int(element.tag):08X}"
+
+
+def read_dicom_json(path: Path) -> str:
+    """A stored object's data set as DICOM JSON without bulk data (see
+    ``dicom_json``); '' if the file cannot be read or rendered."""
+    try:
+        if _is_deflated(path):
+            ds = _inflated_header(path, tags=None)
+        else:
+            ds = dcmread(path, stop_before_pixels=True)
+    except Exception:  # an object that filed may still hold values pydicom cannot show
+        return ""
+    return dicom_json(ds)
+
+
+def dicom_json(ds: Dataset) -> str:
+    """The data set (read without its pixel data) as DICOM JSON, with a BulkDataURI
+    for the pixel data and for large binary values; '' if it cannot be built."""
+    try:
+        body = ds.to_json_dict(
+            bulk_data_threshold=BULK_DATA_THRESHOLD,
+            bulk_data_element_handler=_bulk_uri,
+            suppress_invalid_tags=True,
+        )
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and "TransferSyntaxUID" in meta:
+            # Not part of the data set, but a viewer needs it to decode frames.
+            body["00020010"] = {"vr": "UI", "Value": [str(meta.TransferSyntaxUID)]}
+        encapsulated = bool(
+            meta is not None
+            and getattr(meta, "TransferSyntaxUID", None)
+            and UID(str(meta.TransferSyntaxUID)).is_compressed
+        )
+        if "Rows" in ds:
+            vr = "OB" if encapsulated or int(ds.get("BitsAllocated") or 16) <= 8 else "OW"
+            body["7FE00010"] = {"vr": vr, "BulkDataURI": f"{BULK_DATA_URI_PREFIX}7FE00010"}
+        return json.dumps(dict(sorted(body.items())), separators=(",", ":"), ensure_ascii=False)
+    except Exception:  # a value pydicom cannot render: the service reads the file
+        return ""
+
+
 # pydicom inflates a deflated dataset whole, in memory: a few MB on the wire can
 # become gigabytes (a decompression bomb).  We inflate at most this much, which is
 # far more than any header before the pixel data needs.
@@ -164,7 +232,7 @@ def _meta_end(raw: BinaryIO) -> int:
     return 144 + group_length
 
 
-def _inflated_header(path: Path) -> Dataset:
+def _inflated_header(path: Path, tags: list[Any] | None = HEADER_TAGS) -> Dataset:
     """Read a deflated object's header, inflating no more than the limit."""
     meta = read_file_meta_info(path)
     with path.open("rb") as raw:
@@ -191,7 +259,7 @@ def _inflated_header(path: Path) -> Dataset:
         "identifying elements (possible decompression bomb)"
     )
     try:
-        ds = dcmread(buffer, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        ds = dcmread(buffer, stop_before_pixels=True, specific_tags=tags)
     except Exception as exc:
         if truncated:
             raise bomb from exc
@@ -269,6 +337,8 @@ def read_header(path: Path, *, expected_sop_instance_uid: str = "") -> Header:
             if _text(ds, "PatientSex", 1).upper() in {"M", "F", "O"}
             else "",
             study_date=_date(ds, "StudyDate"),
+            study_time=_time(ds, "StudyTime"),
+            study_id=_text(ds, "StudyID", 16),
             referring_physician=_text(ds, "ReferringPhysicianName", 200),
             priority=_priority(ds),
         )

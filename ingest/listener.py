@@ -29,7 +29,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from ingest import services, status
-from ingest.models import FacilityStorageUsage
+from ingest.selectors import facility_quota_left
 from ingest.storage import ObjectStorage, default_storage
 from network.models import Facility
 from network.validators import address_allowed
@@ -86,7 +86,7 @@ class GatedApplicationEntity(ApplicationEntity):
             return [_REFUSED]
         assoc.facility_id = verdict.pk  # type: ignore[attr-defined]
         assoc.max_object_bytes = verdict.dicom_max_object_bytes  # type: ignore[attr-defined]
-        assoc.quota_left_bytes = quota_left(verdict)  # type: ignore[attr-defined]
+        assoc.quota_left_bytes = facility_quota_left(verdict)  # type: ignore[attr-defined]
         return [calling]
 
     @require_calling_aet.setter
@@ -139,24 +139,6 @@ def facility_admission(*, calling_ae: str, address: str) -> Facility | str:
     if not address_allowed(address, facility.dicom_allowed_networks):
         return f"address {address} is not on facility {facility.pk}'s allow-list"
     return facility
-
-
-def quota_left(facility: Facility) -> int | None:
-    """Bytes the facility may still store (None: no quota), from the usage the beat
-    sweep last measured; a database error admits (the quota is not a safety limit)."""
-    quota = facility.dicom_storage_quota_bytes
-    if quota is None:
-        return None
-    try:
-        used = (
-            FacilityStorageUsage.objects.filter(facility_id=facility.pk)
-            .values_list("stored_bytes", flat=True)
-            .first()
-        )
-    except DatabaseError:
-        connection.close()
-        return None
-    return max(0, quota - (used or 0))
 
 
 class BoundedAssociationSocket(AssociationSocket):

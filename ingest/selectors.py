@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import time
 
+from django.db import DatabaseError, connection
 from django.db.models import Count, QuerySet
 
-from ingest.models import QuarantinedObject
+from ingest.models import FacilityStorageUsage, QuarantinedObject
 from ingest.storage import ObjectStorage
+from network.models import Facility
 from network.selectors import AnyUser, reading_groups_administered
 
 
@@ -40,3 +42,21 @@ def staging_state(*, storage: ObjectStorage, now: float | None = None) -> tuple[
         except FileNotFoundError:
             continue
     return count, now - oldest if count else 0.0
+
+
+def facility_quota_left(facility: Facility) -> int | None:
+    """Bytes the facility may still store (None: no quota), from the usage the beat
+    sweep last measured; a database error admits (the quota is not a safety limit)."""
+    quota = facility.dicom_storage_quota_bytes
+    if quota is None:
+        return None
+    try:
+        used = (
+            FacilityStorageUsage.objects.filter(facility_id=facility.pk)
+            .values_list("stored_bytes", flat=True)
+            .first()
+        )
+    except DatabaseError:
+        connection.close()
+        return None
+    return max(0, quota - (used or 0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import (
@@ -31,7 +33,7 @@ from django.utils import timezone
 from alerts.models import Alert
 from alerts.services import alert_raise
 from ingest import status
-from ingest.header import Header, Unfileable, read_header
+from ingest.header import Header, Unfileable, read_dicom_json, read_header
 from ingest.models import FacilityStorageUsage, QuarantinedObject
 from ingest.storage import FileSystemStorage, ObjectStorage, StorageError, instance_key
 from ingest.validation import Refused, check_object
@@ -42,6 +44,7 @@ from studies.services import (
     instance_lock,
     instance_mark_after_ready,
     instance_version_replace,
+    instances_dicom_json_set,
     series_file,
     study_arrival_record,
     study_create,
@@ -78,6 +81,8 @@ class Request:
     # Bytes the facility may still store under its quota (None: no quota), as
     # measured by the usage sweep when the association was admitted.
     quota_left_bytes: int | None = None
+    # What named the object (the words of a refusal of its UIDs).
+    origin: str = "C-STORE request"
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -117,7 +122,9 @@ def instance_receive(
 
     evidence = _Evidence(storage, staged_path, request, sha256, size, received_at)
     fault = request_fault(
-        sop_class_uid=request.sop_class_uid, sop_instance_uid=request.sop_instance_uid
+        sop_class_uid=request.sop_class_uid,
+        sop_instance_uid=request.sop_instance_uid,
+        origin=request.origin,
     )
     if fault:
         return evidence.quarantine(status.REQUEST_INVALID, fault)
@@ -181,19 +188,22 @@ def _flag_refused(study_uid: str, facility_id: int) -> None:
         logger.error("cannot flag study %s with a refused object: %s", study_uid, exc)
 
 
-def request_fault(*, sop_class_uid: str, sop_instance_uid: str) -> str:
-    """Why the C-STORE request's own UIDs cannot be answered as given, or ''."""
+def request_fault(
+    *, sop_class_uid: str, sop_instance_uid: str, origin: str = "C-STORE request"
+) -> str:
+    """Why the C-STORE request's (or another origin's) own UIDs cannot be answered
+    as given, or ''."""
     for name, value in (
         ("Affected SOP Class UID", sop_class_uid),
         ("Affected SOP Instance UID", sop_instance_uid),
     ):
         text = value[:-1] if value.endswith("\0") else value
         if not text.strip():
-            return f"the C-STORE request's {name} is empty or blank"
+            return f"the {origin}'s {name} is empty or blank"
         if len(text) > 64:
-            return f"the C-STORE request's {name} is {len(text)} characters (at most 64)"
+            return f"the {origin}'s {name} is {len(text)} characters (at most 64)"
         if not is_valid_uid(text):
-            return f"the C-STORE request's {name} {_printable(text, 80)!r} is not a UID"
+            return f"the {origin}'s {name} {_printable(text, 80)!r} is not a UID"
     return ""
 
 
@@ -279,9 +289,20 @@ class _UidCache:
             if len(self._data) > self._size:
                 self._data.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
 
 _studies = _UidCache()
 _series = _UidCache()
+
+
+def filing_caches_clear() -> None:
+    """Forget the cached UID -> row mappings: for a process whose database rows were
+    rolled back underneath it (tests), which never happens to a listener."""
+    _studies.clear()
+    _series.clear()
 
 
 def _study_for(header: Header, facility_id: int, received_at: dt.datetime) -> tuple[int, int]:
@@ -319,6 +340,8 @@ def _study_create(header: Header, facility_id: int, received_at: dt.datetime) ->
                 study_description=header.study_description,
                 procedure_code=header.procedure_code,
                 study_date=header.study_date,
+                study_time=header.study_time,
+                dicom_study_id=header.study_id,
                 referring_physician=header.referring_physician,
             )
             # Objects of this study refused before it existed (its first ones were
@@ -391,6 +414,9 @@ def _file(*, evidence: _Evidence, header: Header) -> ReceiveResult:
         "storage_key": key,
         "calling_ae": evidence.request.calling_ae,
         "received_at": evidence.received_at,
+        # Built off the C-STORE path, once the study is ready (a new version's
+        # is built again): see ``instances_dicom_json_build``.
+        "dicom_json": "",
     }
     # The common case is two statements in autocommit: insert the instance, then
     # record the arrival on the study.  (A crash between them leaves a stored,
@@ -399,15 +425,18 @@ def _file(*, evidence: _Evidence, header: Header) -> ReceiveResult:
     try:
         instance = instance_file(sop_instance_uid=header.sop_instance_uid, **fields)
     except IntegrityError:
-        return _file_again(evidence=evidence, header=header, fields=fields, key=key)
+        return _file_again(
+            evidence=evidence, header=header, fields=fields, key=key, study_id=study_id
+        )
     if study_arrival_record(study_id=study_id, at=evidence.received_at):
         instance_mark_after_ready(instance_id=instance.pk)
         enqueue("ingest.study_check_images_after_report", study_id)
+        enqueue("ingest.studies_dicom_json_build", [study_id])
     return ReceiveResult(status.SUCCESS, "stored")
 
 
 def _file_again(
-    *, evidence: _Evidence, header: Header, fields: dict[str, object], key: str
+    *, evidence: _Evidence, header: Header, fields: dict[str, object], key: str, study_id: int
 ) -> ReceiveResult:
     """The SOP Instance was filed before: an identical duplicate, a new version from
     the same facility into the same series, or a conflict (another facility, study
@@ -442,6 +471,7 @@ def _file_again(
         # Our copy went to a key of its own (other series, or other content): move
         # it into quarantine; the stored instance is not touched.
         return evidence.quarantine(status.INSTANCE_CONFLICT, conflict, stored_key=key, alert=True)
+    enqueue("ingest.studies_dicom_json_build", [study_id])
     return ReceiveResult(status.SUCCESS, "version")
 
 
@@ -479,7 +509,71 @@ def studies_mark_ready(
             [pk for pk, _, _ in urgent_first],
             size=settings.ROUTING_BATCH_SIZE,
         )
+        # The metadata a viewer asks for first, built before a reader opens it.
+        enqueue_in_batches(
+            "ingest.studies_dicom_json_build", [pk for pk, _, _ in urgent_first], size=20
+        )
     return due
+
+
+def instances_dicom_json_build(
+    *,
+    storage: FileSystemStorage,
+    study_ids: list[int] | None = None,
+    instance_ids: list[int] | None = None,
+) -> int:
+    """Build and record the DICOM JSON (data set without bulk data) of the stored
+    instances of ``study_ids`` (or of ``instance_ids``) that have none yet: the
+    metadata the DICOMweb service answers without opening a file.  Run by a task
+    once a study is ready or gets late images, and by the DICOMweb service for
+    anything a lost task left.  An object pydicom cannot render whole gets the
+    identifying attributes its row holds.  Returns how many were recorded."""
+    rows = Instance.objects.filter(dicom_json="")
+    if study_ids is not None:
+        rows = rows.filter(series__study_id__in=study_ids)
+    if instance_ids is not None:
+        rows = rows.filter(pk__in=instance_ids)
+    found = rows.values_list(
+        "pk",
+        "storage_key",
+        "sop_class_uid",
+        "sop_instance_uid",
+        "series__series_instance_uid",
+        "series__study__study_instance_uid",
+        "instance_number",
+        "number_of_frames",
+    )
+    values: list[tuple[int, str, str]] = []
+    done = 0
+    for pk, key, sop_class, sop, series_uid, study_uid, number, frames in found.iterator(
+        chunk_size=500
+    ):
+        try:
+            text = read_dicom_json(storage.path(key))
+        except ValueError:  # an unsafe key: never opened
+            text = ""
+        if not text:
+            text = _identifying_json(sop_class, sop, series_uid, study_uid, number, frames)
+        values.append((pk, key, text))
+        if len(values) >= 200:
+            done += instances_dicom_json_set(values=values)
+            values = []
+    return done + instances_dicom_json_set(values=values)
+
+
+def _identifying_json(
+    sop_class: str, sop: str, series_uid: str, study_uid: str, number: int | None, frames: int
+) -> str:
+    body: dict[str, Any] = {
+        "00080016": {"vr": "UI", "Value": [sop_class]},
+        "00080018": {"vr": "UI", "Value": [sop]},
+        "0020000D": {"vr": "UI", "Value": [study_uid]},
+        "0020000E": {"vr": "UI", "Value": [series_uid]},
+        "00280008": {"vr": "IS", "Value": [frames]},
+    }
+    if number is not None:
+        body["00200013"] = {"vr": "IS", "Value": [number]}
+    return json.dumps(dict(sorted(body.items())), separators=(",", ":"))
 
 
 def staging_sweep(*, storage: ObjectStorage, max_age_seconds: float) -> int:

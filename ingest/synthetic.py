@@ -10,6 +10,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -56,8 +57,12 @@ def make_instance(
     rows: int | None = None,
     columns: int | None = None,
     seed: int = 0,
+    phantom: tuple[int, int] | None = None,
 ) -> Dataset:
-    """One instance of ``spec``'s study, with pixel data of the modality's size."""
+    """One instance of ``spec``'s study, with pixel data of the modality's size:
+    noise, or with ``phantom=(slice, slices)`` that slice of a head-like phantom
+    (ellipses of skull, brain, ventricles and a lesion; CT numbers through a rescale)
+    with the geometry a viewer stacks slices by."""
     modality = spec.modality
     default_rows, default_cols = MATRIX.get(modality, (512, 512))
     rows, columns = rows or default_rows, columns or default_cols
@@ -104,9 +109,49 @@ def make_instance(
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
+    if phantom is not None:
+        index, slices = phantom
+        ds.PixelData = phantom_slice(rows, columns, index=index, slices=slices).tobytes()
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.PixelSpacing = [0.5, 0.5]
+        ds.SliceThickness = 2.5
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-columns / 4, -rows / 4, 2.5 * index]
+        ds.SliceLocation = 2.5 * index
+        ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[spec.study_uid, "frame"])
+        return ds
     rng = random.Random(seed or number)  # noqa: S311 - test pixels, not security
     ds.PixelData = rng.randbytes(rows * columns * 2)
     return ds
+
+
+# (centre x, centre y, semi-axis x, semi-axis y, CT number) in a unit square; drawn
+# in order, each over the last.
+_PHANTOM = [
+    (0.0, 0.0, 0.72, 0.92, 1000.0),  # skull
+    (0.0, -0.02, 0.66, 0.86, 35.0),  # brain
+    (-0.16, 0.05, 0.09, 0.26, 8.0),  # ventricles
+    (0.16, 0.05, 0.09, 0.26, 8.0),
+    (0.28, -0.42, 0.07, 0.07, 75.0),  # a lesion
+    (0.0, 0.55, 0.05, 0.05, 60.0),
+]
+
+
+def phantom_slice(rows: int, columns: int, *, index: int, slices: int) -> Any:
+    """A slice (``index`` of ``slices``) of the head phantom as unsigned 16-bit stored
+    values (CT number + 1024); the head narrows towards both ends."""
+    import numpy as np
+
+    z = (2.0 * (index + 0.5) / max(slices, 1)) - 1.0  # -1 .. 1 through the head
+    scale = max(0.05, (1.0 - 0.85 * z * z)) ** 0.5
+    y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : columns * 1j]
+    image = np.full((rows, columns), -1000.0)
+    for cx, cy, ax, ay, value in _PHANTOM:
+        inside = ((x - cx) / (ax * scale)) ** 2 + ((y - cy) / (ay * scale)) ** 2 <= 1.0
+        image[inside] = value
+    texture = np.sin(x * 40 + index) * np.cos(y * 37) * 6.0  # so that it is not flat
+    return np.clip(image + texture + 1024, 0, 4095).astype(np.uint16)
 
 
 def write_series(

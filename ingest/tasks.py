@@ -101,3 +101,18 @@ def orphans_sweep() -> int:
     return services.orphans_sweep(
         storage=default_storage(), older_than_seconds=settings.INGEST_ORPHAN_MIN_AGE_SECONDS
     )
+
+
+@shared_task(
+    base=AppTask,
+    name="ingest.studies_dicom_json_build",
+    # Idempotent: only instances without JSON are built, and a stale build is not
+    # recorded over a newer version.
+    acks_late=True,
+    max_retries=3,
+    soft_time_limit=300,
+    time_limit=330,
+)
+def studies_dicom_json_build(study_ids: list[int]) -> int:
+    """Build the stored DICOM JSON of the studies' instances (their WADO-RS metadata)."""
+    return services.instances_dicom_json_build(storage=default_storage(), study_ids=study_ids)

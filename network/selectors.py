@@ -12,7 +12,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q, QuerySet
+from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_objects_for_user
 
 from network.models import (
@@ -58,6 +60,31 @@ def facilities_staffed(*, user: AnyUser) -> QuerySet[Facility]:
         accept_global_perms=False,
         with_superuser=False,
     )
+
+
+def user_reaches_facility(*, user: AnyUser, facility: Facility) -> bool:
+    """Whether the user is staff of this facility or administers its reading group:
+    the grants ``facilities_staffed`` and ``reading_groups_administered`` read, asked
+    of one facility (a superuser reaches every one).  Two small reads of guardian's
+    tables (the user's own grants, then their groups'), for requests that name one
+    study many times over."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if _is_superuser(user):
+        return True
+    types = ContentType.objects.get_for_models(Facility, ReadingGroup)
+    grants = Q(
+        content_type=types[Facility],
+        object_pk=str(facility.pk),
+        permission__codename="access_facility",
+    ) | Q(
+        content_type=types[ReadingGroup],
+        object_pk=str(facility.reading_group_id),
+        permission__codename="administer_readinggroup",
+    )
+    if UserObjectPermission.objects.filter(grants, user_id=user.pk).exists():
+        return True
+    return GroupObjectPermission.objects.filter(grants, group__user=user.pk).exists()
 
 
 # The reverse side of Radiologist.user (``user.radiologist``).

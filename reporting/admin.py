@@ -55,6 +55,7 @@ class ReportTemplateForm(forms.ModelForm[ReportTemplate]):
             "modality",
             "body_parts",
             "procedure_codes",
+            "allow_any_study",
             "schema",
         ]
 
@@ -87,8 +88,16 @@ class ReportTemplateAdmin(admin.ModelAdmin[ReportTemplate]):
     makes its next version; saved templates never change (reports point at them)."""
 
     form = ReportTemplateForm
-    list_display = ["code", "version", "name", "modality", "reading_group", "is_active"]
-    list_filter = ["is_active", "modality", "reading_group"]
+    list_display = [
+        "code",
+        "version",
+        "name",
+        "modality",
+        "reading_group",
+        "allow_any_study",
+        "is_active",
+    ]
+    list_filter = ["is_active", "allow_any_study", "modality", "reading_group"]
     search_fields = ["code", "name"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ReportTemplate]:

@@ -28,6 +28,13 @@ class ReportTemplate(models.Model):
     body_parts = models.JSONField(default=list, blank=True)
     procedure_codes = models.JSONField(default=list, blank=True)
     schema = models.JSONField()
+    # An admin's explicit override: offered for, and accepted on, every study whatever
+    # its modality, body part and procedure (a general free-text template, say).
+    allow_any_study = models.BooleanField(
+        default=False,
+        help_text="Offer and accept this template on any study, whatever its modality, "
+        "body part and procedure.",
+    )
     is_active = models.BooleanField(default=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

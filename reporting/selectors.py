@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Value, When
 from rest_framework.exceptions import NotFound
 
 from alerts.models import Alert
@@ -167,22 +167,65 @@ def template_get_visible(*, user: AnyUser, template_id: int) -> ReportTemplate:
     return template
 
 
+def _template_misfits(template: ReportTemplate, study: Study) -> list[str]:
+    """What of ``template``'s scope ``study`` lies outside (empty: it fits).  A study
+    of unknown modality is not held against a template; an unknown body part is."""
+    misfits = []
+    if template.modality and study.modality and template.modality.upper() != study.modality.upper():
+        misfits.append(f"modality {template.modality}")
+    if template.body_parts and study.body_part.upper() not in template.body_parts:
+        misfits.append(f"body part {' or '.join(template.body_parts)}")
+    if template.procedure_codes and study.procedure_code not in template.procedure_codes:
+        misfits.append(f"procedure {' or '.join(template.procedure_codes)}")
+    return misfits
+
+
+def template_fit_refusal(*, template: ReportTemplate, study: Study) -> str | None:
+    """Why ``template`` may not be used for ``study``'s report, or None when it fits
+    (its modality, body parts and procedure codes) or an admin allowed it on any study.
+
+    The one definition of "fits": the editor's list and the reporting service's
+    refusal both ask it.
+    """
+    if template.allow_any_study:
+        return None
+    misfits = _template_misfits(template, study)
+    if not misfits:
+        return None
+    examined = " ".join(p for p in (study.modality, study.body_part) if p) or "unspecified"
+    return (
+        f"The template '{template.name}' does not fit this study: it is for "
+        f"{', '.join(misfits)}; this study is {examined}"
+        f"{f' (procedure {study.procedure_code})' if study.procedure_code else ''}. "
+        "Choose a template for this study's modality and body part."
+    )
+
+
 def template_matches(*, study: Study) -> QuerySet[ReportTemplate]:
-    """Active templates that fit a study (modality, body part, procedure), best first."""
+    """Active templates that fit a study (modality, body part, procedure), best first;
+    templates an admin allowed on any study come after those that fit by their scope."""
     qs = ReportTemplate.objects.filter(is_active=True).filter(
         Q(reading_group__isnull=True) | Q(reading_group=study.facility.reading_group_id)
     )
     if study.modality:
-        qs = qs.filter(Q(modality="") | Q(modality__iexact=study.modality))
-    matches = [
-        t
-        for t in qs
-        if (not t.body_parts or study.body_part.upper() in t.body_parts)
-        and (not t.procedure_codes or study.procedure_code in t.procedure_codes)
-    ]
-    # A procedure-code match is the most specific, then a body-part match.
-    matches.sort(key=lambda t: (not t.procedure_codes, not t.body_parts, t.code))
-    return ReportTemplate.objects.filter(pk__in=[t.pk for t in matches])
+        qs = qs.filter(
+            Q(modality="") | Q(modality__iexact=study.modality) | Q(allow_any_study=True)
+        )
+    matches = [t for t in qs if template_fit_refusal(template=t, study=study) is None]
+    # A procedure-code match is the most specific, then a body-part match; an
+    # override is the least specific of all.
+    matches.sort(
+        key=lambda t: (
+            bool(_template_misfits(t, study)),
+            not t.procedure_codes,
+            not t.body_parts,
+            t.code,
+        )
+    )
+    if not matches:
+        return ReportTemplate.objects.none()
+    rank = Case(*[When(pk=t.pk, then=Value(i)) for i, t in enumerate(matches)])
+    return ReportTemplate.objects.filter(pk__in=[t.pk for t in matches]).order_by(rank)
 
 
 def macro_list_for(*, radiologist: Radiologist) -> QuerySet[Macro]:
@@ -199,6 +242,7 @@ def template_export(*, template: ReportTemplate) -> dict[str, Any]:
         "modality": template.modality,
         "body_parts": list(template.body_parts),
         "procedure_codes": list(template.procedure_codes),
+        "allow_any_study": template.allow_any_study,
         "schema": template.schema,
     }
 

@@ -117,14 +117,8 @@ def editor_page(request: HttpRequest, study_id: int) -> HttpResponse:
             ),
         )
     elif editable:
-        fitting = list(selectors.template_matches(study=study))
-        context["templates"] = fitting
-        context["other_templates"] = (
-            selectors.template_list_visible(user=request.user)
-            .filter(is_active=True)
-            .exclude(pk__in=[t.pk for t in fitting])
-            .order_by("name")
-        )
+        # Only templates that fit the study: the service refuses the others.
+        context["templates"] = selectors.template_matches(study=study)
     if editable and reader is not None:
         context["macros"] = selectors.macro_list_for(radiologist=reader)
     return render(request, "reporting/editor.html", context)

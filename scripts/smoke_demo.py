@@ -208,7 +208,8 @@ def exercise(demo: subprocess.Popen[Any]) -> None:
         if routing["unroutable_reason"]:
             raise SmokeFailure(f"study {study['id']} unroutable: {routing['unroutable_reason']}")
         readers = [r for d in routing["decisions"] for r in d["offered_to"]]
-        return {"study": study["id"], "readers": readers} if readers else None
+        found = {"study": study["id"], "uid": study["study_instance_uid"], "readers": readers}
+        return found if readers else None
 
     found = wait_for("the study to be offered", 120, offered)
     step(f"study {found['study']} offered to readers {found['readers']}")
@@ -222,6 +223,20 @@ def exercise(demo: subprocess.Popen[Any]) -> None:
     if found["study"] not in [row["id"] for row in worklist["results"]]:
         raise SmokeFailure(f"study {found['study']} is not on {reader['user']}'s worklist")
     step(f"study {found['study']} is on {reader['user']}'s worklist")
+
+    # The reader can see its images over DICOMweb, as the viewer loads them.
+    series_status, series = get(
+        f"/dicomweb/studies/{found['uid']}/series", token_for(reader["user"])
+    )
+    if series_status != 200 or not series:
+        raise SmokeFailure(f"DICOMweb series of study {found['uid']} answered {series_status}")
+    first = series[0]["0020000E"]["Value"][0]
+    meta_status, metadata = get(
+        f"/dicomweb/studies/{found['uid']}/series/{first}/metadata", token_for(reader["user"])
+    )
+    if meta_status != 200 or not metadata or "00280010" not in metadata[0]:
+        raise SmokeFailure(f"DICOMweb metadata of series {first} answered {meta_status}")
+    step(f"{reader['user']} sees {len(metadata)} images of series {first} over DICOMweb")
 
 
 def main() -> int:

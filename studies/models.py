@@ -37,6 +37,9 @@ class Study(models.Model):
     study_description = models.CharField(max_length=200, blank=True)
     procedure_code = models.CharField(max_length=64, blank=True)
     study_date = models.DateField(null=True, blank=True)
+    study_time = models.TimeField(null=True, blank=True)
+    # (0020,0010) Study ID: the modality's own number for the study.
+    dicom_study_id = models.CharField(max_length=16, blank=True)
     referring_physician = models.CharField(max_length=200, blank=True)
     # Set by triage (e.g. AI flags) and matched by routing rules.
     flags = models.JSONField(default=list, blank=True)
@@ -73,6 +76,8 @@ class Study(models.Model):
         verbose_name_plural = "studies"
         indexes = [
             models.Index(fields=["facility", "received_at"], name="study_facility_received_idx"),
+            # DICOMweb searches (QIDO-RS) by patient and by accession number.
+            models.Index(fields=["patient_id"], name="study_patient_id_idx"),
             models.Index(
                 fields=["priority", "sla_due_at", "id"],
                 name="study_live_queue_idx",
@@ -181,6 +186,10 @@ class Series(models.Model):
         return f"{self.modality} {self.series_number or ''} {self.series_description}".strip()
 
 
+# The stored form of a BulkDataURI in ``Instance.dicom_json`` (see there).
+BULK_DATA_URI_PREFIX = "telerad-bulk:"
+
+
 class Instance(models.Model):
     """One stored DICOM object; the file lives in storage under ``storage_key``."""
 
@@ -200,6 +209,12 @@ class Instance(models.Model):
     replaced_count = models.PositiveIntegerField(default=0)
     replaced_at = models.DateTimeField(null=True, blank=True)
     after_ready = models.BooleanField(default=False)
+    # The instance's data set as DICOM JSON (PS3.18 F.2) without its bulk data,
+    # written by filing from the header it has read anyway: WADO-RS metadata and
+    # QIDO's instance attributes are answered from it without opening the file.
+    # Bulk data (pixel data, large binary values) is named by a BulkDataURI of the
+    # form ``BULK_DATA_URI_PREFIX + <tag>`` that the DICOMweb service makes absolute.
+    dicom_json = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["instance_number", "id"]

@@ -216,6 +216,18 @@ def instance_file(*, sop_instance_uid: str, **fields: Any) -> Instance:
         return Instance.objects.create(sop_instance_uid=sop_instance_uid, **fields)
 
 
+def instances_dicom_json_set(*, values: list[tuple[int, str, str]]) -> int:
+    """Record instances' DICOM JSON, each given as (instance id, the storage key it
+    was built from, JSON); an instance whose current version has moved on since
+    (another key) is left for the next build.  Returns how many were recorded."""
+    done = 0
+    for instance_id, storage_key, text in values:
+        done += Instance.objects.filter(pk=instance_id, storage_key=storage_key).update(
+            dicom_json=text
+        )
+    return done
+
+
 def instance_mark_after_ready(*, instance_id: int) -> None:
     """Flag an instance that arrived after its study was ready."""
     Instance.objects.filter(pk=instance_id).update(after_ready=True)

@@ -12,6 +12,7 @@ or sweep behind it, or is an alert.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,12 +23,19 @@ from teleradiology.celery import app
 logger = logging.getLogger(__name__)
 
 
+# The apps' task modules are imported once, by one thread at a time (a live test
+# server's threads may enqueue at the same moment).
+_import_lock = threading.Lock()
+
+
 def _send(name: str, args: tuple[Any, ...], queue: str | None) -> None:
     if app.conf.task_always_eager:
         # Tests and tools that run tasks inline: run it here, as .delay() would,
         # letting its errors show.
         if name not in app.tasks:
-            app.loader.import_default_modules()  # the apps' tasks.py, as a worker does
+            with _import_lock:
+                if name not in app.tasks:
+                    app.loader.import_default_modules()  # the apps' tasks.py, as a worker does
         app.tasks[name].apply(args=args, throw=True)
         return
     try:

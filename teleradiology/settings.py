@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "turnaround",
     "health",
     "review",
+    "dicomweb",  # DICOMweb over the stored studies (PS3.18)
+    "viewer",  # the OHIF image viewer, served prebuilt at /viewer/
     "demo",  # demo data (seed_demo), importing every app above
 ]
 
@@ -158,6 +160,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "teleradiology" / "static"]
+# The OHIF viewer as `make install` prepared it for /viewer/ (viewer/build.py copies
+# node_modules/@ohif/app/dist here and rewrites it for the sub-path).
+VIEWER_DIR = Path(env.str("VIEWER_DIR", default=str(VAR_DIR / "viewer")))
 
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -254,6 +259,9 @@ DICOM_TLS_CA = env.str("DICOM_TLS_CA", default="")  # set to require client cert
 # (0xC250) and recorded.  Private elements beyond the second limit are refused too.
 INGEST_MAX_OBJECT_BYTES = env.int("INGEST_MAX_OBJECT_BYTES", default=2 << 30)
 INGEST_MAX_PRIVATE_ELEMENT_BYTES = env.int("INGEST_MAX_PRIVATE_ELEMENT_BYTES", default=16 << 20)
+# The largest STOW-RS request body (each part is also held to its facility's
+# object limit); larger requests are answered 413 before they are read.
+DICOMWEB_STOW_MAX_BYTES = env.int("DICOMWEB_STOW_MAX_BYTES", default=4 << 30)
 # Facility storage quotas: usage measured this often; admins alerted at this fraction.
 INGEST_USAGE_SWEEP_SECONDS = env.float("INGEST_USAGE_SWEEP_SECONDS", default=60.0)
 INGEST_QUOTA_WARNING_FRACTION = env.float("INGEST_QUOTA_WARNING_FRACTION", default=0.9)

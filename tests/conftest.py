@@ -40,6 +40,17 @@ def _celery_eager_unless_real_worker(request: Any) -> Any:
     app.conf.task_always_eager = previous
 
 
+@pytest.fixture(autouse=True)
+def _filing_caches_cleared() -> Any:
+    """The gateway caches study and series rows by UID, trusting that rows are never
+    deleted; a test's rollback deletes them, so each test starts with empty caches."""
+    from ingest.services import filing_caches_clear
+
+    filing_caches_clear()
+    yield
+    filing_caches_clear()
+
+
 @pytest.fixture
 def group_a(db: Any) -> Any:
     return f.ReadingGroupFactory(name="Group A")
@@ -127,10 +138,17 @@ def api() -> Callable[[Any], APIClient]:
     return make
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Row-lock races and database triggers are PostgreSQL behaviour: CI runs them
+    """Tests marked ``flushes_database`` run last, after pytest-django's own order
+    (which puts transactional tests after the others): they empty the database,
+    data migrations' rows included, which a later test in a transaction would miss.
+
+    Row-lock races and database triggers are PostgreSQL behaviour: CI runs them
     against PostgreSQL; the embedded SQLite profile reports them as skipped."""
     import os
+
+    items.sort(key=lambda item: "flushes_database" in item.keywords)  # stable
 
     from django.conf import settings
 

@@ -203,3 +203,47 @@ def dicom_listener(transactional_db: Any, tmp_path: Path) -> Iterator[Listener]:
         yield listener
     finally:
         stop_listener(listener)
+
+
+@dataclass
+class Web:
+    url: str
+    storage_root: Path
+    process: subprocess.Popen[Any]
+    log_path: Path
+
+
+def start_web(tmp_path: Path, **env: str) -> Web:
+    """Start the web process as production runs it (gunicorn with gunicorn.conf.py)
+    on a free port, on the test database, storing DICOM under ``tmp_path``."""
+    port = free_port()
+    storage_root = tmp_path / "dicom"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log_path = tmp_path / f"web-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DATABASE_URL": database_url(),
+                "DICOM_STORAGE_ROOT": str(storage_root),
+                "GUNICORN_BIND": f"127.0.0.1:{port}",
+                "WEB_CONCURRENCY": "1",
+                "GUNICORN_REUSE_PORT": "false",
+                **env,
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_port(port, process, log_path)
+    except Exception:
+        _stop(process)
+        raise
+    return Web(f"http://127.0.0.1:{port}", storage_root, process, log_path)
+
+
+def stop_web(web: Web) -> None:
+    _stop(web.process)
+    connection.close()

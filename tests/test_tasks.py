@@ -30,6 +30,7 @@ EXPECTED: dict[str, Options] = {
     "ingest.quarantine_alert": Options(5, 20, 30, True, 600),
     "ingest.storage_usage_sweep": Options(3, 120, 180, False, NOT_RETRIED),
     "ingest.orphans_sweep": Options(3, 1800, 1900, False, NOT_RETRIED),
+    "ingest.studies_dicom_json_build": Options(3, 300, 330, True, 600),
     "reporting.deliver_message": Options(5, 75, 90, True, 60),
     "reporting.report_messages_sweep": Options(3, 50, 60, False, 600),
     "reporting.critical_overdue_sweep": Options(3, 50, 60, True, 600),

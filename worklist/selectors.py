@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from network.models import Radiologist
-from studies.models import Study
+from studies.models import Series, Study
 from studies.states import StudyStatus
 from worklist.models import Offer
 
@@ -70,6 +70,16 @@ def cases_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
         )
         .select_related("facility")
         .order_by("priority", "sla_due_at", "id")
+    )
+
+
+def series_for_study_page(*, study_id: int) -> QuerySet[Series]:
+    """A study's series in their numbered order, each with its ``instance_count``:
+    one query, whatever the number of series (the page shows a thumbnail of each)."""
+    return (
+        Series.objects.filter(study_id=study_id)
+        .annotate(instance_count=Count("instances"))
+        .order_by(F("series_number").asc(nulls_last=True), "pk")
     )
 
 

@@ -195,7 +195,7 @@ def study_page(request: HttpRequest, study_id: int) -> HttpResponse:
         "worklist/study.html",
         {
             "study": study,
-            "series": study.series.all(),
+            "series": list(selectors.series_for_study_page(study_id=study.pk)),
             "routing": routing,
             "decisions": decisions_for_study(study=study),
             "is_holder": reader is not None and study.assigned_radiologist_id == reader.pk,

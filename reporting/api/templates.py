@@ -35,6 +35,7 @@ class ReportTemplateSerializer(serializers.ModelSerializer[ReportTemplate]):
             "modality",
             "body_parts",
             "procedure_codes",
+            "allow_any_study",
             "schema",
             "is_active",
             "created_at",
@@ -53,6 +54,11 @@ class TemplateDocumentSerializer(serializers.Serializer[Any]):
     procedure_codes = serializers.ListField(
         child=serializers.CharField(max_length=64), required=False
     )
+    allow_any_study = serializers.BooleanField(
+        required=False,
+        help_text="Offer and accept the template on any study, whatever its modality, "
+        "body part and procedure (an admin's explicit override).",
+    )
     schema = serializers.JSONField()
 
 
@@ -69,6 +75,7 @@ class TemplateVersionSerializer(serializers.Serializer[Any]):
     procedure_codes = serializers.ListField(
         child=serializers.CharField(max_length=64), required=False
     )
+    allow_any_study = serializers.BooleanField(required=False)
     schema = serializers.JSONField(required=False)
 
 

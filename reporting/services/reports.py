@@ -21,7 +21,7 @@ from network.models import Radiologist
 from reporting import states
 from reporting import templates_schema as ts
 from reporting.models import Addendum, CriticalSeverity, Report, ReportTemplate, ReportVersion
-from reporting.selectors import sign_scope
+from reporting.selectors import sign_scope, template_fit_refusal
 from reporting.services._messages import _report_messages_create
 from reporting.states import ReportStatus
 from routing.services import study_reroute
@@ -62,13 +62,18 @@ def _check_claim(study: Study, radiologist: Radiologist) -> None:
 
 
 def _usable_template(template_id: int, study: Study) -> ReportTemplate:
-    """An active template of the shared library or of the study's reading group."""
+    """An active template of the shared library or of the study's reading group that
+    fits the study (its modality, body part and procedure), unless an admin allowed
+    it on any study."""
     template = ReportTemplate.objects.filter(pk=template_id, is_active=True).first()
     if template is None or template.reading_group_id not in (
         None,
         study.facility.reading_group_id,
     ):
         raise DomainError("No such active template.", code="invalid_report")
+    refusal = template_fit_refusal(template=template, study=study)
+    if refusal is not None:
+        raise DomainError(refusal, code="template_unfit")
     return template
 
 

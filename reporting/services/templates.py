@@ -18,7 +18,16 @@ from reporting.models import ReportTemplate
 from teleradiology.errors import DomainError, NotPermitted
 
 LIBRARY_DIR = Path(__file__).resolve().parent.parent / "template_library"
-_TEMPLATE_KEYS = {"code", "name", "version", "modality", "body_parts", "procedure_codes", "schema"}
+_TEMPLATE_KEYS = {
+    "code",
+    "name",
+    "version",
+    "modality",
+    "body_parts",
+    "procedure_codes",
+    "allow_any_study",
+    "schema",
+}
 
 
 def report_template_clean(document: Any) -> dict[str, Any]:
@@ -47,6 +56,9 @@ def report_template_clean(document: Any) -> dict[str, Any]:
             errors.append(f"'{key}' must be a list of non-empty strings.")
         else:
             lists[key] = value
+    allow_any_study = document.get("allow_any_study", False)
+    if not isinstance(allow_any_study, bool):
+        errors.append("'allow_any_study' must be true or false.")
     errors.extend(ts.validate_schema(document.get("schema")))
     if errors:
         raise DomainError(" ".join(errors), code="invalid_template")
@@ -56,6 +68,7 @@ def report_template_clean(document: Any) -> dict[str, Any]:
         "modality": str(modality).strip().upper(),
         "body_parts": sorted({v.strip().upper() for v in lists["body_parts"]}),
         "procedure_codes": sorted({v.strip() for v in lists["procedure_codes"]}),
+        "allow_any_study": allow_any_study,
         "schema": document["schema"],
     }
 
@@ -106,6 +119,7 @@ def report_template_new_version(
             "modality": current.modality,
             "body_parts": current.body_parts,
             "procedure_codes": current.procedure_codes,
+            "allow_any_study": current.allow_any_study,
             "schema": current.schema,
         }
         if "code" in changes and changes["code"] != current.code:

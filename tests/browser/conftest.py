@@ -19,10 +19,19 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# The OHIF viewer draws with WebGL (cornerstone3D): software GL through SwiftShader,
+# and without --disable-gpu, which would turn WebGL off.
+WEBGL_ARGS = [
+    *(arg for arg in ARGS if arg != "--disable-gpu"),
+    "--use-gl=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def playwright_session() -> Iterator[Any]:
+    """One Playwright for the session: its sync API cannot run twice at once in a
+    thread, so both browsers below come from it."""
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop; Django must allow ORM calls from
@@ -31,11 +40,28 @@ def browser() -> Iterator[Any]:
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=program(CHROMIUM), args=ARGS, headless=True)
-            yield browser
-            browser.close()
+            yield p
     finally:
         if previous is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def _launch(playwright: Any, args: list[str]) -> Any:
+    return playwright.chromium.launch(executable_path=program(CHROMIUM), args=args, headless=True)
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_session: Any) -> Iterator[Any]:
+    browser = _launch(playwright_session, ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def webgl_browser(playwright_session: Any) -> Iterator[Any]:
+    """Chromium with WebGL (software), for pages that draw images: the OHIF viewer."""
+    browser = _launch(playwright_session, WEBGL_ARGS)
+    yield browser
+    browser.close()

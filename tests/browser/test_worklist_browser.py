@@ -113,3 +113,42 @@ def test_next_case_opens_the_study_page(browser, live_server, network):
         assert Study.objects.get(pk=stat.pk).assigned_radiologist == readers[0]
     finally:
         context.close()
+
+
+def test_open_images_from_the_worklist_in_one_viewer_window(browser, live_server, network):
+    readers, offered_study = network
+    stat = offered_study(priority=1)
+    urgent = offered_study(priority=2)
+
+    def viewer(study):
+        return f"{live_server.url}/viewer/?StudyInstanceUIDs={study.study_instance_uid}"
+
+    context = browser.new_context()
+    try:
+        page = _sign_in(context, live_server.url, readers[0].user.username)
+        page.wait_for_selector(f'tr[data-study="{urgent.pk}"]')
+        link = f"#open-images-{stat.pk}"
+        assert page.get_attribute(link, "target") == "telerad-viewer"
+        assert page.get_attribute(link, "href") == viewer(stat).removeprefix(live_server.url)
+        assert "(i)" in page.get_attribute(link, "title")
+
+        # i with no row focused: the top row's images, in the named viewer window.
+        with page.expect_popup() as opened:
+            page.keyboard.press("i")
+        popup = opened.value
+        popup.wait_for_load_state()
+        assert popup.url.startswith(f"{live_server.url}/viewer/")
+        assert popup.url.endswith(f"?StudyInstanceUIDs={stat.study_instance_uid}")
+        assert popup.evaluate("window.name") == "telerad-viewer"
+
+        # The focused row's images replace them in the same window, by key or by click.
+        page.focus(f"#open-images-{urgent.pk}")
+        with popup.expect_request(viewer(urgent)):
+            page.keyboard.press("i")
+        with popup.expect_request(viewer(stat)):
+            page.click(link)
+        assert len(context.pages) == 2
+        # Opening images claims nothing.
+        assert Study.objects.get(pk=stat.pk).status == "offered"
+    finally:
+        context.close()

@@ -305,7 +305,7 @@ def test_the_quota_refuses_new_objects_once_used_up_and_alerts_before(
     warning = Alert.objects.get(kind=Alert.Kind.STORAGE_QUOTA)
     assert "nearly used" in warning.message
 
-    from ingest.listener import quota_left
+    from ingest.selectors import facility_quota_left as quota_left
 
     left = quota_left(facility_a)
     assert left == int(size * 2.1) - used

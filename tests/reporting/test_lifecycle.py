@@ -342,9 +342,24 @@ def test_the_state_machine_in_one_place():
 def test_switching_template_on_a_draft_starts_from_its_normal_text(
     claimed, reader, ct_head, templates
 ):
+    from reporting.services.templates import report_template_new_version
+
     draft(claimed, reader, ct_head)
-    switched = report_save_draft(
-        study_id=claimed.pk, radiologist=reader, template_id=templates["mr-brain"].pk
+    # An MR template on this CT study only because an admin allowed it on any study.
+    general = report_template_new_version(
+        template_id=templates["mr-brain"].pk, actor=None, changes={"allow_any_study": True}
     )
+    switched = report_save_draft(study_id=claimed.pk, radiologist=reader, template_id=general.pk)
     assert switched.template.code == "mr-brain" and "haemorrhage" not in switched.values
     assert switched.values["parenchyma"] == "Normal signal throughout. No mass."
+
+
+def test_switching_to_a_template_that_does_not_fit_is_refused(claimed, reader, ct_head, templates):
+    report = draft(claimed, reader, ct_head)
+    with pytest.raises(DomainError, match="'MRI brain' does not fit this study") as refused:
+        report_save_draft(
+            study_id=claimed.pk, radiologist=reader, template_id=templates["mr-brain"].pk
+        )
+    assert refused.value.code == "template_unfit"
+    kept = Report.objects.get(pk=report.pk)
+    assert kept.template == ct_head and kept.version == report.version

@@ -39,14 +39,14 @@ def make_reader(
             jurisdiction=facility.jurisdiction,
             scope=scope,
             valid_from=dt.date(2025, 1, 1),
-            valid_to=dt.date(2027, 1, 1),
+            valid_to=dt.date(2099, 12, 31),
         )
     if privileged:
         f.PrivilegeFactory(
             radiologist=reader,
             facility=facility,
             valid_from=dt.date(2025, 1, 1),
-            valid_to=dt.date(2027, 1, 1),
+            valid_to=dt.date(2099, 12, 31),
         )
     if on_shift:
         f.ShiftFactory(

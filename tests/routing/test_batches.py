@@ -100,7 +100,7 @@ def test_the_batch_decides_each_study_as_it_would_alone(
         radiologist=readers[3],
         jurisdiction=facility_a.jurisdiction,
         valid_from=dt.date(2025, 1, 1),
-        valid_to=dt.date(2027, 1, 1),
+        valid_to=dt.date(2099, 12, 31),
     )
     studies = [
         ready(facility_a),

@@ -1,4 +1,5 @@
-// The report editor: autosave state, macros, the critical-result dialog and shortcuts.
+// The report editor: autosave state, macros, the critical-result dialog, the final
+// signature's confirmation and shortcuts.
 // The page works through htmx; this only adds what htmx does not do by itself.
 (function () {
   const form = document.getElementById("report-form");
@@ -84,6 +85,28 @@
     });
   }
 
+  // Signing final locks the report and releases it to the facility: the button and
+  // Ctrl+Enter ask once.  The dialog opens on its confirm button, so Enter signs
+  // and Esc (the dialog's own cancel) goes back to the report.
+  const signDialog = document.getElementById("sign-final-dialog");
+  const signFinal = document.getElementById("sign-final");
+  function askToSignFinal() {
+    if (!signDialog || signDialog.open || (dialog && dialog.open)) return;
+    signDialog.showModal();
+    document.getElementById("confirm-sign-final").focus();
+  }
+  if (signDialog) {
+    signFinal.addEventListener("click", askToSignFinal);
+    // htmx posts on the confirm button's click; the dialog only has to go away.
+    document.getElementById("confirm-sign-final").addEventListener("click", function () { signDialog.close(); });
+    document.getElementById("cancel-sign-final").addEventListener("click", function () { signDialog.close(); });
+    signDialog.addEventListener("keydown", function (event) {
+      // A held Enter (the tail of Ctrl+Enter) must not sign: only a fresh press does.
+      if (event.key === "Enter" && (event.repeat || event.ctrlKey || event.metaKey)) event.preventDefault();
+    });
+    signDialog.addEventListener("close", function () { signFinal.focus(); });
+  }
+
   document.addEventListener("keydown", function (event) {
     const mod = event.ctrlKey || event.metaKey;
     if (mod && event.key === "s" && form) {
@@ -91,7 +114,7 @@
       htmx.trigger(form, "save-now");
     } else if (mod && event.key === "Enter" && form) {
       event.preventDefault();
-      document.getElementById("sign-final").click();
+      if (!event.repeat) askToSignFinal();
     } else if (event.altKey && (event.key === "c" || event.code === "KeyC") && dialog) {
       event.preventDefault();
       openDialog();
