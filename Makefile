@@ -41,6 +41,7 @@ demo: install
 	@echo "  Starting (Procfile): web (gunicorn), Celery worker, Celery beat, DICOM listener."
 	@echo "  Web:       http://127.0.0.1:8000/  (API docs: /api/docs/, admin: /admin/)"
 	@echo "  DICOM:     AE title TELERAD on 127.0.0.1:11112 (C-ECHO, C-STORE)"
+	@echo "  Images:    DICOMweb at /dicomweb/, the OHIF viewer at /viewer/ ('Open images' on the worklist)"
 	@echo "  Logins:    admin / dr.chen / staff.stmary / superuser, password demo-pass-2026"
 	@echo "  On shift:  $(BIN)/python manage.py on_shift  (whom to sign in as)"
 	@echo "  Ctrl-C stops all four together."
