@@ -40,6 +40,24 @@ def _celery_eager_unless_real_worker(request: Any) -> Any:
     app.conf.task_always_eager = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_session_left_on_the_test_database(django_db_setup: Any, django_db_blocker: Any) -> Any:
+    """At the end of the run, before the test database is dropped: end the sessions
+    that live-server request threads left open (each thread keeps its connection for
+    DB_CONN_MAX_AGE, and nothing closes another thread's), which PostgreSQL would
+    otherwise name in "database is being accessed by other users"."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _filing_caches_cleared() -> Any:
     """The gateway caches study and series rows by UID, trusting that rows are never
