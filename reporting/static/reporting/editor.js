@@ -90,8 +90,13 @@
   // and Esc (the dialog's own cancel) goes back to the report.
   const signDialog = document.getElementById("sign-final-dialog");
   const signFinal = document.getElementById("sign-final");
+  // Where the reader was (the field they typed Ctrl+Enter in, or the button): focus
+  // goes back there when the dialog closes, as the browser's own dialog does, so the
+  // two never race.
+  let signOpener = null;
   function askToSignFinal() {
     if (!signDialog || signDialog.open || (dialog && dialog.open)) return;
+    signOpener = document.activeElement;
     signDialog.showModal();
     document.getElementById("confirm-sign-final").focus();
   }
@@ -104,7 +109,10 @@
       // A held Enter (the tail of Ctrl+Enter) must not sign: only a fresh press does.
       if (event.key === "Enter" && (event.repeat || event.ctrlKey || event.metaKey)) event.preventDefault();
     });
-    signDialog.addEventListener("close", function () { signFinal.focus(); });
+    signDialog.addEventListener("close", function () {
+      const back = signOpener && document.contains(signOpener) ? signOpener : signFinal;
+      setTimeout(function () { back.focus(); }, 0);
+    });
   }
 
   document.addEventListener("keydown", function (event) {
