@@ -313,13 +313,13 @@ def read_multipart(
     complete = 0
     closing = b"\r\n" + delimiter
     while True:
-        while len(buf) < 2 and fill():
-            pass
+        while len(buf) < 2 and not eof:
+            fill()
         if buf.startswith(b"--") or (eof and not buf.strip()):
             return complete  # the close delimiter (or a body that stops after one)
         # Transport padding, then CRLF, then the part's headers up to a blank line.
-        while b"\r\n\r\n" not in buf and len(buf) <= max_header_bytes and fill():
-            pass
+        while b"\r\n\r\n" not in buf and len(buf) <= max_header_bytes and not eof:
+            fill()
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             raise BadBody("a body part's headers are not terminated (or are too long)")
