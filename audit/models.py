@@ -33,6 +33,12 @@ class AuditEvent(models.Model):
         TRANSITION = "transition", "State change"
         EXPORT = "export", "Export"
         LOGIN = "login", "Sign-in"
+        LOGOUT = "logout", "Sign-out"
+        LOGIN_FAILED = "login_failed", "Failed sign-in"
+        LOCKOUT = "lockout", "Locked out"
+        MFA = "mfa", "Multi-factor authentication"
+        TOKEN_ISSUE = "token_issue", "API token issued"
+        TOKEN_REVOKE = "token_revoke", "API token revoked"
 
     id = models.BigAutoField(primary_key=True)
     at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -48,6 +54,11 @@ class AuditEvent(models.Model):
     patient_id = models.CharField(max_length=64, blank=True, db_index=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     detail = models.JSONField(default=dict, blank=True)
+    # The reading group whose data or people the event concerns, kept on the row so
+    # that a group admin's view of the trail is one indexed filter (None: site-wide,
+    # seen by site operators only).  A plain id, not a foreign key: the trail
+    # outlives anything it names.
+    reading_group_id = models.BigIntegerField(null=True, blank=True, db_index=True)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -66,6 +77,12 @@ class AuditEvent(models.Model):
                         "transition",
                         "export",
                         "login",
+                        "logout",
+                        "login_failed",
+                        "lockout",
+                        "mfa",
+                        "token_issue",
+                        "token_revoke",
                     ]
                 ),
                 name="audit_action_valid",

@@ -20,6 +20,7 @@ def audit_record(
     patient_id: str = "",
     ip_address: str | None = None,
     detail: dict[str, Any] | None = None,
+    reading_group_id: int | None = None,
 ) -> AuditEvent:
     """Append one audit event; call inside the transaction of the change it records."""
     if obj is not None:
@@ -35,6 +36,7 @@ def audit_record(
         patient_id=patient_id or "",
         ip_address=ip_address,
         detail=detail or {},
+        reading_group_id=reading_group_id,
     )
 
 
