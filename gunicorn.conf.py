@@ -31,6 +31,7 @@ Why these values:
 from __future__ import annotations
 
 import os
+import sys
 
 
 def _int(name: str, default: int) -> int:
@@ -41,7 +42,24 @@ def _int(name: str, default: int) -> int:
 _cores = os.cpu_count() or 1
 
 wsgi_app = "teleradiology.wsgi:application"
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
+
+
+def _bind_named_on_command_line() -> bool:
+    """Whether ``--bind``/``-b`` was given (command line or GUNICORN_CMD_ARGS), which
+    gunicorn applies over this file."""
+    args = [*sys.argv[1:], *os.environ.get("GUNICORN_CMD_ARGS", "").split()]
+    return any(a in ("-b", "--bind") or a.startswith(("--bind=", "-b")) for a in args)
+
+
+# Only this machine unless told otherwise; the production profile must name its
+# interfaces (GUNICORN_BIND or --bind), never fall back to a default.
+_bind = os.environ.get("GUNICORN_BIND", "").strip()
+if os.environ.get("DJANGO_ENV") == "production" and not _bind and not _bind_named_on_command_line():
+    raise RuntimeError(
+        "DJANGO_ENV=production: set GUNICORN_BIND (or --bind) to the address(es) the web "
+        "server listens on, e.g. GUNICORN_BIND=10.0.0.5:8000; there is no default."
+    )
+bind = (_bind or "127.0.0.1:8000").split(",")
 worker_class = "gthread"
 # WEB_CONCURRENCY is the usual name (gunicorn's own default reads it too).
 workers = _int("WEB_CONCURRENCY", max(2, _cores))

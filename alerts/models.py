@@ -14,6 +14,7 @@ class Alert(models.Model):
         REVIEW_ANSWERED = "review_answered", "Second opinion answered"
         INGEST_CONFLICT = "ingest_conflict", "DICOM object conflicts with a stored one"
         STORAGE_QUOTA = "storage_quota", "Facility storage quota nearly used"
+        REPEATED_LOCKOUT = "repeated_lockout", "Repeated sign-in lockouts"
 
     kind = models.CharField(max_length=30, choices=Kind.choices)
     reading_group = models.ForeignKey(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import cast
 
@@ -12,6 +13,8 @@ from django.db import IntegrityError, transaction
 from guardian.shortcuts import get_users_with_perms
 
 from alerts.models import Alert
+from audit.models import AuditEvent
+from audit.services import audit_record
 from network.models import ReadingGroup
 from studies.models import Study
 
@@ -73,3 +76,28 @@ def alert_send_email(*, alert: Alert) -> None:
             recipient_list=recipients,
             fail_silently=True,
         )
+
+
+def alert_acknowledge(
+    *, alert: Alert, acknowledged_at: dt.datetime | None, actor: User | None
+) -> Alert:
+    """Record that an admin saw the alert (or clear it), audited; who may is decided
+    by the caller (alerts.selectors.alert_is_administered_by)."""
+    with transaction.atomic():
+        before = Alert.objects.values_list("acknowledged_at", flat=True).get(pk=alert.pk)
+        Alert.objects.filter(pk=alert.pk).update(acknowledged_at=acknowledged_at)
+        alert.acknowledged_at = acknowledged_at
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.UPDATE,
+            obj=alert,
+            detail={
+                "changed": {
+                    "acknowledged_at": [
+                        before.isoformat() if before else None,
+                        acknowledged_at.isoformat() if acknowledged_at else None,
+                    ]
+                }
+            },
+        )
+    return alert

@@ -15,9 +15,12 @@ from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import DjangoModelPermissions
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.selectors import audit_event_list_visible
+from audit.services import audit_record, audit_trail_read_record
+from network.selectors import reading_group_oversight
 from teleradiology.api import client_ip
 
 
@@ -72,11 +75,48 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet[AuditEvent]):
     ordering_fields = ["at", "id"]
 
     def get_queryset(self) -> models.QuerySet[AuditEvent]:
-        return AuditEvent.objects.order_by("-id")
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return AuditEvent.objects.none()
+        group_ids, member_ids = reading_group_oversight(user=self.request.user)
+        return audit_event_list_visible(
+            reading_group_ids=group_ids, member_ids=member_ids
+        ).order_by("-id")
+
+    def _own_group(self) -> int | None:
+        group_ids, _ = reading_group_oversight(user=self.request.user)
+        return group_ids[0] if group_ids is not None and len(group_ids) == 1 else None
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """The trail, newest first; reading it is audited (it shows patient ids): one
+        event per patient shown, naming the events read."""
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        rows = list(page if page is not None else queryset)
+        audit_trail_read_record(
+            actor=request.user,
+            rows=rows,
+            ip_address=client_ip(request),
+            reading_group_id=self._own_group(),
+        )
+        data = self.get_serializer(rows, many=True).data
+        return self.get_paginated_response(data) if page is not None else Response(data)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        event = self.get_object()
+        audit_record(
+            actor=request.user,
+            action=AuditEvent.Action.READ,
+            object_type="audit.auditevent",
+            object_id=str(event.pk),
+            patient_id=event.patient_id,
+            ip_address=client_ip(request),
+            reading_group_id=event.reading_group_id,
+        )
+        return Response(self.get_serializer(event).data)
 
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     @action(detail=False, methods=["get"], url_path="export")
-    def export(self, request: Request) -> StreamingHttpResponse:
+    def export(self, request: Request, **kwargs: Any) -> StreamingHttpResponse:
         """The filtered trail as CSV, streamed; the export itself is audited."""
         queryset = self.filter_queryset(self.get_queryset())
         audit_record(
@@ -85,6 +125,7 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet[AuditEvent]):
             object_type="audit.auditevent",
             ip_address=client_ip(request),
             detail={"query": request.GET.urlencode()[:500]},
+            reading_group_id=self._own_group(),
         )
         writer = csv.writer(_Echo())
 

@@ -240,7 +240,14 @@ class RetrieveView(DicomWebView):
         )
         return _no_store(response)
 
-    def post(self, request: Request, study: str) -> HttpResponseBase:
+    def post(
+        self, request: Request, study: str, series: str | None = None, sop: str | None = None
+    ) -> HttpResponseBase:
+        # STOW-RS stores into a study; the series and instance paths only retrieve.
+        if series is not None or sop is not None:
+            raise DicomWebError(
+                http.HTTP_405_METHOD_NOT_ALLOWED, "Objects are stored to a study, not a series."
+            )
         return _stow(request, _uid(study, "StudyInstanceUID"))
 
 
@@ -438,7 +445,9 @@ def _rendering(request: Request, media_type: str, *, thumbnail: bool) -> pixels.
     raw = request.query_params.get("viewport")
     if raw:
         parts = raw.split(",")
-        if len(parts) < 2 or not all(p.strip().isdigit() for p in parts[:2]):
+        if len(parts) < 2 or not all(
+            p.strip().isascii() and p.strip().isdigit() for p in parts[:2]
+        ):
             raise DicomWebError(http.HTTP_400_BAD_REQUEST, "viewport is width,height in pixels")
         width_px, height_px = int(parts[0]), int(parts[1])
         if not (1 <= width_px <= 4096 and 1 <= height_px <= 4096):
@@ -447,7 +456,7 @@ def _rendering(request: Request, media_type: str, *, thumbnail: bool) -> pixels.
     quality = 85
     raw = request.query_params.get("quality")
     if raw:
-        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
             raise DicomWebError(http.HTTP_400_BAD_REQUEST, "quality is 1..100")
         quality = int(raw)
     return pixels.Rendering(media_type, window, viewport, quality)

@@ -4,14 +4,16 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from audit.admin import AuditedReadsAdmin
 from ingest import selectors
 from ingest.models import QuarantinedObject
 
 
 @admin.register(QuarantinedObject)
-class QuarantinedObjectAdmin(admin.ModelAdmin[QuarantinedObject]):
+class QuarantinedObjectAdmin(AuditedReadsAdmin):
     list_display = ["received_at", "calling_ae", "facility", "reason", "size_bytes", "resolved_at"]
-    list_filter = ["facility"]
+    # Only the facilities of the objects the admin may see (never another group's names).
+    list_filter = [("facility", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["calling_ae", "reason", "sop_instance_uid", "study_instance_uid"]
     readonly_fields = [
         "received_at",

@@ -94,6 +94,37 @@ class GatedApplicationEntity(ApplicationEntity):
         # Fixed lists are not used: admission comes from the database.
         pass
 
+    # The called AE titles answered: the gateway's own and its configured aliases.
+    called_ae_titles: frozenset[str] = frozenset()
+
+    @property
+    def require_called_aet(self) -> bool:
+        """Always required.  pynetdicom compares the called AE title with the
+        acceptor's only; an alias is accepted by answering under that title (the
+        A-ASSOCIATE-AC echoes what was called), anything else is rejected
+        permanently by the service user, "called AE title not recognised"."""
+        assoc = threading.current_thread()
+        if not isinstance(assoc, Association) or not assoc.is_acceptor:
+            return True
+        request = assoc.requestor.primitive
+        called = str(request.called_ae_title).strip() if request is not None else ""
+        if called in self.called_ae_titles:
+            assoc.acceptor.ae_title = called
+        else:
+            logger.warning(
+                "rejected association from %s (%s): called AE title %r is not %s",
+                str(request.calling_ae_title).strip() if request is not None else "?",
+                assoc.requestor.address,
+                called,
+                " or ".join(sorted(self.called_ae_titles)),
+            )
+        return True
+
+    @require_called_aet.setter
+    def require_called_aet(self, require_match: bool) -> None:
+        # Always required (see the getter).
+        pass
+
 
 # calling AE -> (facility or None, when it was read).  Fresh entries save a query
 # per association; during a database outage a stale entry still admits a known
@@ -306,7 +337,8 @@ def _accept_uid_for_the_handler_to_check(value: Any) -> tuple[bool, str]:
 def start_staging_sweeper(storage: ObjectStorage, *, every_seconds: float = 60.0) -> None:
     """Remove, in a daemon thread of the listener, the partial files aborted transfers
     leave in staging (pynetdicom writes them and keeps them when an association
-    aborts).  It runs where the staging folder is, with no database."""
+    aborts) and whatever listener processes that died left (see ``staging_sweep``).
+    It runs where the staging folder is, with no database."""
 
     def sweep() -> None:
         while True:
@@ -352,10 +384,19 @@ def make_server(
     # answers a failure status (0xC260), keeping the data set as evidence.
     _config.VALIDATORS["UI"] = _accept_uid_for_the_handler_to_check
     dimse_messages.create_file_meta = _file_meta_tolerating_request_uids  # type: ignore[attr-defined]
-    tempfile.tempdir = str(storage.staging_dir())
+    # Each process stages into a folder of its own, named for its host and pid, so
+    # that what a killed process left is known for certain (its pid is gone) and
+    # removed now, before this one serves, rather than after the age limit.
+    tempfile.tempdir = str(services.staging_dir_of_this_process(storage))
+    removed = services.staging_sweep(
+        storage=storage, max_age_seconds=settings.INGEST_STAGING_MAX_AGE_SECONDS
+    )
+    if removed:
+        logger.warning("removed %d staged file(s) left by stopped listeners", removed)
     BoundedAssociationSocket.max_pdu_bytes = settings.DICOM_MAX_PDU_BYTES
 
     ae = GatedApplicationEntity(ae_title=ae_title)
+    ae.called_ae_titles = frozenset({ae_title.strip(), *settings.DICOM_AE_TITLE_ALIASES})
     ae.maximum_pdu_size = settings.DICOM_MAX_PDU_BYTES
     ae.maximum_associations = 64
     ae.network_timeout = 60

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from django.db import DatabaseError, connection
 from django.db.models import Count, QuerySet
@@ -34,13 +35,21 @@ def staging_state(*, storage: ObjectStorage, now: float | None = None) -> tuple[
     partial files of aborted ones until the listener's staging sweep removes them."""
     now = now if now is not None else time.time()
     count, oldest = 0, now
-    for entry in os.scandir(storage.staging_dir()):
+    root = storage.staging_dir()
+    # Listener processes stage into folders of their own, one level down.
+    folders = [root] + [Path(e.path) for e in os.scandir(root) if e.is_dir()]
+    for folder in folders:
         try:
-            if entry.is_file():
-                count += 1
-                oldest = min(oldest, entry.stat().st_mtime)
+            entries = list(os.scandir(folder))
         except FileNotFoundError:
             continue
+        for entry in entries:
+            try:
+                if entry.is_file():
+                    count += 1
+                    oldest = min(oldest, entry.stat().st_mtime)
+            except FileNotFoundError:
+                continue
     return count, now - oldest if count else 0.0
 
 

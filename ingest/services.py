@@ -10,6 +10,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
+import re
+import socket
 import threading
 import time
 import uuid
@@ -576,19 +579,74 @@ def _identifying_json(
     return json.dumps(dict(sorted(body.items())), separators=(",", ":"))
 
 
+# Each listener process stages into ``.staging/listener-<host>-<pid>-<token>``; the
+# token tells this process's folder from one an earlier process of the same pid
+# left (a container restarted on the same host name with the same pid).
+_STAGING_PREFIX = "listener-"
+_process_token = uuid.uuid4().hex[:8]
+
+
+def _host_name() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+
+
+def staging_dir_of_this_process(storage: ObjectStorage) -> Path:
+    """This process's own staging folder (created if missing)."""
+    folder = storage.staging_dir() / (
+        f"{_STAGING_PREFIX}{_host_name()}-{os.getpid()}-{_process_token}"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _staging_owner_gone(name: str) -> bool:
+    """Whether the listener process a staging folder is named for has stopped: only
+    known for a process of this host (pids of other hosts mean nothing here)."""
+    if not name.startswith(_STAGING_PREFIX):
+        return False
+    parts = name[len(_STAGING_PREFIX) :].rsplit("-", 2)
+    if len(parts) != 3:
+        return False
+    host, pid_text, token = parts
+    if host != _host_name() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return token != _process_token  # an earlier process that had our pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def staging_sweep(*, storage: ObjectStorage, max_age_seconds: float) -> int:
-    """Remove staged files older than ``max_age_seconds``: partial files of transfers
-    that were aborted (the network layer writes them, and nothing files them).  A
-    transfer in progress keeps writing its file, so only idle ones are this old."""
+    """Remove staged files nothing will file: every file of a listener process that
+    has stopped (killed, crashed, restarted), at once, and any other staged file
+    older than ``max_age_seconds`` (partial files of aborted transfers: the network
+    layer writes them, and nothing files them).  A transfer in progress keeps
+    writing its file, so only idle ones are this old."""
     cutoff = time.time() - max_age_seconds
     removed = 0
-    for path in storage.staging_dir().iterdir():
+    for entry in storage.staging_dir().iterdir():
         try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
+            if entry.is_dir():
+                gone = _staging_owner_gone(entry.name)
+                for path in entry.iterdir():
+                    if path.is_file() and (gone or path.stat().st_mtime < cutoff):
+                        path.unlink()
+                        removed += 1
+                if gone:
+                    entry.rmdir()
+            elif entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
                 removed += 1
         except FileNotFoundError:  # filed or removed meanwhile
             continue
+        except OSError as exc:  # e.g. a folder a new file arrived in meanwhile
+            logger.warning("staging sweep: %s", exc)
     if removed:
         logger.info("removed %d stale staged file(s)", removed)
     return removed

@@ -701,9 +701,56 @@ def check_object(
             checked = walker.walk_top()
         except Refused as refused:
             refused.study_uid = _valid_uid(walker.checked.values.get("StudyInstanceUID"))
+            _explain(refused, fh, start=start, end=size, transfer_syntax=transfer_syntax)
             raise
     _check_request(checked, request_sop_class, request_sop_instance)
     return checked
+
+
+def _plausible_start(head: bytes, transfer_syntax: str) -> bool:
+    """Whether a data set could start with these bytes: an element of a data set
+    group (0008 to 7FE0, or a private group) under either byte order, and, in an
+    explicit VR syntax, a VR after it."""
+    if len(head) < 4:
+        return False
+    if transfer_syntax != IMPLICIT_LE and head[4:6].decode("ascii", "replace") not in KNOWN_VRS:
+        return False
+    for fmt in ("<HH", ">HH"):
+        group, _ = struct.unpack(fmt, head[:4])
+        if 0x0008 <= group <= 0x7FE0 or (group % 2 and 0x0009 <= group < 0xFFFE):
+            return True
+    return False
+
+
+def _explain(refused: Refused, fh: BinaryIO, *, start: int, end: int, transfer_syntax: str) -> None:
+    """Say what was wrong with the whole object when the first defect found hides it:
+    a data set in explicit VR sent under an implicit VR context (its elements'
+    lengths then read as nonsense), or bytes that are no data set at all."""
+    fh.seek(start)
+    head = fh.read(16)
+    if transfer_syntax == IMPLICIT_LE and head[4:6].decode("ascii", "replace") in KNOWN_VRS:
+        walker = _Walker(_FileSource(fh, start, end), EXPLICIT_LE)
+        walker.private_limit = 1 << 62  # judged again only for its encoding
+        try:
+            walker.walk_top()
+        except Refused:
+            pass
+        else:
+            refused.status = status.CANNOT_UNDERSTAND
+            refused.reason = (
+                "the data set is encoded in explicit VR little endian, but it was sent "
+                f"under implicit VR little endian (as its file meta says); read as sent, "
+                f"{refused.reason}"
+            )
+            refused.args = (refused.reason,)
+            return
+    if transfer_syntax != DEFLATED_LE and not _plausible_start(head, transfer_syntax):
+        shown = " ".join(f"{b:02x}" for b in head[:8])
+        refused.reason = (
+            f"not a DICOM data set: it starts with bytes {shown or '(none)'}, which begin no "
+            f"data element; {refused.reason}"
+        )
+    refused.args = (refused.reason,)
 
 
 def _unpad(value: str | bytes) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth.models import User
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -25,6 +27,20 @@ from teleradiology.api import request_actor
 from teleradiology.audited import snapshot
 
 
+def related_only_filters(model: type[models.Model], filters: Any) -> list[Any]:
+    """The admin's list filters, with each one on a related object offering only the
+    objects the (scoped) list refers to: Django's plain filter lists every row of the
+    related table, other reading groups' names included."""
+    result: list[Any] = []
+    for entry in filters:
+        if isinstance(entry, str) and "__" not in entry:
+            field = model._meta.get_field(entry)
+            if field.is_relation:
+                entry = (entry, admin.RelatedOnlyFieldListFilter)
+        result.append(entry)
+    return result
+
+
 class GroupScopedAdmin(admin.ModelAdmin[Any]):
     """Shows and edits only the objects of the reading groups the user administers;
     saves and deletes go through the audited services."""
@@ -38,17 +54,38 @@ class GroupScopedAdmin(admin.ModelAdmin[Any]):
         groups = selectors.reading_groups_administered(user=request.user)
         return qs.filter(**{f"{self.group_path}__in": groups})
 
+    def scoped_choices(self, request: HttpRequest) -> dict[str, QuerySet[Any]]:
+        """What each related field may point at: the objects of the admin's groups (and,
+        for a reader's account, users with no role elsewhere or already this group's
+        readers); subclasses add their own."""
+        groups = selectors.reading_groups_administered(user=request.user)
+        readers = Radiologist.objects.filter(reading_group__in=groups)
+        return {
+            "reading_group": groups,
+            "facility": Facility.objects.filter(reading_group__in=groups),
+            "facilities": Facility.objects.filter(reading_group__in=groups),
+            "radiologist": readers,
+            "radiologists": readers,
+            "user": selectors.users_enrolable(user=request.user)
+            | User.objects.filter(pk__in=readers.values("user_id")),
+        }
+
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if not request.user.is_superuser:
-            groups = selectors.reading_groups_administered(user=request.user)
-            scoped = {
-                "reading_group": groups,
-                "facility": Facility.objects.filter(reading_group__in=groups),
-                "radiologist": Radiologist.objects.filter(reading_group__in=groups),
-            }
+            scoped = self.scoped_choices(request)
             if db_field.name in scoped:
                 kwargs["queryset"] = scoped[db_field.name]
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if not request.user.is_superuser:
+            scoped = self.scoped_choices(request)
+            if db_field.name in scoped:
+                kwargs["queryset"] = scoped[db_field.name]
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        return related_only_filters(self.model, super().get_list_filter(request))
 
     # The services of the app that owns the model (one owner per table).
     save_service = staticmethod(services.network_object_save)

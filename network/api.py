@@ -77,7 +77,13 @@ class NetworkViewSet(viewsets.ModelViewSet[Any]):
         return instance
 
     def save_many(self, instance: models.Model, name: str, values: list[Any]) -> None:
-        self.set_related_service(instance=instance, name=name, values=values)
+        self.set_related_service(
+            instance=instance,
+            name=name,
+            values=values,
+            actor=request_actor(self.request),
+            ip_address=client_ip(self.request),
+        )
 
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         self._save(serializer)

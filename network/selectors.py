@@ -216,3 +216,90 @@ def facility_for_ae_title(*, ae_title: str) -> Facility | None:
         .first()
     )
     return row.facility if row is not None else None
+
+
+# --- Tenants: who belongs to a reading group, whom an admin may enrol -----------
+def _granted_user_ids(*, model: type[Facility] | type[ReadingGroup], codename: str) -> Q:
+    """Users holding ``codename`` on some object of ``model``, directly or through an
+    auth group (guardian's two tables), as a filter on User."""
+    content_type = ContentType.objects.get_for_model(model)
+    direct = UserObjectPermission.objects.filter(
+        content_type=content_type, permission__codename=codename
+    ).values("user_id")
+    via_group = GroupObjectPermission.objects.filter(
+        content_type=content_type, permission__codename=codename
+    ).values("group__user")
+    return Q(pk__in=direct) | Q(pk__in=via_group)
+
+
+def reading_group_member_ids(*, group_ids: list[int]) -> set[int]:
+    """The users who belong to these reading groups: their readers, their admins and
+    the staff of their facilities (the people whose actions the groups' admins
+    oversee)."""
+    if not group_ids:
+        return set()
+    members: set[int] = set(
+        Radiologist.objects.filter(reading_group_id__in=group_ids).values_list("user_id", flat=True)
+    )
+    grants = (
+        (ReadingGroup, "administer_readinggroup", [str(pk) for pk in group_ids]),
+        (
+            Facility,
+            "access_facility",
+            [
+                str(pk)
+                for pk in Facility.objects.filter(reading_group_id__in=group_ids).values_list(
+                    "pk", flat=True
+                )
+            ],
+        ),
+    )
+    for model, codename, object_pks in grants:
+        content_type = ContentType.objects.get_for_model(model)
+        members.update(
+            UserObjectPermission.objects.filter(
+                content_type=content_type,
+                permission__codename=codename,
+                object_pk__in=object_pks,
+            ).values_list("user_id", flat=True)
+        )
+        members.update(
+            uid
+            for uid in GroupObjectPermission.objects.filter(
+                content_type=content_type,
+                permission__codename=codename,
+                object_pk__in=object_pks,
+            ).values_list("group__user", flat=True)
+            if uid is not None
+        )
+    return members
+
+
+def users_enrolable(*, user: AnyUser) -> QuerySet[User]:
+    """The users this admin may enrol as a reader of their group: active accounts
+    with no role anywhere yet (not a reader, not staff of a facility, not an admin of
+    a group, not a site operator or Django staff).  A superuser may enrol any user who
+    is not a reader yet.  Other users: none."""
+    if not user.is_authenticated or not user.is_active:
+        return User.objects.none()
+    not_a_reader = User.objects.filter(is_active=True).exclude(
+        pk__in=Radiologist.objects.values("user_id")
+    )
+    if _is_superuser(user):
+        return not_a_reader
+    if not reading_groups_administered(user=user).exists():
+        return User.objects.none()
+    return (
+        not_a_reader.filter(is_superuser=False, is_staff=False)
+        .exclude(_granted_user_ids(model=ReadingGroup, codename="administer_readinggroup"))
+        .exclude(_granted_user_ids(model=Facility, codename="access_facility"))
+    )
+
+
+def reading_group_oversight(*, user: AnyUser) -> tuple[list[int] | None, set[int]]:
+    """What of the audit trail a user oversees: the reading groups they administer
+    and those groups' members (None and nothing for a site operator, who sees all)."""
+    if _is_superuser(user):
+        return None, set()
+    group_ids = list(reading_groups_administered(user=user).values_list("pk", flat=True))
+    return group_ids, reading_group_member_ids(group_ids=group_ids)

@@ -19,7 +19,7 @@ from network.models import (
     Shift,
     Subspecialty,
 )
-from network.selectors import reading_groups_administered
+from network.selectors import reading_groups_administered, users_enrolable
 from network.validators import validate_ae_title
 
 
@@ -134,10 +134,19 @@ class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[F
         return attrs
 
 
+class EnrolableUserField(serializers.SlugRelatedField[Any]):
+    """A username among the users the requesting admin may enrol.  A name that does
+    not exist and one that is not available answer the same words, so the field is no
+    oracle of who has an account."""
+
+    default_error_messages = {
+        "does_not_exist": "No such user available for enrolment.",
+        "invalid": "No such user available for enrolment.",
+    }
+
+
 class RadiologistSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Radiologist]):
-    user = serializers.SlugRelatedField(
-        slug_field="username", queryset=get_user_model().objects.all()
-    )
+    user = EnrolableUserField(slug_field="username", queryset=get_user_model().objects.none())
     subspecialties = serializers.SlugRelatedField(
         slug_field="code", many=True, queryset=Subspecialty.objects.all()
     )
@@ -161,7 +170,16 @@ class RadiologistSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
         ]
 
     def get_fields(self) -> dict[str, Any]:
-        return self.scope_related_fields(super().get_fields())
+        fields = self.scope_related_fields(super().get_fields())
+        request = self.context.get("request")
+        user_field: Any = fields.get("user")
+        if request is not None and user_field is not None and not user_field.read_only:
+            users = users_enrolable(user=request.user)
+            if isinstance(self.instance, Radiologist):
+                # Updating a reader: their own account stays acceptable.
+                users = users | get_user_model().objects.filter(pk=self.instance.user_id)
+            user_field.queryset = users
+        return fields
 
 
 class LicenseSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[License]):

@@ -43,9 +43,16 @@ def network_object_delete(
     audited_delete(actor=actor, instance=instance, ip_address=ip_address)
 
 
-def network_object_set_related(*, instance: models.Model, name: str, values: Iterable[Any]) -> None:
+def network_object_set_related(
+    *,
+    instance: models.Model,
+    name: str,
+    values: Iterable[Any],
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> None:
     """Replace a network object's many-to-many members (e.g. a reader's subspecialties)."""
-    related_set(instance=instance, name=name, values=values)
+    related_set(instance=instance, name=name, values=values, actor=actor, ip_address=ip_address)
 
 
 def _shift_check_overlap(shift: models.Model) -> None:

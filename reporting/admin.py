@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
+from audit.admin import AuditedReadsAdmin
 from network.models import Facility
 from network.selectors import reading_groups_administered
 from reporting import transport
@@ -97,7 +98,12 @@ class ReportTemplateAdmin(admin.ModelAdmin[ReportTemplate]):
         "allow_any_study",
         "is_active",
     ]
-    list_filter = ["is_active", "allow_any_study", "modality", "reading_group"]
+    list_filter = [
+        "is_active",
+        "allow_any_study",
+        "modality",
+        ("reading_group", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["code", "name"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ReportTemplate]:
@@ -166,7 +172,7 @@ class CriticalCommunicationInline(_ReadOnly, admin.TabularInline[CriticalCommuni
 
 
 @admin.register(Report)
-class ReportAdmin(_ReadOnly, admin.ModelAdmin[Report]):
+class ReportAdmin(_ReadOnly, AuditedReadsAdmin):
     """Read-only record of reports the admin may read, with every version and addendum."""
 
     list_display = ["study", "template", "author", "status", "critical_severity", "updated_at"]
@@ -257,7 +263,7 @@ class DeliveryAttemptInline(_ReadOnly, admin.TabularInline[DeliveryAttempt, Repo
 
 
 @admin.register(ReportMessage)
-class ReportMessageAdmin(_ReadOnly, admin.ModelAdmin[ReportMessage]):
+class ReportMessageAdmin(_ReadOnly, AuditedReadsAdmin):
     """Result messages of the reports the admin may read, and every delivery attempt."""
 
     list_display = [

@@ -232,7 +232,10 @@ def critical_communication_add(request: HttpRequest, study_id: int) -> HttpRespo
     if isinstance(reader, HttpResponse):
         return reader
     report = _report(request, study_id)
-    when = parse_datetime(request.POST.get("communicated_at", "").strip())
+    try:  # parse_datetime raises ValueError on well-formed impossible dates
+        when = parse_datetime(request.POST.get("communicated_at", "").strip())
+    except ValueError:
+        when = None
     if when is None or timezone.is_naive(when):
         return _refusal("Give the time of the communication.", status=400, target="#critical-error")
     try:

@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from audit.admin import AuditedReadsAdmin
 from network.models import ReadingGroup
 from network.selectors import reading_groups_administered
 from review import services
@@ -72,7 +73,7 @@ class PeerReviewPolicyAdmin(_GroupAdminsOnly, admin.ModelAdmin[PeerReviewPolicy]
 
 
 @admin.register(ReviewCase)
-class ReviewCaseAdmin(_GroupAdminsOnly, admin.ModelAdmin[ReviewCase]):
+class ReviewCaseAdmin(_GroupAdminsOnly, AuditedReadsAdmin):
     list_display = [
         "id",
         "kind",

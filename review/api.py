@@ -18,7 +18,6 @@ import datetime as dt
 from typing import Any
 
 from django.db import models, transaction
-from django.utils.dateparse import parse_date
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -41,6 +40,7 @@ from reporting.selectors import report_get_visible
 from review import selectors, services
 from review.models import Opinion, PeerReviewPolicy, ReviewCase, ReviewKind, ReviewStatus
 from teleradiology.api import client_ip, request_actor
+from teleradiology.converters import query_id
 
 
 def _reader(request: Request) -> Radiologist:
@@ -324,7 +324,7 @@ class _ReviewCaseViewSet(
 
     @extend_schema(request=None, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])
-    def claim(self, request: Request, pk: str | None = None) -> Response:
+    def claim(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         """Claim a case on my review list: 200 for exactly one caller, 409 for the others."""
         review = self._visible()
         claimed = services.review_claim(
@@ -340,7 +340,7 @@ class _ReviewCaseViewSet(
 
     @extend_schema(request=ReviewReleaseSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])
-    def release(self, request: Request, pk: str | None = None) -> Response:
+    def release(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         """Give a case I claimed back, with a reason: it is offered afresh."""
         review = self._visible()
         body = ReviewReleaseSerializer(data=request.data)
@@ -356,7 +356,7 @@ class _ReviewCaseViewSet(
 
     @extend_schema(request=ReviewReleaseSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])
-    def cancel(self, request: Request, pk: str | None = None) -> Response:
+    def cancel(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         """Withdraw a case not yet answered, with a reason (the requester side only)."""
         review = self._visible()
         if not selectors.may_cancel_review(user=request.user, review=review):
@@ -385,7 +385,7 @@ class SecondOpinionViewSet(_ReviewCaseViewSet):
 
     @extend_schema(request=SecondOpinionAnswerSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])
-    def answer(self, request: Request, pk: str | None = None) -> Response:
+    def answer(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         """Answer a second opinion I claimed: agree, minor or major discrepancy, with comments."""
         review = self._visible()
         body = SecondOpinionAnswerSerializer(data=request.data)
@@ -413,7 +413,7 @@ class PeerReviewViewSet(_ReviewCaseViewSet):
 
     @extend_schema(request=PeerReviewScoreSerializer, responses=ReviewCaseSerializer)
     @action(detail=True, methods=["post"])
-    def score(self, request: Request, pk: str | None = None) -> Response:
+    def score(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         """Score a peer review I claimed (RADPEER 1-4, clinically significant for 2-4)."""
         review = self._visible()
         body = PeerReviewScoreSerializer(data=request.data)
@@ -440,25 +440,28 @@ class PeerReviewViewSet(_ReviewCaseViewSet):
         ],
         responses=PeerReviewSummaryRowSerializer(many=True),
     )
-    @action(detail=False, methods=["get"])
-    def summary(self, request: Request) -> Response:
+    @action(detail=False, methods=["get"], pagination_class=None)  # one row per reader
+    def summary(self, request: Request, **kwargs: Any) -> Response:
         """Per-radiologist RADPEER figures of my reading groups (group admins only)."""
         groups = reading_groups_administered(user=request.user)
         if not groups.exists():
             raise PermissionDenied("Peer review figures are for the reading group's admins only.")
         group_param = request.query_params.get("reading_group", "")
         if group_param:
-            if not group_param.isdigit():
-                raise ValidationError({"reading_group": ["A reading group id."]})
-            groups = groups.filter(pk=int(group_param))
+            group_id = query_id(group_param, field="reading_group", message="A reading group id.")
+            groups = groups.filter(pk=group_id)
             if not groups.exists():
                 raise PermissionDenied("You do not administer that reading group.")
         bounds: dict[str, dt.datetime | None] = {}
+        # A form field, not parse_date: "2026-13-45" has the shape of a date and is
+        # none (parse_date raises ValueError on it); the field answers 400 naming it.
+        date_field = serializers.DateField(input_formats=["%Y-%m-%d"])
         for name in ("from", "to"):
             raw = request.query_params.get(name, "")
-            day = parse_date(raw) if raw else None
-            if raw and day is None:
-                raise ValidationError({name: ["A date as YYYY-MM-DD."]})
+            try:
+                day = date_field.run_validation(raw) if raw else None
+            except ValidationError as exc:
+                raise ValidationError({name: ["A date as YYYY-MM-DD."]}) from exc
             bounds[name] = (
                 dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC) if day is not None else None
             )
@@ -474,6 +477,9 @@ class PeerReviewViewSet(_ReviewCaseViewSet):
                 action=AuditEvent.Action.READ,
                 object_type="review.peer_review_summary",
                 ip_address=client_ip(request),
+                # One group's figures name it; several groups' stay with their admins
+                # through the actor (audit.selectors shows a member's events).
+                reading_group_id=group_ids[0] if len(group_ids) == 1 else None,
                 detail={"reading_groups": group_ids, "query": request.GET.urlencode()[:300]},
             )
         return Response(PeerReviewSummaryRowSerializer(rows, many=True).data)

@@ -1,13 +1,16 @@
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from access.selectors import study_visibility_filter
+from audit.admin import AuditedReadsAdmin
 from network.admin import GroupScopedAdmin
 from routing import services
 from routing.models import FacilityTierPool, ReaderPool, RoutingDecision, RoutingRule
+from routing.rules import pattern_problem
 from studies.models import Study
 
 
@@ -17,9 +20,36 @@ class RoutingConfigAdmin(GroupScopedAdmin):
     save_service = staticmethod(services.routing_config_save)
     delete_service = staticmethod(services.routing_config_delete)
 
+    def scoped_choices(self, request: HttpRequest) -> dict[str, QuerySet[Any]]:
+        choices = super().scoped_choices(request)
+        choices["pool"] = ReaderPool.objects.filter(reading_group__in=choices["reading_group"])
+        return choices
+
+
+class RoutingRuleForm(forms.ModelForm[RoutingRule]):
+    """The admin's rule form refuses the patterns the API refuses (see routing.rules)."""
+
+    class Meta:
+        model = RoutingRule
+        fields = ["description_pattern", "procedure_code_pattern"]  # the admin adds the rest
+
+    def _pattern(self, name: str) -> str:
+        value = str(self.cleaned_data.get(name) or "")
+        problem = pattern_problem(value)
+        if problem is not None:
+            raise forms.ValidationError(problem)
+        return value
+
+    def clean_description_pattern(self) -> str:
+        return self._pattern("description_pattern")
+
+    def clean_procedure_code_pattern(self) -> str:
+        return self._pattern("procedure_code_pattern")
+
 
 @admin.register(RoutingRule)
 class RoutingRuleAdmin(RoutingConfigAdmin):
+    form = RoutingRuleForm
     list_display = [
         "name",
         "reading_group",
@@ -47,7 +77,7 @@ class FacilityTierPoolAdmin(RoutingConfigAdmin):
 
 
 @admin.register(RoutingDecision)
-class RoutingDecisionAdmin(admin.ModelAdmin[RoutingDecision]):
+class RoutingDecisionAdmin(AuditedReadsAdmin):
     """Read-only record of every routing step and each candidate's verdict."""
 
     list_display = ["created_at", "study", "rule_name", "tier", "outcome", "reason"]

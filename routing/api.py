@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
+from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -16,13 +16,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.selectors import study_get_visible, study_is_administered_by
+from audit.models import AuditEvent
+from audit.services import audit_record
 from network.api import NetworkViewSet
 from network.models import Priority, Subspecialty
 from network.selectors import reading_groups_administered
 from network.serializers import ScopedRelatedFieldsMixin
 from routing import selectors, services
 from routing.models import RoutingDecision, RoutingRule
+from routing.rules import pattern_problem
 from teleradiology.api import client_ip, request_actor
+from teleradiology.converters import query_id
+
+WEEK = 7 * 24 * 3600  # seconds
 
 
 def _upper_words(value: list[Any], *, limit: int) -> list[str]:
@@ -37,10 +43,11 @@ class RoutingRuleSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
     subspecialties = serializers.SlugRelatedField(
         slug_field="code", many=True, queryset=Subspecialty.objects.all(), allow_empty=False
     )
-    wait_stat_seconds = serializers.IntegerField(min_value=1, default=180)
-    wait_urgent_seconds = serializers.IntegerField(min_value=1, default=600)
-    wait_routine_seconds = serializers.IntegerField(min_value=1, default=1800)
-    accept_timeout_seconds = serializers.IntegerField(min_value=1, default=120)
+    # At most a week: longer means never, and past 2**31 the column refuses it (a 500).
+    wait_stat_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=180)
+    wait_urgent_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=600)
+    wait_routine_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=1800)
+    accept_timeout_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=120)
     relative_value = serializers.DecimalField(
         max_digits=6, decimal_places=2, min_value=Decimal("0.01"), default=Decimal(1)
     )
@@ -81,10 +88,11 @@ class RoutingRuleSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
         return self.scope_related_fields(super().get_fields())
 
     def _pattern(self, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise serializers.ValidationError(f"Not a valid regular expression: {exc}.") from exc
+        # Checked with the engine that matches it (RE2, linear time): what it
+        # refuses, such as backreferences and lookaround, is refused here.
+        problem = pattern_problem(value)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
         return value
 
     def validate_description_pattern(self, value: str) -> str:
@@ -176,12 +184,20 @@ class StudyRoutingApi(APIView):
         }
         reader = request.query_params.get("radiologist")
         if reader:
-            if not reader.isdigit():
-                raise serializers.ValidationError({"radiologist": "A radiologist id."})
-            verdict = selectors.why_not(study=study, radiologist_id=int(reader))
+            reader_id = query_id(reader, field="radiologist", message="A radiologist id.")
+            verdict = selectors.why_not(study=study, radiologist_id=reader_id)
             if verdict is None:
                 raise NotFound("No such radiologist in this study's reading group.")
             body["radiologist_verdict"] = verdict.as_dict()
+        with transaction.atomic():
+            audit_record(
+                actor=request.user,
+                action=AuditEvent.Action.READ,
+                obj=study,
+                patient_id=study.patient_id,
+                ip_address=client_ip(request),
+                detail={"view": "routing", "query": request.GET.urlencode()[:300]},
+            )
         return Response(body)
 
 

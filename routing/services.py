@@ -492,9 +492,16 @@ def routing_config_delete(
     audited_delete(actor=actor, instance=instance, ip_address=ip_address)
 
 
-def routing_config_set_related(*, instance: models.Model, name: str, values: Iterable[Any]) -> None:
+def routing_config_set_related(
+    *,
+    instance: models.Model,
+    name: str,
+    values: Iterable[Any],
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> None:
     """Replace a rule's facilities or subspecialties, or a pool's readers."""
-    related_set(instance=instance, name=name, values=values)
+    related_set(instance=instance, name=name, values=values, actor=actor, ip_address=ip_address)
 
 
 def routing_timer_clear(*, study_id: int) -> None:

@@ -89,8 +89,8 @@ def manage(*args: str) -> str:
 
 
 def token_for(username: str) -> str:
-    # README: `manage.py drf_create_token <user> | awk '{print $3}'`
-    return manage("drf_create_token", username).split()[2]
+    # README: `manage.py api_token <user>` prints the token alone
+    return manage("api_token", username).strip()
 
 
 def readme_block(heading: str) -> str:

@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from access.selectors import study_list_visible
+from audit.admin import AuditedReadsAdmin
 from studies.models import Study, StudyTransition
 
 
@@ -19,7 +20,7 @@ class StudyTransitionInline(admin.TabularInline[StudyTransition, Study]):
 
 
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin[Study]):
+class StudyAdmin(AuditedReadsAdmin):
     """Read-only: studies change only through their services (ingest, routing, claims)."""
 
     list_display = [

@@ -31,7 +31,9 @@ class StudyListSerializer(serializers.ModelSerializer[Study]):
     patient_jurisdiction = serializers.CharField(source="patient_jurisdiction.code")
     priority = serializers.ChoiceField(choices=Priority.choices)
     priority_label = serializers.CharField(source="get_priority_display", read_only=True)
-    assigned_radiologist = serializers.PrimaryKeyRelatedField[Radiologist](read_only=True)
+    assigned_radiologist = serializers.PrimaryKeyRelatedField[Radiologist](
+        read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Study

@@ -72,6 +72,27 @@ def audited_delete(
         instance.delete()
 
 
-def related_set(*, instance: models.Model, name: str, values: Iterable[Any]) -> None:
-    """Replace the members of a many-to-many field (inside the caller's save)."""
-    getattr(instance, name).set(list(values))
+def related_set(
+    *,
+    instance: models.Model,
+    name: str,
+    values: Iterable[Any],
+    actor: User | None = None,
+    ip_address: str | None = None,
+) -> None:
+    """Replace the members of a many-to-many field (inside the caller's save); a
+    change is audited with the members' ids before and after."""
+    manager = getattr(instance, name)
+    wanted = list(values)
+    with transaction.atomic():
+        before = sorted(manager.values_list("pk", flat=True))
+        manager.set(wanted)
+        after = sorted(manager.values_list("pk", flat=True))
+        if before != after:
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.UPDATE,
+                obj=instance,
+                ip_address=ip_address,
+                detail={"changed": {name: [before, after]}},
+            )

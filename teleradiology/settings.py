@@ -8,10 +8,12 @@ refuses to start with development defaults.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import django_stubs_ext
 import environ
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 # Lets generic Django classes be subscripted at runtime (ModelAdmin[Model]).
@@ -47,7 +49,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # expiring API tokens (accounts.ApiToken)
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "django_otp_webauthn",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served locally, no CDN
@@ -56,6 +63,7 @@ INSTALLED_APPS = [
     # The flow of a study: the network it is read by, the study itself (and
     # its DICOM ingest), routing, the worklist, reporting; audit underneath.
     "audit",
+    "accounts",  # sign-in, multi-factor authentication, lockout, API tokens
     "network",
     "studies",
     "ingest",
@@ -73,13 +81,25 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Permissions-Policy, and Cache-Control: no-store on responses with patient data.
+    "teleradiology.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): a second factor was given in this session.
+    "django_otp.middleware.OTPMiddleware",
+    # Sessions that still owe a second factor reach only the sign-in pages.
+    "accounts.middleware.MfaRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Ends a page session idle for SESSION_IDLE_TIMEOUT seconds (after messages: it
+    # leaves one on the sign-in page).
+    "teleradiology.middleware.IdleSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a lockout into its answer (accounts.views).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "teleradiology.urls"
@@ -97,6 +117,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "teleradiology.context_processors.nav",
+                "teleradiology.keepalive.idle_logoff",
             ],
         },
     },
@@ -137,6 +158,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out user or address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -149,8 +172,62 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/login/"
+# A page session unused for this many seconds ends (0: never); the page warns this
+# many seconds before (teleradiology/middleware.py, static/idle-logoff.js).  Requests
+# a page sends by itself (polling) do not count as use.  SESSION_COOKIE_AGE stays
+# the absolute lifetime.
+SESSION_IDLE_TIMEOUT = env.int("SESSION_IDLE_TIMEOUT", default=15 * 60)
+SESSION_IDLE_WARNING = env.int("SESSION_IDLE_WARNING", default=2 * 60)
+if SESSION_IDLE_TIMEOUT < 0 or SESSION_IDLE_WARNING < 0:
+    raise ImproperlyConfigured("SESSION_IDLE_TIMEOUT and SESSION_IDLE_WARNING must be >= 0.")
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+# Multi-factor authentication (accounts): required, every signed-in user must give a
+# second factor (TOTP, a recovery code or a passkey) before any page, the admin or an
+# API token; not required (the demo), only users who enrolled a device are asked.
+MFA_REQUIRED = env.bool("MFA_REQUIRED", default=PRODUCTION)
+MFA_ISSUER = env.str("MFA_ISSUER", default="Teleradiology")
+MFA_RECOVERY_CODES = 10
+# Lockout (django-axes): this many failed sign-ins (a wrong password or second-factor
+# code) for one username, or from one address, lock it for the cool-off; N lockouts
+# of one account or address within an hour alert its group's admins.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False
+# A try during a lockout is refused without extending it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
+AXES_DISABLE_ACCESS_LOG = True  # sign-ins are in the audit trail
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
+# Behind a reverse proxy: how many proxies set X-Forwarded-For (0: REMOTE_ADDR).
+AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0) or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if AXES_IPWARE_PROXY_COUNT else ("REMOTE_ADDR",)
+)
+LOCKOUT_ALERT_COUNT = env.int("LOCKOUT_ALERT_COUNT", default=3)
+OTP_TOTP_ISSUER = MFA_ISSUER
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows a device's secret key
+# Passkeys (django-otp-webauthn) as a second factor only, never passwordless (every
+# sign-in passes the password, the lockout and the audit).  The relying party id is
+# the host name users sign in at (never an IP address: browsers refuse it, so the
+# demo's passkeys work at http://localhost:8000); plain http only on localhost.
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+OTP_WEBAUTHN_RP_ID = env.str("WEBAUTHN_RP_ID", default="localhost")
+OTP_WEBAUTHN_RP_NAME = MFA_ISSUER
+OTP_WEBAUTHN_ALLOWED_ORIGINS: list[str] = env.list(
+    "WEBAUTHN_ORIGINS", default=["http://localhost:8000"]
+)
+# API tokens (django-rest-knox): they expire; "Authorization: Token <key>".
+KNOX_TOKEN_MODEL = "accounts.ApiToken"  # noqa: S105 - a model name
+# knox's own migrations would create its unused token table (the model is swapped for
+# accounts.ApiToken) with a foreign key to users that blocks flushing the database.
+MIGRATION_MODULES = {"knox": None}
+REST_KNOX = {
+    "TOKEN_TTL": dt.timedelta(hours=env.float("API_TOKEN_TTL_HOURS", default=12.0)),
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -172,14 +249,39 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "teleradiology.filters.BoundedFilterBackend",  # numbers held to 64 bits
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "teleradiology.api.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"anon": "60/min"},
+    # JSON nested deeper than teleradiology.parsers.MAX_JSON_DEPTH is a 400, not a
+    # RecursionError; forms and multipart as DRF's defaults.
+    "DEFAULT_PARSER_CLASSES": [
+        "teleradiology.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # DRF's browsable API, allowed its templates' style attributes under the CSP.
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "teleradiology.renderers.BrowsableAPIRenderer",
+    ],
+    # Far above what a reader or an integration sends, well below a script in a loop
+    # (teleradiology/throttling.py); 429 with Retry-After beyond.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "teleradiology.throttling.AnonRateThrottle",
+        "teleradiology.throttling.UserRateThrottle",
+        "teleradiology.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="60/min"),
+        "user": env.str("API_THROTTLE_USER", default="50/s"),
+        "dicomweb": env.str("API_THROTTLE_DICOMWEB", default="500/s"),
+        "sign-in": env.str("API_THROTTLE_SIGN_IN", default="10/min"),
+        "claim": env.str("API_THROTTLE_CLAIM", default="60/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Teleradiology worklist and case-distribution API",
@@ -191,6 +293,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SWAGGER_UI_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "teleradiology.throttling.add_throttled_responses",  # 429 on every operation
+    ],
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
@@ -200,10 +306,44 @@ SPECTACULAR_SETTINGS = {
         "ReportStatusEnum": "reporting.states.ReportStatus",
         "SignAsEnum": "reporting.states.SignAs",
     },
+    # <id:...> path segments (teleradiology.converters): 64-bit primary keys.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
+    },
+}
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------
+# No inline script or style on our pages: scripts and styles are static files (a
+# nonce for what must stay inline).  The viewer's pages send their own policy
+# (viewer/views.py); the middleware leaves a response's own header alone.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", NONCE],
+        "style-src": ["'self'", NONCE],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+    },
 }
 
 # --- Celery -----------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# The cache: Redis when configured, so that every web worker shares it (API
+# throttle counts, DICOMweb's audit de-duplication); else memory per process.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            # clear() leaves the broker's keys alone (the same Redis database)
+            "BACKEND": "teleradiology.cache.SharedRedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "telerad",
+        }
+    }
 CELERY_FS_BROKER_DIR = VAR_DIR / "celery-broker"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
@@ -249,7 +389,21 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="teleradiology@localh
 # --- DICOM ------------------------------------------------------------------
 DICOM_STORAGE_ROOT = Path(env.str("DICOM_STORAGE_ROOT", default=str(VAR_DIR / "dicom")))
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="TELERAD")
+# Other called AE titles the gateway answers to (e.g. a title senders still use after
+# a rename); an association calling any other title is rejected (reason 0x07).
+DICOM_AE_TITLE_ALIASES: list[str] = env.list("DICOM_AE_TITLE_ALIASES", default=[])
+if not all(0 < len(t.strip()) <= 16 for t in [DICOM_AE_TITLE, *DICOM_AE_TITLE_ALIASES]):
+    raise ImproperlyConfigured("DICOM_AE_TITLE and its aliases must be 1-16 characters.")
+DICOM_AE_TITLE_ALIASES = [t.strip() for t in DICOM_AE_TITLE_ALIASES]
 DICOM_PORT = env.int("DICOM_PORT", default=11112)
+# The interface the DICOM listener binds: loopback unless named; in production it
+# must be named (the listener refuses to start otherwise; 0.0.0.0 means every one).
+DICOM_LISTEN_HOST = env.str("DICOM_LISTEN_HOST", default="" if PRODUCTION else "127.0.0.1")
+# The listener's database connections carry this PostgreSQL application_name, so
+# operators can find them in pg_stat_activity.
+DICOM_LISTENER_DB_APPLICATION_NAME = env.str(
+    "DICOM_LISTENER_DB_APPLICATION_NAME", default="teleradiology-dicom-listener"
+)
 # Largest PDU we accept; a peer announcing more is cut off (bounded memory).
 DICOM_MAX_PDU_BYTES = env.int("DICOM_MAX_PDU_BYTES", default=262144)
 DICOM_TLS_CERT = env.str("DICOM_TLS_CERT", default="")
@@ -333,7 +487,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # pynetdicom logs every C-STORE at INFO: too chatty (and slow) for a gateway.
-    "loggers": {"pynetdicom": {"level": env.str("PYNETDICOM_LOG_LEVEL", default="WARNING")}},
+    "loggers": {
+        "pynetdicom": {"level": env.str("PYNETDICOM_LOG_LEVEL", default="WARNING")},
+        # django-axes: failures and lockouts (WARNING), not a line per start and sign-in.
+        "axes": {"level": "WARNING"},
+    },
 }
 
 # --- Production guard -------------------------------------------------------

@@ -1,9 +1,7 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.routers import DefaultRouter
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from audit.api import AuditEventViewSet
 from health.views import healthz
@@ -16,11 +14,13 @@ from reporting.api.templates import ReportTemplateViewSet
 from review import api as review_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
 from studies.api import StudyViewSet
+from teleradiology.converters import IdRouter
+from teleradiology.keepalive import session_keepalive
 from turnaround import api as turnaround_api
 from turnaround import views as turnaround_views
 from worklist import api as worklist_api
 
-router = DefaultRouter()
+router = IdRouter()
 router.register("facilities", network_api.FacilityViewSet, basename="facility")
 router.register("radiologists", network_api.RadiologistViewSet, basename="radiologist")
 router.register("licenses", network_api.LicenseViewSet, basename="license")
@@ -44,63 +44,64 @@ urlpatterns = [
     path("", include("reporting.urls")),
     path("", include("turnaround.urls")),
     path("viewer/", include("viewer.urls")),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Sign-in (password, second factor, lockout), sign-out, security settings, API
+    # tokens; also the admin's and the browsable API's sign-in (before their own).
+    path("", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("dicomweb/", include("dicomweb.urls")),
     path("api/v1/", include(router.urls)),
     path("api/v1/me/", network_api.MeApi.as_view(), name="me"),
-    path("api/v1/studies/<int:study_id>/routing/", StudyRoutingApi.as_view(), name="study-routing"),
+    path("api/v1/studies/<id:study_id>/routing/", StudyRoutingApi.as_view(), name="study-routing"),
     path("api/v1/worklist/", worklist_api.WorklistApi.as_view(), name="worklist"),
     path("api/v1/worklist/next/", worklist_api.NextCaseApi.as_view(), name="worklist-next"),
     path("api/v1/me/cases/", worklist_api.MyCasesApi.as_view(), name="my-cases"),
-    path("api/v1/studies/<int:study_id>/claim/", worklist_api.ClaimApi.as_view(), name="claim"),
-    path("api/v1/studies/<int:study_id>/accept/", worklist_api.AcceptApi.as_view(), name="accept"),
+    path("api/v1/studies/<id:study_id>/claim/", worklist_api.ClaimApi.as_view(), name="claim"),
+    path("api/v1/studies/<id:study_id>/accept/", worklist_api.AcceptApi.as_view(), name="accept"),
     path(
-        "api/v1/studies/<int:study_id>/decline/", worklist_api.DeclineApi.as_view(), name="decline"
+        "api/v1/studies/<id:study_id>/decline/", worklist_api.DeclineApi.as_view(), name="decline"
     ),
     path(
-        "api/v1/studies/<int:study_id>/release/", worklist_api.ReleaseApi.as_view(), name="release"
+        "api/v1/studies/<id:study_id>/release/", worklist_api.ReleaseApi.as_view(), name="release"
     ),
     path(
-        "api/v1/studies/<int:study_id>/reassign/",
+        "api/v1/studies/<id:study_id>/reassign/",
         worklist_api.ReassignApi.as_view(),
         name="reassign",
     ),
-    path("api/v1/studies/<int:study_id>/triage/", StudyTriageApi.as_view(), name="study-triage"),
+    path("api/v1/studies/<id:study_id>/triage/", StudyTriageApi.as_view(), name="study-triage"),
     path(
-        "api/v1/studies/<int:study_id>/report/",
+        "api/v1/studies/<id:study_id>/report/",
         StudyReportApi.as_view(),
         name="study-report",
     ),
     path(
-        "api/v1/reports/<int:report_id>/hl7",
+        "api/v1/reports/<id:report_id>/hl7",
         ReportHl7Api.as_view(),
         name="report-hl7",
     ),
     path(
-        "api/v1/reports/<int:report_id>/fhir",
+        "api/v1/reports/<id:report_id>/fhir",
         ReportFhirApi.as_view(),
         name="report-fhir",
     ),
     path(
-        "api/v1/reports/<int:report_id>/pdf",
+        "api/v1/reports/<id:report_id>/pdf",
         ReportPdfApi.as_view(),
         name="report-pdf",
     ),
     path(
-        "api/v1/studies/<int:study_id>/timeline/",
+        "api/v1/studies/<id:study_id>/timeline/",
         turnaround_api.StudyTimelineApi.as_view(),
         name="study-timeline",
     ),
     path("api/v1/turnaround/", turnaround_api.TurnaroundApi.as_view(), name="turnaround"),
     path(
-        "api/v1/reports/<int:report_id>/second-opinions/",
+        "api/v1/reports/<id:report_id>/second-opinions/",
         review_api.ReportSecondOpinionsApi.as_view(),
         name="report-second-opinions",
     ),
     path(
-        "api/v1/reports/<int:report_id>/peer-reviews/",
+        "api/v1/reports/<id:report_id>/peer-reviews/",
         review_api.ReportPeerReviewsApi.as_view(),
         name="report-peer-reviews",
     ),
@@ -110,15 +111,21 @@ urlpatterns = [
         name="peer-review-policies",
     ),
     path(
-        "api/v1/peer-review-policies/<int:reading_group_id>/",
+        "api/v1/peer-review-policies/<id:reading_group_id>/",
         review_api.PeerReviewPolicyApi.as_view(),
         name="peer-review-policy",
     ),
     path("api/v1/operations/", turnaround_api.OperationsApi.as_view(), name="operations"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # The split view serves Swagger UI's init script as a file: no inline script (CSP).
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html"),
+        name="docs",
+    ),
     path("api-auth/", include("rest_framework.urls")),
     path("healthz", healthz, name="healthz"),
+    path("session/keep-alive/", session_keepalive, name="session-keepalive"),
     path("metrics", turnaround_views.metrics, name="metrics"),
 ]
 # Static files from Django itself only with DEBUG on (the demo, served by gunicorn

@@ -28,6 +28,24 @@ def _fast_password_hashing(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _api_throttles_out_of_the_way(settings: Any) -> None:
+    # Tests send many requests a second as one user and one address, and the counts
+    # would carry over from test to test; tests/security/test_throttling.py sets
+    # low rates of its own to prove the 429s.
+    rest = dict(settings.REST_FRAMEWORK)
+    rest["DEFAULT_THROTTLE_RATES"] = dict.fromkeys(rest["DEFAULT_THROTTLE_RATES"], "1000000/s")
+    settings.REST_FRAMEWORK = rest
+
+
+@pytest.fixture(autouse=True)
+def _idle_logoff_off(settings: Any) -> None:
+    # Tests travel in time (a session used at a fixed past instant, then again at the
+    # real time would be months idle); tests/security/test_idle_logoff.py and the
+    # browser test turn it on.
+    settings.SESSION_IDLE_TIMEOUT = 0
+
+
+@pytest.fixture(autouse=True)
 def _celery_eager_unless_real_worker(request: Any) -> Any:
     """Tasks enqueued by services run inline, except in tests that run a real worker
     (there, tasks must travel through the broker)."""

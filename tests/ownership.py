@@ -32,6 +32,7 @@ import pytest
 
 OUR_APPS = frozenset(
     {
+        "accounts",
         "alerts",
         "audit",
         "health",

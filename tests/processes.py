@@ -157,9 +157,9 @@ def start_listener(tmp_path: Path, **env: str) -> Listener:
     port = free_port()
     storage_root = tmp_path / "dicom"
     log_path = tmp_path / f"listener-{port}.log"
+    # The listener names its own database connections (application_name
+    # "teleradiology-dicom-listener"), which the outage test looks for.
     url = database_url()
-    if url.startswith("postgres"):
-        url += "?application_name=telerad-listener"
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [

@@ -1,13 +1,14 @@
-"""API token authentication: DRF's answers, with the reader's profile read alongside."""
+"""API token authentication (django-rest-knox tokens): DRF's answers, with the
+reader's profile read alongside."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.models import ApiToken
 from network.models import Radiologist
 from network.selectors import radiologist_for_user
 from teleradiology.authentication import TokenAuthentication
@@ -22,31 +23,33 @@ def _client(key: str) -> APIClient:
 
 
 def test_a_readers_profile_comes_with_the_token(licensed_reader):
-    token = Token.objects.create(user=licensed_reader.user)
+    token, key = ApiToken.objects.create(user=licensed_reader.user)
+    TokenAuthentication().authenticate_credentials(key.encode())  # first use: records it
     with CaptureQueriesContext(connection) as captured:
-        user, found = TokenAuthentication().authenticate_credentials(token.key)
+        user, found = TokenAuthentication().authenticate_credentials(key.encode())
         reader = radiologist_for_user(user=user)
     assert found == token and reader == licensed_reader
     assert len(captured.captured_queries) == 1
 
 
 def test_a_user_without_a_profile_is_known_to_have_none(staff_a):
-    token = Token.objects.create(user=staff_a)
+    _, key = ApiToken.objects.create(user=staff_a)
     with CaptureQueriesContext(connection) as captured:
-        user, _ = TokenAuthentication().authenticate_credentials(token.key)
+        user, _ = TokenAuthentication().authenticate_credentials(key.encode())
         assert radiologist_for_user(user=user) is None
-    assert len(captured.captured_queries) == 1
+    # The token with its user and profile, then its first use recorded (once a minute).
+    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["SELECT", "UPDATE"]
     # Through the API: a radiologists-only endpoint refuses them as before.
-    response = _client(token.key).post("/api/v1/worklist/next/")
+    response = _client(key).post("/api/v1/worklist/next/")
     assert response.status_code == 403
     assert response.json()["detail"] == "Only radiologists claim studies."
 
 
 def test_bad_and_inactive_tokens_are_refused_as_drf_does(licensed_reader):
     assert _client("not-a-token").get("/api/v1/worklist/").status_code == 401
-    token = Token.objects.create(user=licensed_reader.user)
+    _, key = ApiToken.objects.create(user=licensed_reader.user)
     type(licensed_reader.user).objects.filter(pk=licensed_reader.user_id).update(is_active=False)
-    response = _client(token.key).get("/api/v1/worklist/")
+    response = _client(key).get("/api/v1/worklist/")
     assert response.status_code == 401
     assert response.json()["detail"] == "User inactive or deleted."
 

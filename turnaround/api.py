@@ -21,10 +21,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_many
 from network.models import Priority
 from studies.states import StudyStatus
 from teleradiology.api import client_ip
+from teleradiology.converters import MAX_ID
 from turnaround import operations, selectors
 
 MAX_RANGE_DAYS = 366
@@ -119,7 +120,7 @@ ROW_FIELDS = [
 
 
 class TurnaroundQuerySerializer(serializers.Serializer[Any]):
-    facility = serializers.IntegerField(required=False, min_value=1)
+    facility = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     priority = serializers.ChoiceField(
         choices=Priority.choices,
         required=False,
@@ -396,4 +397,27 @@ class OperationsApi(APIView):
         snapshot = operations.operations_snapshot(
             user=request.user, group_id=query.validated_data.get("group"), now=timezone.now()
         )
+        operations_read_record(request=request, snapshot=snapshot, view="operations")
         return Response(OperationsSerializer(snapshot).data)
+
+
+def operations_read_record(
+    *, request: Any, snapshot: operations.OperationsSnapshot, view: str
+) -> None:
+    """Audit the studies the operations picture names (at risk, unroutable, alerts):
+    one LIST event per study, with its patient, as every list of studies is."""
+    studies = {study.pk: study.patient_id for study in snapshot.at_risk}
+    studies.update((row.study_id, row.study.patient_id) for row in snapshot.unroutable)
+    studies.update(
+        (alert.study_id, alert.study.patient_id)
+        for alert in snapshot.alerts
+        if alert.study_id is not None and alert.study is not None
+    )
+    audit_record_many(
+        actor=request.user,
+        action=AuditEvent.Action.LIST,
+        object_type="studies.study",
+        items=[(str(pk), patient) for pk, patient in studies.items()],
+        ip_address=client_ip(request),
+        detail={"view": view},
+    )

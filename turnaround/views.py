@@ -28,14 +28,14 @@ from audit.services import audit_record_many
 from network.models import Priority
 from routing.models import TIERS
 from teleradiology.api import client_ip
+from teleradiology.converters import parse_id
 from turnaround import charts, operations, selectors
 from turnaround import metrics as turnaround_metrics
-from turnaround.api import TurnaroundQuerySerializer
+from turnaround.api import TurnaroundQuerySerializer, operations_read_record
 
 
 def _int_param(request: HttpRequest, name: str) -> int | None:
-    value = request.GET.get(name, "")
-    return int(value) if value.isdigit() else None
+    return parse_id(request.GET.get(name, ""))
 
 
 # --- Operations -------------------------------------------------------------
@@ -71,6 +71,7 @@ def _operations_context(request: HttpRequest) -> dict[str, Any]:
     snapshot = operations.operations_snapshot(
         user=request.user, group_id=group_id, now=timezone.now()
     )
+    operations_read_record(request=request, snapshot=snapshot, view="operations page")
     names = {g.pk: g.name for g in snapshot.groups}
     return {
         "snapshot": snapshot,

@@ -177,11 +177,16 @@ class WorklistApi(generics.ListAPIView[Study]):
         return response
 
 
+class MyCaseRowSerializer(WorklistRowSerializer):
+    """A worklist row under its own name: my cases are paged by number, the worklist by
+    cursor, and the schema's two paginated envelopes must not share a name."""
+
+
 class MyCasesApi(generics.ListAPIView[Study]):
-    """The studies I have claimed and not finalised."""
+    """The studies I have claimed and not finalised; each row's patient is audited."""
 
     permission_classes = [IsAuthenticated, IsRadiologist]
-    serializer_class = WorklistRowSerializer
+    serializer_class = MyCaseRowSerializer
 
     def get_queryset(self) -> QuerySet[Study]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
@@ -191,6 +196,19 @@ class MyCasesApi(generics.ListAPIView[Study]):
             relative_value=F("routing__relative_value"),
             rule_name=F("routing__rule__name"),
         )
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        rows = response.data["results"] if isinstance(response.data, dict) else response.data
+        audit_record_many(
+            actor=request.user,
+            action=AuditEvent.Action.LIST,
+            object_type="studies.study",
+            items=[(str(r["id"]), r["patient_id"]) for r in rows],
+            ip_address=client_ip(request),
+            detail={"view": "my cases"},
+        )
+        return response
 
 
 class AssignmentSerializer(serializers.ModelSerializer[Study]):
@@ -203,6 +221,7 @@ class ClaimApi(APIView):
     """Claim a study on my worklist: 200 for exactly one caller, 409 for the others."""
 
     permission_classes = [IsAuthenticated]
+    throttle_scope = "claim"  # claim storms: API_THROTTLE_CLAIM
 
     @extend_schema(request=None, responses=AssignmentSerializer)
     def post(self, request: Request, study_id: int) -> Response:
@@ -221,6 +240,7 @@ class NextCaseApi(APIView):
     """Claim the top of my worklist in one step."""
 
     permission_classes = [IsAuthenticated]
+    throttle_scope = "claim"  # claim storms: API_THROTTLE_CLAIM
 
     @extend_schema(request=None, responses=AssignmentSerializer)
     def post(self, request: Request) -> Response:
@@ -242,6 +262,7 @@ class ReleaseApi(APIView):
     """Give my claimed study back to the worklist, with a reason."""
 
     permission_classes = [IsAuthenticated]
+    throttle_scope = "claim"  # claim storms: API_THROTTLE_CLAIM
 
     @extend_schema(request=ReleaseSerializer, responses=AssignmentSerializer)
     def post(self, request: Request, study_id: int) -> Response:
@@ -275,7 +296,12 @@ class ReassignApi(APIView):
             raise PermissionDenied("Only the group's admins reassign studies.")
         body = ReassignSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        target = Radiologist.objects.filter(pk=body.validated_data["radiologist"]).first()
+        # Only the study's own group's readers: another group's id answers as a missing
+        # one, so the field is no oracle of who reads elsewhere.
+        target = Radiologist.objects.filter(
+            pk=body.validated_data["radiologist"],
+            reading_group_id=study.facility.reading_group_id,
+        ).first()
         if target is None:
             return Response(
                 {"radiologist": ["No such radiologist."]}, status=status.HTTP_400_BAD_REQUEST
@@ -293,6 +319,7 @@ class AcceptApi(APIView):
     """Accept a study auto-assigned to me (the same as claiming it)."""
 
     permission_classes = [IsAuthenticated]
+    throttle_scope = "claim"  # claim storms: API_THROTTLE_CLAIM
 
     @extend_schema(request=None, responses=AssignmentSerializer)
     def post(self, request: Request, study_id: int) -> Response:
@@ -303,6 +330,7 @@ class DeclineApi(APIView):
     """Decline a study auto-assigned to me: it goes to the next candidate at once."""
 
     permission_classes = [IsAuthenticated]
+    throttle_scope = "claim"  # claim storms: API_THROTTLE_CLAIM
 
     @extend_schema(request=ReleaseSerializer, responses={204: None})
     def post(self, request: Request, study_id: int) -> Response:

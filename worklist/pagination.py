@@ -19,6 +19,8 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from studies.models import Study
+from teleradiology.converters import MAX_ID
+from teleradiology.parsers import json_loads_bounded
 from worklist.selectors import WORKLIST_ORDER
 
 # The worklist order: priority, SLA due time, arrival, id (unique: a total order),
@@ -39,13 +41,17 @@ def encode_cursor(study: Study) -> str:
 def decode_cursor(cursor: str) -> tuple[int, dt.datetime, dt.datetime, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        priority, due, received, pk = json.loads(base64.urlsafe_b64decode(padded))
-        return (
+        # Bounded: a cursor is the client's input, and deep JSON would recurse.
+        priority, due, received, pk = json_loads_bounded(base64.urlsafe_b64decode(padded))
+        decoded = (
             int(priority),
             dt.datetime.fromisoformat(due),
             dt.datetime.fromisoformat(received),
             int(pk),
         )
+        if not (abs(decoded[0]) <= MAX_ID and 1 <= decoded[3] <= MAX_ID):
+            raise ValueError("out of range")  # would reach the database as an overflow
+        return decoded
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         raise ValidationError({"cursor": "Not a cursor this API gave out."}) from exc
 

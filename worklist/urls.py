@@ -1,5 +1,6 @@
 from django.urls import path
 
+from teleradiology import converters  # noqa: F401 - registers <id:...>
 from worklist import views
 
 urlpatterns = [
@@ -8,7 +9,7 @@ urlpatterns = [
     path("worklist/rows/", views.worklist_rows, name="worklist-rows"),
     path("worklist/next/", views.next_case, name="next-case-page"),
     path("cases/", views.my_cases_page, name="my-cases-page"),
-    path("studies/<int:study_id>/", views.study_page, name="study-page"),
-    path("studies/<int:study_id>/claim/", views.claim, name="claim-page"),
-    path("studies/<int:study_id>/release/", views.release, name="release-page"),
+    path("studies/<id:study_id>/", views.study_page, name="study-page"),
+    path("studies/<id:study_id>/claim/", views.claim, name="claim-page"),
+    path("studies/<id:study_id>/release/", views.release, name="release-page"),
 ]

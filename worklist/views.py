@@ -144,6 +144,9 @@ def release(request: HttpRequest, study_id: int) -> HttpResponseBase:
         return HttpResponse(status=403)
     try:
         study_get_visible(user=request.user, study_id=study_id)
+    except NotFound as missing:  # the API's 404, as a page's
+        raise Http404("No such study.") from missing
+    try:
         services.study_release(
             study_id=study_id,
             radiologist=reader,

@@ -26,8 +26,10 @@ def build(
     from django.contrib.auth.models import User
     from django.db import transaction
     from django.utils import timezone
-    from rest_framework.authtoken.models import Token
+    from knox.models import get_digest_token
+    from knox.settings import CONSTANTS
 
+    from accounts.models import ApiToken
     from network.models import (
         Facility,
         FacilityPrivilege,
@@ -135,10 +137,23 @@ def build(
                 for r in readers
             ]
         )
-        tokens = Token.objects.bulk_create([Token(user=u, key=Token.generate_key()) for u in users])
+        keys = []
+        rows = []
+        for u in users:
+            digest, key = get_digest_token()
+            keys.append(key)
+            rows.append(
+                ApiToken(
+                    user=u,
+                    digest=digest,
+                    token_key=key[: CONSTANTS.TOKEN_KEY_LENGTH],
+                    expiry=now + dt.timedelta(days=1),
+                )
+            )
+        ApiToken.objects.bulk_create(rows)
         accounts = [
-            {"radiologist": r.pk, "username": u.username, "token": t.key}
-            for r, u, t in zip(readers, users, tokens, strict=True)
+            {"radiologist": r.pk, "username": u.username, "token": key}
+            for r, u, key in zip(readers, users, keys, strict=True)
         ]
         priorities = rng.choices(
             [Priority.STAT, Priority.URGENT, Priority.ROUTINE], weights=[10, 30, 60], k=args.studies

@@ -89,10 +89,11 @@ def prepare_database(b: Bench) -> None:
         "orthanc": peers.orthanc_version(),
     }
     from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
+
+    from accounts.models import ApiToken
 
     admin = User.objects.get(username="admin")  # seed_demo's group admin (Meridian)
-    b.token = Token.objects.get_or_create(user=admin)[0].key
+    b.token = ApiToken.objects.create(user=admin)[1]
     b.user_id = admin.pk
 
 

@@ -106,8 +106,8 @@ def build_network(shape: Shape, rng: random.Random, *, now: dt.datetime) -> Netw
     shifts (three 8-hour UTC bands: a third of each group is on shift now), rules,
     and an admin with an API token per group."""
     from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
 
+    from accounts.models import ApiToken
     from network.models import Facility, Jurisdiction, Radiologist, ReadingGroup, Region, Shift
     from network.services import reading_group_admin_grant
     from routing.models import RoutingRule
@@ -188,7 +188,7 @@ def build_network(shape: Shape, rng: random.Random, *, now: dt.datetime) -> Netw
         group_rules[group.pk] = rules
         admin = User.objects.create(username=f"bench.tat.admin{group.pk}", password="!")  # noqa: S106
         reading_group_admin_grant(actor=None, user=admin, group=group)
-        admin_tokens[group.pk] = Token.objects.create(user=admin).key
+        admin_tokens[group.pk] = ApiToken.objects.create(user=admin)[1]
         admin_usernames[group.pk] = admin.username
     group_readers: dict[int, list[int]] = {g.pk: [] for g in groups}
     for reader in readers:

@@ -153,8 +153,8 @@ def build_network(shape: Shape, rng: random.Random) -> Network:
     users and subspecialties), the routing rules, and an API token for the busy reader.
     No licenses, privileges or shifts: listing the worklist does not read them."""
     from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
 
+    from accounts.models import ApiToken
     from network.models import (
         Facility,
         Jurisdiction,
@@ -235,7 +235,7 @@ def build_network(shape: Shape, rng: random.Random) -> Network:
         rule.subspecialties.set([subs[c] for c in rule_subs])
         rules[name] = (rule.pk, value)
 
-    token = Token.objects.create(user=users[0])
+    _, token_key = ApiToken.objects.create(user=users[0])
     return Network(
         group_id=group.pk,
         facility_ids=[f.pk for f in facilities],
@@ -248,7 +248,7 @@ def build_network(shape: Shape, rng: random.Random) -> Network:
         busy_reader_id=readers[0].pk,
         busy_user_id=users[0].pk,
         busy_username=users[0].username,
-        token=token.key,
+        token=token_key,
         rules=rules,
     )
 

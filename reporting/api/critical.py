@@ -4,6 +4,8 @@ finding, listed and recorded through an action of the report views
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
@@ -12,6 +14,7 @@ from rest_framework.response import Response
 
 from reporting import selectors
 from reporting.api._common import _audit_read, _reader, _report_visible
+from reporting.limits import CRITICAL_NOTES_MAX
 from reporting.models import CriticalCommunication
 from reporting.services.critical import critical_communication_record
 from teleradiology.api import client_ip, request_actor
@@ -32,6 +35,7 @@ class CriticalCommunicationSerializer(serializers.ModelSerializer[CriticalCommun
             "recorded_at",
         ]
         read_only_fields = ["id", "recorded_by", "recorded_at"]
+        extra_kwargs = {"notes": {"max_length": CRITICAL_NOTES_MAX}}
 
 
 class CriticalCommunicationActions:
@@ -44,7 +48,9 @@ class CriticalCommunicationActions:
         responses={201: CriticalCommunicationSerializer},
     )
     @action(detail=True, methods=["get", "post"], url_path="critical-communications")
-    def critical_communications(self, request: Request, pk: str | None = None) -> Response:
+    def critical_communications(
+        self, request: Request, pk: str | None = None, **kwargs: Any
+    ) -> Response:
         report = _report_visible(request, pk)
         if request.method == "GET":
             _audit_read(request, report)

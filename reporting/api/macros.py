@@ -8,6 +8,7 @@ from rest_framework.permissions import IsAuthenticated
 
 from reporting import selectors
 from reporting.api._common import _reader
+from reporting.limits import MACRO_TEXT_MAX
 from reporting.models import Macro
 from reporting.services.macros import macro_delete, macro_save
 from teleradiology.api import request_actor
@@ -18,6 +19,7 @@ class MacroSerializer(serializers.ModelSerializer[Macro]):
         model = Macro
         fields = ["id", "name", "text", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {"text": {"max_length": MACRO_TEXT_MAX}}
 
 
 class MacroViewSet(

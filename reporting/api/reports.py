@@ -20,10 +20,12 @@ from audit.services import audit_record_many
 from reporting import selectors
 from reporting.api._common import _audit_read, _reader, _report_visible
 from reporting.api.critical import CriticalCommunicationActions, CriticalCommunicationSerializer
+from reporting.limits import REPORT_VALUES_MAX, json_size_at_most
 from reporting.models import Addendum, CriticalSeverity, Report, ReportVersion
 from reporting.services.reports import report_addendum_add, report_save_draft, report_sign
 from reporting.states import SignAs
 from teleradiology.api import client_ip, request_actor
+from teleradiology.converters import MAX_ID
 
 
 class AddendumSerializer(serializers.ModelSerializer[Addendum]):
@@ -86,8 +88,12 @@ class ReportVersionSerializer(serializers.ModelSerializer[ReportVersion]):
 
 
 class ReportDraftSerializer(serializers.Serializer[Any]):
-    template = serializers.IntegerField(required=False, help_text="Needed for a new report.")
-    values = serializers.DictField(required=False)
+    template = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, help_text="Needed for a new report."
+    )
+    values = serializers.DictField(
+        required=False, validators=[json_size_at_most(REPORT_VALUES_MAX, "report")]
+    )
     impression = serializers.CharField(required=False, allow_blank=True, max_length=20_000)
     critical_severity = serializers.ChoiceField(choices=CriticalSeverity.choices, required=False)
 
@@ -176,7 +182,7 @@ class ReportViewSet(
 
     @extend_schema(request=SignSerializer, responses=ReportSerializer)
     @action(detail=True, methods=["post"])
-    def sign(self, request: Request, pk: str | None = None) -> Response:
+    def sign(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         report = _report_visible(request, pk)
         body = SignSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -194,7 +200,7 @@ class ReportViewSet(
         methods=["POST"], request=AddendumInputSerializer, responses={201: AddendumSerializer}
     )
     @action(detail=True, methods=["get", "post"])
-    def addenda(self, request: Request, pk: str | None = None) -> Response:
+    def addenda(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         report = _report_visible(request, pk)
         if request.method == "GET":
             _audit_read(request, report)
@@ -213,7 +219,7 @@ class ReportViewSet(
 
     @extend_schema(responses=ReportVersionSerializer(many=True))
     @action(detail=True, methods=["get"])
-    def versions(self, request: Request, pk: str | None = None) -> Response:
+    def versions(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         report = _report_visible(request, pk)
         _audit_read(request, report)
         rows = report.versions.order_by("number")

@@ -9,7 +9,7 @@ from django.db import models
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,9 +18,13 @@ from access.selectors import study_get_visible
 from network.models import ReadingGroup
 from network.selectors import reading_groups_administered
 from reporting import selectors
+from reporting.limits import TEMPLATE_LIST_MAX, TEMPLATE_SCHEMA_MAX, json_size_at_most
 from reporting.models import ReportTemplate
 from reporting.services.templates import report_template_create, report_template_new_version
 from teleradiology.api import request_actor
+from teleradiology.converters import MAX_ID, query_id
+
+_SCHEMA_SIZE = json_size_at_most(TEMPLATE_SCHEMA_MAX, "template schema")
 
 
 class ReportTemplateSerializer(serializers.ModelSerializer[ReportTemplate]):
@@ -50,33 +54,40 @@ class TemplateDocumentSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200)
     version = serializers.IntegerField(required=False, read_only=True)
     modality = serializers.CharField(max_length=16, required=False, allow_blank=True)
-    body_parts = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
+    body_parts = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, max_length=TEMPLATE_LIST_MAX
+    )
     procedure_codes = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False
+        child=serializers.CharField(max_length=64), required=False, max_length=TEMPLATE_LIST_MAX
     )
     allow_any_study = serializers.BooleanField(
         required=False,
         help_text="Offer and accept the template on any study, whatever its modality, "
         "body part and procedure (an admin's explicit override).",
     )
-    schema = serializers.JSONField()
+    schema = serializers.JSONField(validators=[_SCHEMA_SIZE])
 
 
 class TemplateCreateSerializer(TemplateDocumentSerializer):
     reading_group = serializers.IntegerField(
-        required=False, help_text="Owning group; omit for the shared library (superusers)."
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="Owning group; omit for the shared library (superusers).",
     )
 
 
 class TemplateVersionSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200, required=False)
     modality = serializers.CharField(max_length=16, required=False, allow_blank=True)
-    body_parts = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
+    body_parts = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, max_length=TEMPLATE_LIST_MAX
+    )
     procedure_codes = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False
+        child=serializers.CharField(max_length=64), required=False, max_length=TEMPLATE_LIST_MAX
     )
     allow_any_study = serializers.BooleanField(required=False)
-    schema = serializers.JSONField(required=False)
+    schema = serializers.JSONField(required=False, validators=[_SCHEMA_SIZE])
 
 
 def _owning_group(request: Request, group_id: int | None) -> ReadingGroup | None:
@@ -110,9 +121,10 @@ class ReportTemplateViewSet(
         qs = selectors.template_list_visible(user=self.request.user)
         study_id = self.request.query_params.get("study")
         if self.action == "list" and study_id:
-            if not study_id.isdigit():
-                raise ValidationError({"study": ["A study id."]})
-            study = study_get_visible(user=self.request.user, study_id=int(study_id))
+            study = study_get_visible(
+                user=self.request.user,
+                study_id=query_id(study_id, field="study", message="A study id."),
+            )
             qs = qs.filter(pk__in=selectors.template_matches(study=study).values("pk"))
         return qs
 
@@ -125,7 +137,7 @@ class ReportTemplateViewSet(
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request=TemplateCreateSerializer, responses={201: ReportTemplateSerializer})
-    def create(self, request: Request) -> Response:
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = TemplateCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         document = dict(body.validated_data)
@@ -137,7 +149,7 @@ class ReportTemplateViewSet(
 
     @extend_schema(request=TemplateVersionSerializer, responses={201: ReportTemplateSerializer})
     @action(detail=True, methods=["post"], url_path="new-version")
-    def new_version(self, request: Request, pk: str | None = None) -> Response:
+    def new_version(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         template = self.get_object()
         if template.reading_group_id is None:
             allowed = request.user.is_superuser
@@ -158,12 +170,12 @@ class ReportTemplateViewSet(
 
     @extend_schema(responses=TemplateDocumentSerializer)
     @action(detail=True, methods=["get"])
-    def export(self, request: Request, pk: str | None = None) -> Response:
+    def export(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         return Response(selectors.template_export(template=self.get_object()))
 
     @extend_schema(request=TemplateCreateSerializer, responses={201: ReportTemplateSerializer})
     @action(detail=False, methods=["post"], url_path="import", url_name="import")
-    def import_(self, request: Request) -> Response:
+    def import_(self, request: Request, **kwargs: Any) -> Response:
         if not reading_groups_administered(user=request.user).exists():
             raise PermissionDenied("Only group admins import templates.")
         return self.create(request)

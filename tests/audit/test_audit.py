@@ -9,13 +9,14 @@ from django.db import DatabaseError, connection, transaction
 
 from audit.models import AuditEvent, AuditImmutable
 from audit.services import audit_record
+from network.services import reading_group_admin_grant
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def event():
+def event(group_a):
     user = f.UserFactory(username="someone")
     return audit_record(
         actor=user,
@@ -24,12 +25,15 @@ def event():
         object_id="7",
         patient_id="P-7",
         ip_address="192.0.2.1",
+        reading_group_id=group_a.pk,
     )
 
 
 @pytest.fixture
-def auditor():
+def auditor(group_a):
+    """A compliance officer of group A: its admin, granted the audit trail."""
     user = f.UserFactory(username="auditor")
+    reading_group_admin_grant(actor=None, user=user, group=group_a)
     user.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
     return user
 
@@ -83,7 +87,13 @@ def test_export_requires_the_audit_permission(api, event, group_admin, staff_a):
 
 
 def test_export_is_csv_filtered_and_itself_audited(api, event, auditor):
-    audit_record(actor=None, action="create", object_type="studies.study", patient_id="P-8")
+    audit_record(
+        actor=None,
+        action="create",
+        object_type="studies.study",
+        patient_id="P-8",
+        reading_group_id=event.reading_group_id,
+    )
     response = api(auditor).get("/api/v1/audit-events/export/", {"patient_id": "P-7"})
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")

@@ -48,6 +48,49 @@ def playwright_session() -> Iterator[Any]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+# What chromium writes to the console when the Content-Security-Policy blocks something
+# ("Executing inline script violates the following Content Security Policy directive").
+CSP_VIOLATION = "Content Security Policy"
+# Violations seen by the running test's pages (cleared and checked around each test).
+csp_violations: list[str] = []
+
+
+def _watch_console(message: Any) -> None:
+    if CSP_VIOLATION in message.text:
+        csp_violations.append(f"{message.type}: {message.text} ({message.location})")
+
+
+class CspWatchedBrowser:
+    """A browser whose every context reports the CSP violations of its pages, so that
+    each browser test also proves its pages work under the site's policy."""
+
+    def __init__(self, browser: Any) -> None:
+        self._browser = browser
+
+    def new_context(self, *args: Any, **kwargs: Any) -> Any:
+        context = self._browser.new_context(*args, **kwargs)
+        context.on("console", _watch_console)
+        return context
+
+    def new_page(self, *args: Any, **kwargs: Any) -> Any:
+        page = self._browser.new_page(*args, **kwargs)
+        page.on("console", _watch_console)
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)
+
+
+@pytest.fixture(autouse=True)
+def _no_csp_violations() -> Iterator[None]:
+    """Fails a browser test whose pages broke the Content-Security-Policy."""
+    csp_violations.clear()
+    yield
+    found = list(csp_violations)
+    csp_violations.clear()
+    assert found == [], "Content-Security-Policy violations:\n" + "\n".join(found)
+
+
 def _launch(playwright: Any, args: list[str]) -> Any:
     return playwright.chromium.launch(executable_path=program(CHROMIUM), args=args, headless=True)
 
@@ -55,7 +98,7 @@ def _launch(playwright: Any, args: list[str]) -> Any:
 @pytest.fixture(scope="session")
 def browser(playwright_session: Any) -> Iterator[Any]:
     browser = _launch(playwright_session, ARGS)
-    yield browser
+    yield CspWatchedBrowser(browser)
     browser.close()
 
 
@@ -63,5 +106,5 @@ def browser(playwright_session: Any) -> Iterator[Any]:
 def webgl_browser(playwright_session: Any) -> Iterator[Any]:
     """Chromium with WebGL (software), for pages that draw images: the OHIF viewer."""
     browser = _launch(playwright_session, WEBGL_ARGS)
-    yield browser
+    yield CspWatchedBrowser(browser)
     browser.close()

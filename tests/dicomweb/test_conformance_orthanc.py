@@ -36,8 +36,8 @@ from django.test import override_settings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
-from rest_framework.authtoken.models import Token
 
+from accounts.models import ApiToken
 from ingest.services import instances_dicom_json_build
 from ingest.storage import FileSystemStorage
 from ingest.synthetic import StudySpec, make_instance
@@ -655,7 +655,7 @@ def peers(
             )
             admin = f.UserFactory(username="conformance_admin")
             reading_group_admin_grant(actor=None, user=admin, group=group)
-            token = Token.objects.create(user=admin)
+            _, token_key = ApiToken.objects.create(user=admin)
             for study in STUDIES:
                 for series in study.series:
                     for number in range(1, series.instances + 1):
@@ -675,7 +675,7 @@ def peers(
             )
             instances_dicom_json_build(storage=storage, study_ids=study_ids)
             orthanc.load(files.values())
-            ours = Peer(live_server.url + "/dicomweb", {"Authorization": f"Token {token.key}"})
+            ours = Peer(live_server.url + "/dicomweb", {"Authorization": f"Token {token_key}"})
             theirs = Peer(orthanc.dicomweb, {})
             _fetch_everything(ours, theirs)
             yield Peers(ours, theirs, files, file_tags)

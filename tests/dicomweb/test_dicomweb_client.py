@@ -20,8 +20,8 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from rest_framework.authtoken.models import Token
 
+from accounts.models import ApiToken
 from ingest.models import QuarantinedObject
 from ingest.synthetic import StudySpec, make_instance
 from studies.models import Instance, Series, Study
@@ -56,18 +56,18 @@ class Captured:
 
 @pytest.fixture
 def client_for(live_server: Any) -> Iterator[Callable[[Any], tuple[DICOMwebClient, Captured]]]:
-    """A dicomweb-client signed in as ``user`` with a DRF token, and what it received."""
+    """A dicomweb-client signed in as ``user`` with an API token, and what it received."""
     sessions: list[requests.Session] = []
 
     def make(user: Any) -> tuple[DICOMwebClient, Captured]:
-        token, _ = Token.objects.get_or_create(user=user)
+        _, key = ApiToken.objects.create(user=user)
         captured = Captured()
         session = requests.Session()
         sessions.append(session)
         client = DICOMwebClient(
             url=f"{live_server.url}/dicomweb",
             session=session,
-            headers={"Authorization": f"Token {token.key}"},
+            headers={"Authorization": f"Token {key}"},
             callback=captured,
         )
         return client, captured

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 from pydicom.uid import generate_uid
-from rest_framework.authtoken.models import Token
 
+from accounts.models import ApiToken
 from ingest.synthetic import StudySpec, make_instance
 from studies.models import Instance
 from tests.processes import start_web, stop_web
@@ -54,7 +54,7 @@ def web_for(tmp_path: Path) -> Iterator[Any]:
 
 def test_a_chunked_upload_is_filed_part_by_part(staff_a: Any, web_for: Any) -> None:
     web = web_for()
-    token = Token.objects.create(user=staff_a)
+    _, key = ApiToken.objects.create(user=staff_a)
     spec = StudySpec(accession="CHUNKED")
     series = str(generate_uid())
     parts = [_part10(spec, series, n) for n in (1, 2, 3)]
@@ -62,7 +62,7 @@ def test_a_chunked_upload_is_filed_part_by_part(staff_a: Any, web_for: Any) -> N
         f"{web.url}/dicomweb/studies",
         data=_chunked_body(parts, "chunky"),
         headers={
-            "Authorization": f"Token {token.key}",
+            "Authorization": f"Token {key}",
             "Content-Type": 'multipart/related; type="application/dicom"; boundary=chunky',
             "Accept": "application/dicom+json",
         },
@@ -76,7 +76,7 @@ def test_a_chunked_upload_is_filed_part_by_part(staff_a: Any, web_for: Any) -> N
 
 def test_a_chunked_upload_past_the_limit_is_413(staff_a: Any, web_for: Any) -> None:
     web = web_for(DICOMWEB_STOW_MAX_BYTES="200000")
-    token = Token.objects.create(user=staff_a)
+    _, key = ApiToken.objects.create(user=staff_a)
     spec = StudySpec(accession="TOOBIG")
     series = str(generate_uid())
     parts = [_part10(spec, series, n) for n in (1, 2, 3)]  # ~130 KB each
@@ -84,7 +84,7 @@ def test_a_chunked_upload_past_the_limit_is_413(staff_a: Any, web_for: Any) -> N
         f"{web.url}/dicomweb/studies",
         data=_chunked_body(parts, "chunky"),
         headers={
-            "Authorization": f"Token {token.key}",
+            "Authorization": f"Token {key}",
             "Content-Type": 'multipart/related; type="application/dicom"; boundary=chunky',
         },
         timeout=60,

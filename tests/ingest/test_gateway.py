@@ -125,7 +125,8 @@ def test_studies_arrive_complete_with_their_metadata(dicom_listener, facility, t
             sop_instance_uid=dcmread(path, stop_before_pixels=True).SOPInstanceUID
         )
         assert row.sha256 == hashlib.sha256(stored.read_bytes()).hexdigest()
-    assert not list((dicom_listener.storage_root / ".staging").iterdir())
+    staging = dicom_listener.storage_root / ".staging"  # a folder per listener process
+    assert not [p for p in staging.rglob("*") if p.is_file()]
 
 
 def test_a_resend_is_idempotent_and_a_changed_resend_is_a_new_version(
@@ -257,7 +258,7 @@ def test_a_database_outage_answers_out_of_resources_and_the_retry_is_stored(
         )
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'telerad-listener'"
+            "WHERE application_name = 'teleradiology-dicom-listener'"
         )
         refused = storescu(dicom_listener.port, [second], aet="GW_CT")
         output = refused.stdout + refused.stderr

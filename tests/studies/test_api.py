@@ -1,9 +1,9 @@
 """Who sees which study, through the API; every read leaves an audit record."""
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.models import ApiToken
 from audit.models import AuditEvent
 from studies.services import study_transition
 from studies.states import StudyStatus as S
@@ -69,9 +69,9 @@ def test_anonymous_gets_401(studies):
 
 
 def test_token_authentication_works(staff_a, studies):
-    token = Token.objects.create(user=staff_a)
+    _, key = ApiToken.objects.create(user=staff_a)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert _ids(client.get("/api/v1/studies/")) == {studies["a"].pk}
 
 

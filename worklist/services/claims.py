@@ -207,10 +207,11 @@ def study_release(
         raise NotPermitted("Say why you release the study.", code="reason_required")
     now = timezone.now()
     with transaction.atomic():
-        # The routing row and its rule come with the locked study (one statement).
+        # The routing row and its rule come with the locked study (one statement), and
+        # its facility, whose reading group the audit event names.
         study = (
             Study.objects.select_for_update(of=("self",))
-            .select_related("routing__rule")
+            .select_related("routing__rule", "facility")
             .get(pk=study_id)
         )
         if study.status != StudyStatus.CLAIMED or study.assigned_radiologist_id != radiologist.pk:

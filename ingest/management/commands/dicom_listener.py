@@ -1,4 +1,5 @@
-"""Run the DICOM gateway: ``manage.py dicom_listener [--port 11112] [--ae-title TELERAD]``."""
+"""Run the DICOM gateway:
+``manage.py dicom_listener [--host 127.0.0.1] [--port 11112] [--ae-title TELERAD]``."""
 
 from __future__ import annotations
 
@@ -11,17 +12,33 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 logger = logging.getLogger("ingest.listener")
+
+
+def name_database_connections(application_name: str) -> None:
+    """Give this process's PostgreSQL connections an application_name (shown in
+    pg_stat_activity), whatever DATABASE_URL says; only this process's, since the
+    settings dictionary is changed here, after the settings were read."""
+    for alias in connections:
+        params = connections.settings[alias]
+        if params["ENGINE"].endswith("postgresql") and application_name:
+            params.setdefault("OPTIONS", {})["application_name"] = application_name[:63]
+    connections.close_all()  # any connection opened before now reconnects named
 
 
 class Command(BaseCommand):
     help = "Accept C-ECHO and C-STORE from the facilities' AE titles and file the studies."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a network service
+        parser.add_argument(
+            "--host",
+            default=settings.DICOM_LISTEN_HOST,
+            help="The interface to bind (default DICOM_LISTEN_HOST: 127.0.0.1 in development; "
+            "required in production, where 0.0.0.0 names every interface).",
+        )
         parser.add_argument("--port", type=int, default=settings.DICOM_PORT)
         parser.add_argument("--ae-title", default=settings.DICOM_AE_TITLE)
         parser.add_argument(
@@ -37,6 +54,12 @@ class Command(BaseCommand):
 
         processes = max(1, options["processes"])
         host, port, ae_title = options["host"], options["port"], options["ae_title"]
+        if not host:
+            raise CommandError(
+                "Refusing to start in production: name the interface the DICOM listener "
+                "binds (DICOM_LISTEN_HOST or --host; 0.0.0.0 for every interface)."
+            )
+        name_database_connections(settings.DICOM_LISTENER_DB_APPLICATION_NAME)
         self.stdout.write(
             f"DICOM listener {ae_title} on {host}:{port} ({processes} process(es)); "
             f"storing under {settings.DICOM_STORAGE_ROOT}"

@@ -149,7 +149,8 @@ def violations(
         )
     found += _evidence(refused, quarantined, storage_root)
     staging = storage_root / ".staging"
-    left = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
+    # Each listener process stages into a folder of its own under .staging.
+    left = sorted(p.name for p in staging.rglob("*") if p.is_file()) if staging.is_dir() else []
     if left:
         found.append(
             Violation(

@@ -509,6 +509,20 @@ def op_relabel(w: _Work) -> str | None:
     return f"{oracle.SYNTAXES[w.syntax].name} bytes labelled {oracle.SYNTAXES[label].name}"
 
 
+def op_flip(w: _Work) -> str | None:
+    """Random bit flips in one to four bytes before the pixel data (a damaged disk or
+    link; flips inside pixel values change nothing a parser can see)."""
+    pixels = w.find(PIXEL_DATA)
+    end = pixels.value_offset if pixels is not None else len(w.plain)
+    offsets = sorted({w.rng.randrange(0, end) for _ in range(w.rng.randint(1, 4))})
+    edits = []
+    for at in offsets:
+        flipped = w.plain[at] ^ (1 << w.rng.randrange(8))
+        edits.append((at, at + 1, bytes([flipped])))
+    w.edit(*edits)
+    return "flip a bit of the bytes at " + ", ".join(map(str, offsets))
+
+
 def op_geometry(w: _Work) -> str | None:
     tag, name = w.rng.choice(
         ((oracle.ROWS, "Rows"), (oracle.COLUMNS, "Columns"), (oracle.BITS_ALLOCATED, "Bits"))
@@ -714,7 +728,11 @@ OPERATORS = (
     Operator("request_class", 3, 4, op_request_class),
     Operator("request_instance", 3, 4, op_request_instance),
     Operator("request_bad_uid", 3, 2, op_request_bad_uid),
+    # Weight 0, last: never drawn with the others, so adding it changed no seed's
+    # cases (regression tests pin some); every FLIP_EVERY-th case of ``cases`` is one.
+    Operator("flip", 1, 0, op_flip),
 )
+FLIP_EVERY = 12
 _BY_NAME = {op.name: op for op in OPERATORS}
 _FALLBACK = _BY_NAME["length"]  # applies to every object
 
@@ -724,9 +742,13 @@ def _draw(rng: random.Random, exclude_phases: set[int]) -> Operator:
     return rng.choices(pool, weights=[op.weight for op in pool])[0]
 
 
-def make_case(seed: int, index: int, *, max_private: int = MAX_PRIVATE_BYTES) -> Case:
-    """Case ``index`` of ``seed``: the same arguments always give the same case."""
-    rng = random.Random(f"ingest-fuzz/{seed}/{index}")  # noqa: S311 - test data, not secrets
+def make_case(
+    seed: int, index: int, *, max_private: int = MAX_PRIVATE_BYTES, flip: bool = False
+) -> Case:
+    """Case ``index`` of ``seed`` (a bit-flip case if ``flip``): the same arguments
+    always give the same case."""
+    stream = "ingest-fuzz-flip" if flip else "ingest-fuzz"
+    rng = random.Random(f"{stream}/{seed}/{index}")  # noqa: S311 - test data, not secrets
     variant = rng.choice(tuple(VARIANTS))
     base = make_base(variant, rng=rng, index=index)
     work = _Work(
@@ -740,7 +762,9 @@ def make_case(seed: int, index: int, *, max_private: int = MAX_PRIVATE_BYTES) ->
         max_private=max_private,
     )
     chosen: list[Operator] = []
-    if rng.random() >= CONTROL_SHARE:
+    if flip:
+        chosen.append(_BY_NAME["flip"])
+    elif rng.random() >= CONTROL_SHARE:
         chosen.append(_draw(rng, set()))
         if rng.random() < TWO_OPERATOR_SHARE:
             chosen.append(_draw(rng, {chosen[0].phase}))
@@ -770,6 +794,8 @@ def make_case(seed: int, index: int, *, max_private: int = MAX_PRIVATE_BYTES) ->
 
 
 def cases(seed: int, count: int, *, max_private: int = MAX_PRIVATE_BYTES) -> Iterator[Case]:
-    """``count`` cases of ``seed``, deterministic (see ``make_case``)."""
+    """``count`` cases of ``seed``, deterministic (see ``make_case``); every
+    FLIP_EVERY-th is a bit-flip case (its name ends in "-flip")."""
     for index in range(count):
-        yield make_case(seed, index, max_private=max_private)
+        flip = index % FLIP_EVERY == FLIP_EVERY - 1
+        yield make_case(seed, index, max_private=max_private, flip=flip)

@@ -1,0 +1,34 @@
+"""Reads of alerts, scoped to the reader's reading groups."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db.models import Q, QuerySet
+
+from alerts.models import Alert
+from network.selectors import reading_groups_administered
+
+
+def alert_list_visible(*, user: User | AnonymousUser) -> QuerySet[Alert]:
+    """The alerts of the groups this user administers and those addressed to them;
+    site operators see every alert (site-wide ones, without a group, only they see)."""
+    if not user.is_authenticated or not user.is_active:
+        return Alert.objects.none()
+    if user.is_superuser:
+        return Alert.objects.all()
+    return Alert.objects.filter(
+        Q(reading_group__in=reading_groups_administered(user=user)) | Q(recipient_id=user.pk)
+    )
+
+
+def alert_is_administered_by(*, user: User | AnonymousUser, alert: Alert) -> bool:
+    """Whether this user may acknowledge the alert: an admin of its group (or a site
+    operator); a recipient outside the group reads it only."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    return (
+        alert.reading_group_id is not None
+        and reading_groups_administered(user=user).filter(pk=alert.reading_group_id).exists()
+    )
