@@ -166,6 +166,10 @@ def test_what_a_killed_listener_was_receiving_is_swept_when_a_listener_starts(
     ae.add_requested_context(CT, EXPLICIT)
     assoc = ae.associate("127.0.0.1", listener.port, ae_title="TELERAD")
     assert assoc.is_established
+    # Killed with our data unread, the listener's end answers with a reset: pynetdicom's
+    # close then fails at shutdown() and leaves the socket open (it would be closed,
+    # with a ResourceWarning, whenever the garbage collector found it), so close it here.
+    raw_socket = assoc.dul.socket.socket if assoc.dul.socket else None
     try:
         context_id = assoc.accepted_contexts[0].context_id
         max_pdu = int(assoc.acceptor.maximum_length or 0)
@@ -185,6 +189,8 @@ def test_what_a_killed_listener_was_receiving_is_swept_when_a_listener_starts(
         listener.process.wait(timeout=20)
     finally:
         assoc.abort()
+        if raw_socket is not None:
+            raw_socket.close()
     assert all(p.exists() for p in partial)  # killed: nothing removed them
 
     restarted = start_listener(tmp_path)  # same storage root

@@ -112,6 +112,26 @@ def test_impossible_dates_in_filters_are_400(api, django_user_model, url):
     assert url.split("?")[1].split("=")[0] in response.json()
 
 
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        # Valid ISO 8601, beyond PostgreSQL's offsets (schemathesis found the 500).
+        ("2830-11-16T03:47:49.564885-21:02", 200),
+        ("2026-12-06T10:00:00+15:59", 200),
+        # In UTC it would fall before the year 1.
+        ("0001-01-01T00:30:00+05:00", 400),
+    ],
+)
+def test_date_time_filters_take_any_offset_as_utc(api, django_user_model, value, status):
+    root = django_user_model.objects.create_superuser("root_offsets", "o@example.test", "pw")
+    for url in ("/api/v1/quarantine/", "/api/v1/studies/", "/api/v1/audit-events/"):
+        name = "at_before" if "audit" in url else "received_before"
+        response = api(root).get(url, {name: value})
+        assert response.status_code == status, (url, response.content)
+        if status == 400:
+            assert name in response.json()
+
+
 # --- JSON nesting depth -------------------------------------------------------------
 @pytest.mark.parametrize(
     "url",
