@@ -38,6 +38,10 @@ def production(env: dict[str, str], *, redis_url: str, **extra: str) -> dict[str
         "SECRET_KEY": secrets.token_urlsafe(64),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "REDIS_URL": redis_url,
+        # Production names the web server's interface (gunicorn.conf.py refuses to start
+        # without one); loopback, as every benchmark server binds (gunicorn_argv's
+        # --bind names the port and wins over this).
+        "GUNICORN_BIND": f"{HOST}:8000",
         # Each benchmark client is a reader in a loop, far beyond the API's production
         # rates (the claims loop alone is ~3 claims/s per reader): measure the work,
         # not the throttle's refusals.
