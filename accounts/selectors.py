@@ -76,13 +76,6 @@ def users_managed(*, user: AnyUser) -> QuerySet[User]:
     ).distinct()
 
 
-def user_managed_get(*, user: AnyUser, user_id: int) -> User | None:
-    """One user ``user`` may manage (themselves included), or None (answered 404)."""
-    if user.is_authenticated and user.pk == user_id:
-        return User.objects.filter(pk=user_id, is_active=True).first()
-    return users_managed(user=user).filter(pk=user_id).first()
-
-
 def api_tokens_of(*, owner: User) -> QuerySet[ApiToken]:
     """The owner's live tokens, newest first."""
     tokens: QuerySet[ApiToken] = ApiToken.objects.filter(

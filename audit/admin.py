@@ -27,12 +27,9 @@ _PATIENT_PATHS: dict[str, str | None] = {}
 
 def _patient_path(model: type[models.Model], depth: int = 0) -> str | None:
     """The ORM path from ``model`` to the patient id of the study it concerns."""
-    try:
-        field = model._meta.get_field("patient_id")
-        if field.concrete and not field.is_relation:
-            return "patient_id"
-    except FieldDoesNotExist:
-        pass
+    own = next((f for f in model._meta.get_fields() if f.name == "patient_id"), None)
+    if own is not None and own.concrete and not own.is_relation:
+        return "patient_id"
     if depth >= 5:
         return None
     for name in GROUP_PATH_PREFERENCE:

@@ -122,8 +122,9 @@ class GatedApplicationEntity(ApplicationEntity):
 
     @require_called_aet.setter
     def require_called_aet(self, require_match: bool) -> None:
-        # Always required (see the getter).
-        pass
+        """Ignored: pynetdicom sets it, but the called AE title is always checked
+        (see the getter)."""
+        del require_match
 
 
 # calling AE -> (facility or None, when it was read).  Fresh entries save a query

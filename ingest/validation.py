@@ -722,6 +722,15 @@ def _plausible_start(head: bytes, transfer_syntax: str) -> bool:
     return False
 
 
+def _walks_cleanly(walker: _Walker) -> bool:
+    """Whether the whole data set reads without a defect."""
+    try:
+        walker.walk_top()
+    except Refused:
+        return False
+    return True
+
+
 def _explain(refused: Refused, fh: BinaryIO, *, start: int, end: int, transfer_syntax: str) -> None:
     """Say what was wrong with the whole object when the first defect found hides it:
     a data set in explicit VR sent under an implicit VR context (its elements'
@@ -731,11 +740,7 @@ def _explain(refused: Refused, fh: BinaryIO, *, start: int, end: int, transfer_s
     if transfer_syntax == IMPLICIT_LE and head[4:6].decode("ascii", "replace") in KNOWN_VRS:
         walker = _Walker(_FileSource(fh, start, end), EXPLICIT_LE)
         walker.private_limit = 1 << 62  # judged again only for its encoding
-        try:
-            walker.walk_top()
-        except Refused:
-            pass
-        else:
+        if _walks_cleanly(walker):
             refused.status = status.CANNOT_UNDERSTAND
             refused.reason = (
                 "the data set is encoded in explicit VR little endian, but it was sent "
