@@ -40,7 +40,7 @@ from ingest.header import Header, Unfileable, read_dicom_json, read_header
 from ingest.models import FacilityStorageUsage, QuarantinedObject
 from ingest.storage import FileSystemStorage, ObjectStorage, StorageError, instance_key
 from ingest.validation import Refused, check_object
-from network.models import Facility
+from network.models import Facility, Priority
 from studies.models import Instance, InstanceVersion, Study
 from studies.services import (
     instance_file,
@@ -481,7 +481,13 @@ def _file_again(
 def studies_mark_ready(
     *, quiet_seconds: float, now: dt.datetime | None = None, batch_size: int = 200
 ) -> list[int]:
-    """Declare ready every receiving study with no new instance for ``quiet_seconds``.
+    """Declare ready every receiving study with no new instance for ``quiet_seconds``
+    (a prior retrieved from a PACS becomes a stored prior instead).
+
+    A ready study may be held from routing: for its order (the facility's
+    ``order_hold_minutes``, when none has come) and for its priors (a bounded wait
+    by priority, when the facility has a PACS); the holds are timestamps on the
+    row, and the routing sweep routes the study when they pass.
 
     Safe with several sweepers: rows are claimed with FOR UPDATE SKIP LOCKED and
     moved through the state machine, which refuses a second receiving -> ready.
@@ -490,33 +496,71 @@ def studies_mark_ready(
     cutoff = now - dt.timedelta(seconds=quiet_seconds)
     with transaction.atomic():
         rows = list(
-            Study.objects.select_for_update(skip_locked=True)
+            Study.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status=StudyStatus.RECEIVING, last_instance_at__lte=cutoff)
             .order_by("last_instance_at")
-            .values_list("pk", "priority", "sla_due_at")[:batch_size]
+            .values_list(
+                "pk",
+                "priority",
+                "sla_due_at",
+                "is_prior",
+                "order__pk",
+                "facility__order_hold_minutes",
+                "facility__pacs_ae_title",
+            )[:batch_size]
         )
-        due = [pk for pk, _, _ in rows]
-        for study_id in due:
+        due = [row[0] for row in rows]
+        ready: list[tuple[int, int, dt.datetime]] = []
+        fetch_priors: list[int] = []
+        for study_id, priority, sla_due, is_prior, order_id, hold_minutes, pacs in rows:
+            if is_prior:
+                study_transition(
+                    study_id=study_id,
+                    to_status=StudyStatus.PRIOR,
+                    at=now,
+                    reason=f"prior retrieved; no new instance for {quiet_seconds:g} s",
+                )
+                continue
+            holds: dict[str, Any] = {}
+            if hold_minutes and order_id is None:
+                holds["order_hold_until"] = now + dt.timedelta(minutes=hold_minutes)
+            if pacs:
+                holds["priors_hold_until"] = now + priors_wait(priority)
+                fetch_priors.append(study_id)
             study_transition(
                 study_id=study_id,
                 to_status=StudyStatus.READY,
                 at=now,
                 reason=f"no new instance for {quiet_seconds:g} s",
+                **holds,
             )
+            if not holds:
+                ready.append((study_id, priority, sla_due))
         # Routing is enqueued only once the ready state is committed, most urgent
         # first, a batch of studies per message; if a message is lost, the routing
-        # sweep picks its studies up after a grace period.
-        urgent_first = sorted(rows, key=lambda r: (r[1], r[2] or now, r[0]))
+        # sweep picks its studies up after a grace period (a held study, when its
+        # hold ends or is released).
+        urgent_first = sorted(ready, key=lambda r: (r[1], r[2] or now, r[0]))
         enqueue_in_batches(
             "routing.route_studies",
             [pk for pk, _, _ in urgent_first],
             size=settings.ROUTING_BATCH_SIZE,
         )
+        for study_id in fetch_priors:
+            enqueue("priors.study_priors_fetch", study_id)
         # The metadata a viewer asks for first, built before a reader opens it.
-        enqueue_in_batches(
-            "ingest.studies_dicom_json_build", [pk for pk, _, _ in urgent_first], size=20
-        )
+        enqueue_in_batches("ingest.studies_dicom_json_build", due, size=20)
     return due
+
+
+def priors_wait(priority: int) -> dt.timedelta:
+    """How long a ready study waits for its priors before it is offered anyway."""
+    seconds = (
+        settings.PRIORS_WAIT_STAT_SECONDS
+        if priority == Priority.STAT
+        else settings.PRIORS_WAIT_SECONDS
+    )
+    return dt.timedelta(seconds=seconds)
 
 
 def instances_dicom_json_build(

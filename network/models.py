@@ -138,6 +138,63 @@ class Facility(models.Model):
         help_text="Most bytes of DICOM objects stored for this facility; its group admins "
         "are alerted at INGEST_QUOTA_WARNING_FRACTION of it. Empty: no quota.",
     )
+    # HL7 v2 orders (the `orders` app): MSH-4 of this facility's messages, unique
+    # when set; a message from an unknown sending facility is refused (AR).
+    hl7_sending_facility = models.CharField(
+        max_length=180,
+        blank=True,
+        default="",
+        help_text="MSH-4 (sending facility) of this facility's HL7 messages.",
+    )
+    hl7_allowed_networks = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_networks],
+        help_text="Addresses or CIDR networks HL7 may come from; empty allows any address.",
+    )
+    # A patient is (issuer of patient id, patient id) within the reading group: the
+    # DICOM (0010,0021) / HL7 PID-3.4 assigning authority.  Empty: the facility's
+    # own namespace ("facility-<id>").
+    patient_id_issuer = models.CharField(max_length=64, blank=True, default="")
+    order_hold_minutes = models.PositiveIntegerField(
+        default=0,
+        help_text="Images that arrive without an order: 0 routes them at once; N holds "
+        "them up to N minutes for their order.",
+    )
+    order_expected_hours = models.PositiveIntegerField(
+        default=24,
+        help_text="An order without images is listed as expected for this many hours.",
+    )
+
+    class OrderJurisdictionSource(models.TextChoices):
+        FACILITY = "facility", "The facility's jurisdiction"
+        LOCATION = "location", "The order's patient location (PV1-3)"
+        PATIENT_ADDRESS = "patient_address", "The patient's address (PID-11)"
+
+    order_jurisdiction_source = models.CharField(
+        max_length=16,
+        choices=OrderJurisdictionSource.choices,
+        default=OrderJurisdictionSource.FACILITY,
+        help_text="Where the patient's jurisdiction comes from when an order names it.",
+    )
+    order_location_jurisdictions = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='PV1-3 point of care -> jurisdiction code, e.g. {"NM-CLINIC": "US-NM"}.',
+    )
+    # The facility's PACS, queried for relevant priors (the `priors` app); its AE
+    # title is admitted by our gateway for this facility.
+    pacs_ae_title = models.CharField(
+        max_length=16, blank=True, default="", validators=[validate_ae_title]
+    )
+    pacs_host = models.CharField(max_length=253, blank=True, default="")
+    pacs_port = models.PositiveIntegerField(null=True, blank=True)
+    priors_max_count = models.PositiveSmallIntegerField(
+        default=3, help_text="Most relevant priors retrieved for one study."
+    )
+    priors_max_years = models.PositiveSmallIntegerField(
+        default=5, help_text="Priors older than this many years are not relevant."
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -160,6 +217,30 @@ class Facility(models.Model):
             models.CheckConstraint(
                 condition=Q(default_priority__in=Priority.values), name="facility_priority_valid"
             ),
+            models.UniqueConstraint(
+                fields=["hl7_sending_facility"],
+                condition=~Q(hl7_sending_facility=""),
+                name="facility_hl7_sender_unique",
+                violation_error_message="Another facility already sends as this HL7 facility.",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(pacs_ae_title="", pacs_host="", pacs_port__isnull=True)
+                    | (
+                        ~Q(pacs_ae_title="")
+                        & ~Q(pacs_host="")
+                        & Q(pacs_port__gte=1, pacs_port__lte=65535)
+                    )
+                ),
+                name="facility_pacs_complete",
+                violation_error_message="A PACS needs an AE title, a host and a port (1-65535).",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    order_jurisdiction_source__in=["facility", "location", "patient_address"]
+                ),
+                name="facility_order_jurisdiction_source_valid",
+            ),
             models.CheckConstraint(
                 condition=(Q(latitude__isnull=True) | Q(latitude__gte=-90, latitude__lte=90))
                 & (Q(longitude__isnull=True) | Q(longitude__gte=-180, longitude__lte=180)),
@@ -177,6 +258,15 @@ class Facility(models.Model):
             Priority.URGENT: self.tat_urgent_minutes,
             Priority.ROUTINE: self.tat_routine_minutes,
         }[Priority(priority)]
+
+    @property
+    def has_pacs(self) -> bool:
+        return bool(self.pacs_ae_title and self.pacs_host and self.pacs_port)
+
+    @property
+    def patient_issuer(self) -> str:
+        """The namespace of this facility's patient ids (see ``patient_id_issuer``)."""
+        return self.patient_id_issuer or f"facility-{self.pk}"
 
 
 class FacilityAETitle(models.Model):

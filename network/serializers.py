@@ -108,6 +108,15 @@ class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[F
             "dicom_allowed_networks",
             "dicom_max_object_bytes",
             "dicom_storage_quota_bytes",
+            "hl7_sending_facility",
+            "hl7_allowed_networks",
+            "patient_id_issuer",
+            "order_hold_minutes",
+            "order_expected_hours",
+            "order_jurisdiction_source",
+            "order_location_jurisdictions",
+            "priors_max_count",
+            "priors_max_years",
             "is_active",
             "created_at",
             "updated_at",
@@ -131,6 +140,38 @@ class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[F
                     "STAT <= urgent <= routine."
                 }
             )
+        sender = attrs.get("hl7_sending_facility")
+        if sender:
+            taken = Facility.objects.filter(hl7_sending_facility=sender)
+            if self.instance is not None:
+                taken = taken.exclude(pk=self.instance.pk)
+            if taken.exists():
+                raise serializers.ValidationError(
+                    {"hl7_sending_facility": "Another facility already sends as this HL7 facility."}
+                )
+        locations = attrs.get("order_location_jurisdictions")
+        if locations is not None:
+            if not isinstance(locations, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and len(k) <= 200
+                for k, v in locations.items()
+            ):
+                raise serializers.ValidationError(
+                    {"order_location_jurisdictions": "An object of location -> jurisdiction code."}
+                )
+            known = set(
+                Jurisdiction.objects.filter(code__in=set(locations.values())).values_list(
+                    "code", flat=True
+                )
+            )
+            unknown = sorted(set(locations.values()) - known)
+            if unknown:
+                raise serializers.ValidationError(
+                    {
+                        "order_location_jurisdictions": "Unknown jurisdictions: "
+                        + ", ".join(unknown)
+                        + "."
+                    }
+                )
         return attrs
 
 

@@ -679,12 +679,16 @@ def escalations_due(*, now: dt.datetime) -> QuerySet[StudyRouting, int]:
     )
 
 
-def studies_unrouted(*, ready_before: dt.datetime) -> QuerySet[Study, int]:
-    """Ready studies with no routing decision at all (their task was lost)."""
+def studies_unrouted(*, ready_before: dt.datetime, now: dt.datetime) -> QuerySet[Study, int]:
+    """Ready studies with no routing decision at all: their task was lost, or they
+    were held (for their order or their priors) and the hold has passed ``now``."""
+    never_held = Q(order_hold_until__isnull=True, priors_hold_until__isnull=True)
+    hold_over = (Q(order_hold_until__isnull=True) | Q(order_hold_until__lte=now)) & (
+        Q(priors_hold_until__isnull=True) | Q(priors_hold_until__lte=now)
+    )
+    due = (never_held & Q(ready_at__lte=ready_before)) | (~never_held & hold_over)
     return (
-        Study.objects.filter(
-            status=StudyStatus.READY, ready_at__lte=ready_before, routing__isnull=True
-        )
+        Study.objects.filter(due, status=StudyStatus.READY, routing__isnull=True)
         .order_by("ready_at")
         .values_list("pk", flat=True)
     )

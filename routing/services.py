@@ -121,8 +121,9 @@ def studies_route(
             more = [pk for pk in waiting if pk not in named_set][:room]
             if more:
                 studies += list(_locked_studies(more, skip_locked=True, ready_only=True))
-        # Already decided ones wait for their timer (it brings them back).
-        studies = [st for st in studies if not (_timer(st) or now) > now]
+        # Already decided ones wait for their timer (it brings them back); held
+        # ones (for their order or priors) wait for the hold to end or be released.
+        studies = [st for st in studies if not (_timer(st) or now) > now and not _held(st, now)]
         return _route_many(studies, now=now)
 
 
@@ -132,6 +133,15 @@ def _timer(study: Study) -> dt.datetime | None:
         return study.routing.next_escalation_at
     except StudyRouting.DoesNotExist:
         return None
+
+
+def _held(study: Study, now: dt.datetime) -> bool:
+    """Whether a ready study is still held from routing (``Study.order_hold_until``,
+    ``priors_hold_until``)."""
+    return any(
+        hold is not None and hold > now
+        for hold in (study.order_hold_until, study.priors_hold_until)
+    )
 
 
 def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingDecision | None]:
@@ -534,7 +544,7 @@ def routing_sweep(*, now: dt.datetime | None = None, batch_size: int = 200) -> d
     now = now or timezone.now()
     due = list(selectors.escalations_due(now=now)[:batch_size])
     escalated = sum(1 for study_id in due if study_escalate(study_id=study_id, now=now))
-    orphans = list(selectors.studies_unrouted(ready_before=now - ROUTE_GRACE)[:batch_size])
+    orphans = list(selectors.studies_unrouted(ready_before=now - ROUTE_GRACE, now=now)[:batch_size])
     size = max(1, settings.ROUTING_BATCH_SIZE)
     routed = 0
     for i in range(0, len(orphans), size):

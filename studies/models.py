@@ -6,9 +6,45 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from network.models import Facility, Jurisdiction, Priority, Radiologist
+from network.models import Facility, Jurisdiction, Priority, Radiologist, ReadingGroup
 from studies.states import LIVE_STATES, StudyStatus
 from studies.validators import validate_uid
+
+
+class Patient(models.Model):
+    """One patient of a reading group: (issuer of patient id, patient id).  Studies
+    and orders of the same patient link here; a merge (HL7 ADT^A40) points the
+    merged record at the surviving one and relinks its studies and orders."""
+
+    reading_group = models.ForeignKey(ReadingGroup, on_delete=models.PROTECT, related_name="+")
+    issuer = models.CharField(max_length=64)
+    patient_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=200, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=1, blank=True)
+    # PID-11: the patient's address, for an order-driven jurisdiction.
+    address_state = models.CharField(max_length=64, blank=True)
+    address_country = models.CharField(max_length=3, blank=True)
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_from"
+    )
+    merged_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["issuer", "patient_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reading_group", "issuer", "patient_id"], name="patient_identity_unique"
+            ),
+            models.CheckConstraint(
+                condition=~Q(merged_into=models.F("pk")), name="patient_not_merged_into_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_id}^^^{self.issuer}"
 
 
 class Study(models.Model):
@@ -31,6 +67,13 @@ class Study(models.Model):
     patient_jurisdiction = models.ForeignKey(
         Jurisdiction, on_delete=models.PROTECT, related_name="+"
     )
+    # The patient record (``patient_id`` above is the DICOM Patient ID as sent).
+    patient_record = models.ForeignKey(
+        Patient, null=True, blank=True, on_delete=models.PROTECT, related_name="studies"
+    )
+    # Retrieved from the facility's PACS as a prior for comparison (received on the
+    # priors AE title): never routed, never on a worklist.
+    is_prior = models.BooleanField(default=False)
 
     modality = models.CharField(max_length=16, blank=True)
     body_part = models.CharField(max_length=64, blank=True)
@@ -69,6 +112,12 @@ class Study(models.Model):
     # Objects of this study the gateway refused (kept in quarantine): the study may be
     # missing images, and its reader is told so on the worklist and the study page.
     refused_instance_count = models.PositiveIntegerField(default=0)
+    # A ready study is not routed before these (time lives in the database: the
+    # routing sweep routes it when they pass).  Set when it becomes ready: waiting for
+    # its order (the facility's order_hold_minutes) and for its priors to be
+    # retrieved (a bounded wait by priority); cleared early when they arrive.
+    order_hold_until = models.DateTimeField(null=True, blank=True)
+    priors_hold_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -145,6 +194,96 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return f"{self.accession_number or self.study_instance_uid} ({self.get_status_display()})"
+
+
+class Order(models.Model):
+    """An imaging order from the facility's HL7 feed, matched to its study by
+    (facility, accession number) whichever arrives first."""
+
+    class Status(models.TextChoices):
+        NEW = "new", "New"
+        SCHEDULED = "scheduled", "Scheduled"
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class PatientClass(models.TextChoices):
+        EMERGENCY = "E", "Emergency"
+        INPATIENT = "I", "Inpatient"
+        OUTPATIENT = "O", "Outpatient"
+        PREADMIT = "P", "Preadmit"
+        RECURRING = "R", "Recurring patient"
+        OBSTETRICS = "B", "Obstetrics"
+        UNKNOWN = "", "Unknown"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="orders")
+    accession_number = models.CharField(max_length=16)
+    placer_order_number = models.CharField(max_length=64, blank=True)
+    filler_order_number = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.NEW)
+    # The order's own priority (ORC-7 / OBR-27); the study takes the more urgent of
+    # this and its DICOM priority.
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, null=True, blank=True)
+    reason_for_exam = models.CharField(max_length=500, blank=True)
+    clinical_history = models.TextField(blank=True)
+    ordering_provider = models.CharField(max_length=200, blank=True)
+    patient_class = models.CharField(
+        max_length=1, choices=PatientClass.choices, blank=True, default=""
+    )
+    patient_location = models.CharField(max_length=200, blank=True)
+    procedure_code = models.CharField(max_length=64, blank=True)
+    procedure_description = models.CharField(max_length=200, blank=True)
+    patient = models.ForeignKey(
+        Patient, null=True, blank=True, on_delete=models.PROTECT, related_name="orders"
+    )
+    # The patient's jurisdiction the order implies (the facility's
+    # order_jurisdiction_source); null: the facility's own.
+    jurisdiction = models.ForeignKey(
+        Jurisdiction, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    study = models.OneToOneField(
+        "Study", null=True, blank=True, on_delete=models.PROTECT, related_name="order"
+    )
+    ordered_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "id"]
+        indexes = [
+            # Orders still waiting for their images ("expected"), per facility.
+            models.Index(
+                fields=["facility", "received_at"],
+                name="order_expected_idx",
+                condition=Q(study__isnull=True),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "accession_number"], name="order_accession_unique"
+            ),
+            models.CheckConstraint(
+                condition=~Q(accession_number=""), name="order_accession_not_empty"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=["new", "scheduled", "in_progress", "completed", "cancelled"]
+                ),
+                name="order_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__isnull=True) | Q(priority__in=Priority.values),
+                name="order_priority_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="cancelled") | Q(cancelled_at__isnull=False),
+                name="order_cancelled_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number} ({self.get_status_display()})"
 
 
 class StudyTransition(models.Model):

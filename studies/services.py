@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -14,9 +14,10 @@ from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_each
 from network.models import Facility, Jurisdiction, Priority
 from studies import states
-from studies.models import Instance, InstanceVersion, Series, Study, StudyTransition
+from studies.models import Instance, InstanceVersion, Patient, Series, Study, StudyTransition
 from studies.sla import sla_due_at
 from teleradiology.errors import InvalidTransition
+from teleradiology.queue import enqueue
 
 
 def study_create(
@@ -43,6 +44,14 @@ def study_create(
     )
     study.full_clean()
     with transaction.atomic():
+        if study.patient_id and study.patient_record_id is None:
+            study.patient_record = patient_for(
+                facility=facility,
+                patient_id=study.patient_id,
+                name=study.patient_name,
+                birth_date=study.patient_birth_date,
+                sex=study.patient_sex,
+            )
         study.save()
         audit_record(
             actor=None,
@@ -52,6 +61,58 @@ def study_create(
             detail={"facility": facility.pk, "priority": Priority(priority).label},
         )
     return study
+
+
+def patient_for(
+    *,
+    facility: Facility,
+    patient_id: str,
+    issuer: str = "",
+    name: str = "",
+    birth_date: dt.date | None = None,
+    sex: str = "",
+) -> Patient:
+    """The patient record (reading group, issuer, patient id), created with the
+    demographics given if new; ``issuer`` defaults to the facility's.  Never two
+    records for one identity: the unique constraint decides a race, the loser reads
+    the winner's row."""
+    issuer = issuer or facility.patient_issuer
+    identity = {
+        "reading_group_id": facility.reading_group_id,
+        "issuer": issuer[:64],
+        "patient_id": patient_id[:64],
+    }
+    found = Patient.objects.filter(**identity).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            return Patient.objects.create(
+                **identity, name=name[:200], birth_date=birth_date, sex=sex[:1]
+            )
+    except IntegrityError:
+        return Patient.objects.get(**identity)
+
+
+def study_hold_release(*, study_id: int, hold: str, at: dt.datetime | None = None) -> bool:
+    """End a ready study's hold early (``hold`` is "order" or "priors": its order came,
+    its priors are in) and hand it to routing if nothing else holds it.  Returns
+    whether the study is now free to route.  A hold already over changes nothing."""
+    at = at or timezone.now()
+    field = {"order": "order_hold_until", "priors": "priors_hold_until"}[hold]
+    with transaction.atomic():
+        study = Study.objects.select_for_update(of=("self",)).filter(pk=study_id).first()
+        if study is None or getattr(study, field) is None:
+            return False
+        setattr(study, field, None)
+        study.save(update_fields=[field, "updated_at"])
+        free = study.status == states.StudyStatus.READY and all(
+            other is None or other <= at
+            for other in (study.order_hold_until, study.priors_hold_until)
+        )
+        if free:
+            enqueue("routing.route_studies", [study.pk])
+    return free
 
 
 def study_transition(

@@ -1,6 +1,7 @@
 """The study state machine: every status change is checked here and only here.
 
-receiving -> ready -> offered -> claimed -> preliminary -> final, plus cancelled.
+receiving -> ready -> offered -> claimed -> preliminary -> final, plus cancelled;
+a prior retrieved for comparison goes receiving -> prior and stays there.
 Re-routing and releases move a study back (offered -> ready, claimed -> offered);
 a preliminary read by a preliminary-only reader goes back on offer for the final.
 """
@@ -18,18 +19,22 @@ class StudyStatus(models.TextChoices):
     PRELIMINARY = "preliminary", "Preliminary"
     FINAL = "final", "Final"
     CANCELLED = "cancelled", "Cancelled"
+    # A prior study retrieved from the facility's PACS for comparison: stored and
+    # shown to the readers of the patient's current studies, never routed.
+    PRIOR = "prior", "Prior"
 
 
 S = StudyStatus
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.RECEIVING: frozenset({S.READY, S.CANCELLED}),
+    S.RECEIVING: frozenset({S.READY, S.PRIOR, S.CANCELLED}),
     S.READY: frozenset({S.OFFERED, S.CANCELLED}),
     S.OFFERED: frozenset({S.CLAIMED, S.READY, S.CANCELLED}),
     S.CLAIMED: frozenset({S.OFFERED, S.PRELIMINARY, S.FINAL, S.CANCELLED}),
     S.PRELIMINARY: frozenset({S.OFFERED, S.FINAL, S.CANCELLED}),
     S.FINAL: frozenset(),
     S.CANCELLED: frozenset(),
+    S.PRIOR: frozenset(),
 }
 
 # The timestamp column each state stamps when entered (latest entry wins).

@@ -442,6 +442,10 @@ OFFER_ELIGIBILITY_SWEEP_SECONDS = env.float("OFFER_ELIGIBILITY_SWEEP_SECONDS", d
 # A routing task routes its own study and up to this many minus one other ready
 # studies waiting for a decision, in one transaction (1 routes one study a task).
 ROUTING_BATCH_SIZE = env.int("ROUTING_BATCH_SIZE", default=32)
+# A ready study of a facility with a PACS waits this long for its relevant priors
+# (STAT, and every other priority) before it is offered anyway, "priors pending".
+PRIORS_WAIT_STAT_SECONDS = env.float("PRIORS_WAIT_STAT_SECONDS", default=30.0)
+PRIORS_WAIT_SECONDS = env.float("PRIORS_WAIT_SECONDS", default=120.0)
 # Tasks a worker runs on one database connection before Celery closes it.
 WORKER_DB_REUSE_TASKS = env.int("WORKER_DB_REUSE_TASKS", default=10000)
 # SLA warnings: how often beat looks for studies nearing or past their due time,

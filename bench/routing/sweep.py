@@ -355,7 +355,7 @@ def sweep_plans(only: str = "") -> Any:
 
     now = timezone.now()
     due = selectors.escalations_due(now=now)[:200]
-    orphans = selectors.studies_unrouted(ready_before=now - ROUTE_GRACE)[:200]
+    orphans = selectors.studies_unrouted(ready_before=now - ROUTE_GRACE, now=now)[:200]
     # The withdraw sweep's one selection statement; its readers' facts are then read
     # as routing's batch reads them, and judged by the KEEP_OFFER policy in Python.
     stale = open_offers_of_offered_studies()
