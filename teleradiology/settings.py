@@ -67,6 +67,8 @@ INSTALLED_APPS = [
     "network",
     "studies",
     "ingest",
+    "orders",  # HL7 v2 orders and patient updates over MLLP
+    "priors",  # relevant priors retrieved from the facility's PACS before the offer
     "routing",
     "worklist",
     "reporting",
