@@ -38,13 +38,15 @@ demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo ""
-	@echo "  Starting (Procfile): web (gunicorn), Celery worker, Celery beat, DICOM listener."
+	@echo "  Starting (Procfile): web (gunicorn), Celery worker, Celery beat, DICOM listener, HL7 listener, demo PACS."
 	@echo "  Web:       http://127.0.0.1:8000/  (API docs: /api/docs/, admin: /admin/)"
 	@echo "  DICOM:     AE title TELERAD on 127.0.0.1:11112 (C-ECHO, C-STORE)"
+	@echo "  HL7:       MLLP on 127.0.0.1:2575 (ORM^O01, OMI^O23, ADT^A08/A40; facility ids in the README)"
+	@echo "  PACS:      Orthanc as St. Mary's PACS, AE DEMOPACS on 127.0.0.1:4242 (priors of DEMO-PAT-1)"
 	@echo "  Images:    DICOMweb at /dicomweb/, the OHIF viewer at /viewer/ ('Open images' on the worklist)"
 	@echo "  Logins:    admin / dr.chen / staff.stmary / superuser, password demo-pass-2026"
 	@echo "  On shift:  $(BIN)/python manage.py on_shift  (whom to sign in as)"
-	@echo "  Ctrl-C stops all four together."
+	@echo "  Ctrl-C stops them all together."
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 

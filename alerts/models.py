@@ -15,6 +15,8 @@ class Alert(models.Model):
         INGEST_CONFLICT = "ingest_conflict", "DICOM object conflicts with a stored one"
         STORAGE_QUOTA = "storage_quota", "Facility storage quota nearly used"
         REPEATED_LOCKOUT = "repeated_lockout", "Repeated sign-in lockouts"
+        DELIVERY_FAILED = "delivery_failed", "Result not delivered to the facility"
+        STUDY_CANCELLED = "study_cancelled", "Claimed study cancelled by its order"
 
     kind = models.CharField(max_length=30, choices=Kind.choices)
     reading_group = models.ForeignKey(
@@ -23,6 +25,11 @@ class Alert(models.Model):
     # Also told when set (e.g. the reader whose idle claim was released).
     recipient = models.ForeignKey(
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Also told when set: the facility's staff (its contacts), e.g. of a result that
+    # did not reach them.
+    facility = models.ForeignKey(
+        "network.Facility", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     study = models.ForeignKey(
         "studies.Study", null=True, blank=True, on_delete=models.PROTECT, related_name="alerts"

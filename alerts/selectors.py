@@ -6,18 +6,21 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 
 from alerts.models import Alert
-from network.selectors import reading_groups_administered
+from network.selectors import facilities_staffed, reading_groups_administered
 
 
 def alert_list_visible(*, user: User | AnonymousUser) -> QuerySet[Alert]:
-    """The alerts of the groups this user administers and those addressed to them;
-    site operators see every alert (site-wide ones, without a group, only they see)."""
+    """The alerts of the groups this user administers and those addressed to them (to
+    them, or to a facility they staff); site operators see every alert (site-wide
+    ones, without a group, only they see)."""
     if not user.is_authenticated or not user.is_active:
         return Alert.objects.none()
     if user.is_superuser:
         return Alert.objects.all()
     return Alert.objects.filter(
-        Q(reading_group__in=reading_groups_administered(user=user)) | Q(recipient_id=user.pk)
+        Q(reading_group__in=reading_groups_administered(user=user))
+        | Q(recipient_id=user.pk)
+        | Q(facility__in=facilities_staffed(user=user).values("pk"))
     )
 
 

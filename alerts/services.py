@@ -15,7 +15,7 @@ from guardian.shortcuts import get_users_with_perms
 from alerts.models import Alert
 from audit.models import AuditEvent
 from audit.services import audit_record
-from network.models import ReadingGroup
+from network.models import Facility, ReadingGroup
 from studies.models import Study
 
 
@@ -27,9 +27,11 @@ def alert_raise(
     reading_group: ReadingGroup | None = None,
     study: Study | None = None,
     recipient: User | None = None,
+    facility: Facility | None = None,
 ) -> Alert | None:
     """Record an alert unless one with ``dedupe_key`` exists; mail the group's admins
-    after commit.  Returns the new alert, or None when it was already raised."""
+    (and the recipient, and the facility's staff when given) after commit.  Returns
+    the new alert, or None when it was already raised."""
     try:
         with transaction.atomic():
             alert = Alert.objects.create(
@@ -39,6 +41,7 @@ def alert_raise(
                 reading_group=reading_group,
                 study=study,
                 recipient=recipient,
+                facility=facility,
             )
     except IntegrityError:
         return None
@@ -63,11 +66,25 @@ def alert_recipients(*, reading_group: ReadingGroup | None) -> list[str]:
     return sorted({u.email for u in users if u.email and u.is_active})
 
 
+def facility_contacts(*, facility: Facility) -> list[str]:
+    """E-mail addresses of the facility's staff (guardian ``access_facility`` on it,
+    directly or through an auth group): its contacts for what concerns it."""
+    users = cast(
+        "Iterable[User]",
+        get_users_with_perms(
+            facility, only_with_perms_in=["access_facility"], with_superusers=False
+        ),
+    )
+    return sorted({u.email for u in users if u.email and u.is_active})
+
+
 def alert_send_email(*, alert: Alert) -> None:
     """Mail an alert; runs after commit, outside any transaction."""
     recipients = alert_recipients(reading_group=alert.reading_group)
     if alert.recipient is not None and alert.recipient.email:
         recipients = sorted({*recipients, alert.recipient.email})
+    if alert.facility is not None:
+        recipients = sorted({*recipients, *facility_contacts(facility=alert.facility)})
     if recipients:
         send_mail(
             subject=f"[Teleradiology] {alert.get_kind_display()}",

@@ -200,6 +200,25 @@ FACILITIES = [
     ),
 ]
 
+# MSH-4 (sending facility) of each demo facility's HL7 orders; the README lists them.
+# The facility whose PACS is the demo's Orthanc (demo/management/commands/demo_pacs.py).
+DEMO_PACS_FACILITY = "STMARY"
+PACS_AE_TITLE = "DEMOPACS"
+PACS_DICOM_PORT = 4242
+
+HL7_SENDING_FACILITIES = {
+    "St. Mary's Regional Medical Center": "STMARY",
+    "Gulf Coast Imaging Center": "GULFCOAST",
+    "Hudson Valley Hospital": "HUDSONVH",
+    "Brooklyn Community Imaging": "BKLYN",
+    "Pacific Coast Medical Center": "PACCOAST",
+    "Sunshine Orthopedic Clinic": "SUNORTHO",
+    "Lakeshore Children's Hospital": "LAKESHORE",
+    "Bengaluru Diagnostic Centre": "BLRDIAG",
+    "Thames Valley Imaging": "THAMESVAL",
+    "Harbour City Radiology": "HARBOURCITY",
+}
+
 # (given name, family name, home region, time zone, subspecialties, group)
 READERS = [
     ("Amelia", "Chen", "us-tx-north", "America/Chicago", ["neuro"], MERIDIAN),
@@ -342,6 +361,16 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
         )
         for title in spec.ae_titles:
             FacilityAETitle.objects.get_or_create(ae_title=title, defaults={"facility": facility})
+        hl7_id = HL7_SENDING_FACILITIES.get(spec.name, "")
+        if hl7_id and facility.hl7_sending_facility != hl7_id:
+            Facility.objects.filter(pk=facility.pk).update(hl7_sending_facility=hl7_id)
+            facility.hl7_sending_facility = hl7_id
+        if hl7_id == DEMO_PACS_FACILITY and not facility.pacs_ae_title:
+            # Its PACS is the demo's Orthanc (Procfile `pacs`, demo_pacs), which holds a
+            # prior of the patient make_demo_dicom writes.
+            Facility.objects.filter(pk=facility.pk).update(
+                pacs_ae_title=PACS_AE_TITLE, pacs_host="127.0.0.1", pacs_port=PACS_DICOM_PORT
+            )
         staff = _user(spec.staff)
         services.facility_staff_grant(actor=None, user=staff, facility=facility)
         facilities.append(facility)

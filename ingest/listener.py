@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
+from django.db.models import Q
 from pydicom import uid as dicom_uid
 from pydicom.uid import UID
 from pynetdicom import AllStoragePresentationContexts, _config, dimse_messages, evt
@@ -31,7 +32,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from ingest import services, status
 from ingest.selectors import facility_quota_left
 from ingest.storage import ObjectStorage, default_storage
-from network.models import Facility
+from network.models import Facility, FacilityAETitle
 from network.validators import address_allowed
 from studies.validators import is_valid_uid
 
@@ -94,8 +95,10 @@ class GatedApplicationEntity(ApplicationEntity):
         # Fixed lists are not used: admission comes from the database.
         pass
 
-    # The called AE titles answered: the gateway's own and its configured aliases.
+    # The called AE titles answered: the gateway's own, its configured aliases and
+    # the priors AE title (DICOM_PRIORS_AE_TITLE).
     called_ae_titles: frozenset[str] = frozenset()
+    priors_ae_title: str = ""
 
     @property
     def require_called_aet(self) -> bool:
@@ -110,6 +113,9 @@ class GatedApplicationEntity(ApplicationEntity):
         called = str(request.called_ae_title).strip() if request is not None else ""
         if called in self.called_ae_titles:
             assoc.acceptor.ae_title = called
+            # A PACS answering our C-MOVE for priors sends to the priors AE title:
+            # what arrives on this association is filed as priors.
+            assoc.is_prior = called == self.priors_ae_title  # type: ignore[attr-defined]
         else:
             logger.warning(
                 "rejected association from %s (%s): called AE title %r is not %s",
@@ -127,43 +133,67 @@ class GatedApplicationEntity(ApplicationEntity):
         del require_match
 
 
-# calling AE -> (facility or None, when it was read).  Fresh entries save a query
-# per association; during a database outage a stale entry still admits a known
-# facility, so its C-STOREs get "out of resources" (retry) rather than a
-# permanent rejection.
+# calling AE -> (facility or None, when it was read): the last answer the database
+# gave, used only while the database cannot be reached, so that a known facility's
+# C-STOREs get "out of resources" (retry) rather than a permanent rejection.
+# Admission itself is read from the database for every association, so an AE title
+# added, moved or removed (through the API or the admin) applies to the next
+# association: one indexed query, well under a millisecond against the ~2 ms an
+# association's negotiation costs (docs/dicom-conformance.md).
 _admissions: dict[str, tuple[Facility | None, float]] = {}
 _admissions_lock = threading.Lock()
-ADMISSION_FRESH_SECONDS = 15.0
 ADMISSION_STALE_SECONDS = 3600.0
+_ADMISSION_FIELDS = (
+    "pk",
+    "is_active",
+    "dicom_allowed_networks",
+    "dicom_max_object_bytes",
+    "dicom_storage_quota_bytes",
+    "pacs_ae_title",
+)
+
+
+def _admitted_facility(calling_ae: str) -> Facility | str | None:
+    """The facility a calling AE title sends for: the one with this AE title
+    (FacilityAETitle, unique), else the one whose PACS has it (a PACS answering our
+    C-MOVE for priors); a PACS AE title several facilities share names none of
+    them (the reason is returned)."""
+    rows = list(
+        Facility.objects.filter(
+            Q(pk__in=FacilityAETitle.objects.filter(ae_title=calling_ae).values("facility_id"))
+            | Q(pacs_ae_title=calling_ae)
+        )
+        .only(*_ADMISSION_FIELDS)
+        .order_by("pk")[:3]
+    )
+    own = [f for f in rows if f.pacs_ae_title != calling_ae]
+    if own:
+        return own[0]
+    if len(rows) > 1:
+        return f"calling AE title {calling_ae!r} is the PACS of several facilities"
+    return rows[0] if rows else None
 
 
 def facility_admission(*, calling_ae: str, address: str) -> Facility | str:
-    """The facility an association is admitted for, or the reason it is refused."""
+    """The facility an association is admitted for, or the reason it is refused;
+    read from the database each time, so admission changes apply at once."""
     now = time.monotonic()
-    with _admissions_lock:
-        cached = _admissions.get(calling_ae)
-    if cached is not None and now - cached[1] < ADMISSION_FRESH_SECONDS:
-        facility = cached[0]
+    try:
+        found = _admitted_facility(calling_ae)
+    except DatabaseError as exc:
+        connection.close()
+        with _admissions_lock:
+            cached = _admissions.get(calling_ae)
+        if cached is None or now - cached[1] > ADMISSION_STALE_SECONDS:
+            return f"cannot check the facility ({type(exc).__name__})"
+        found = cached[0]
     else:
-        try:
-            facility = (
-                Facility.objects.filter(ae_titles__ae_title=calling_ae)
-                .only(
-                    "pk",
-                    "is_active",
-                    "dicom_allowed_networks",
-                    "dicom_max_object_bytes",
-                    "dicom_storage_quota_bytes",
-                )
-                .first()
-            )
+        if not isinstance(found, str):
             with _admissions_lock:
-                _admissions[calling_ae] = (facility, now)
-        except DatabaseError as exc:
-            connection.close()
-            if cached is None or now - cached[1] > ADMISSION_STALE_SECONDS:
-                return f"cannot check the facility ({type(exc).__name__})"
-            facility = cached[0]
+                _admissions[calling_ae] = (found, now)
+    if isinstance(found, str):
+        return found
+    facility = found
     if facility is None:
         return f"calling AE title {calling_ae!r} belongs to no facility"
     if not facility.is_active:
@@ -321,6 +351,7 @@ def handle_store(event: evt.Event, storage: ObjectStorage) -> int:
             sop_instance_uid=str(getattr(request, "AffectedSOPInstanceUID", "") or ""),
             max_object_bytes=getattr(assoc, "max_object_bytes", None),
             quota_left_bytes=getattr(assoc, "quota_left_bytes", None),
+            is_prior=bool(getattr(assoc, "is_prior", False)),
         ),
     )
     return result.status
@@ -397,7 +428,10 @@ def make_server(
     BoundedAssociationSocket.max_pdu_bytes = settings.DICOM_MAX_PDU_BYTES
 
     ae = GatedApplicationEntity(ae_title=ae_title)
-    ae.called_ae_titles = frozenset({ae_title.strip(), *settings.DICOM_AE_TITLE_ALIASES})
+    ae.called_ae_titles = frozenset(
+        {ae_title.strip(), *settings.DICOM_AE_TITLE_ALIASES, settings.DICOM_PRIORS_AE_TITLE}
+    )
+    ae.priors_ae_title = settings.DICOM_PRIORS_AE_TITLE
     ae.maximum_pdu_size = settings.DICOM_MAX_PDU_BYTES
     ae.maximum_associations = 64
     ae.network_timeout = 60

@@ -41,7 +41,7 @@ from ingest.models import FacilityStorageUsage, QuarantinedObject
 from ingest.storage import FileSystemStorage, ObjectStorage, StorageError, instance_key
 from ingest.validation import Refused, check_object
 from network.models import Facility, Priority
-from studies.models import Instance, InstanceVersion, Study
+from studies.models import Instance, InstanceVersion, Order, Study
 from studies.services import (
     instance_file,
     instance_lock,
@@ -49,6 +49,7 @@ from studies.services import (
     instance_version_replace,
     instances_dicom_json_set,
     series_file,
+    studies_order_link,
     study_arrival_record,
     study_create,
     study_refused_count_add,
@@ -86,6 +87,9 @@ class Request:
     quota_left_bytes: int | None = None
     # What named the object (the words of a refusal of its UIDs).
     origin: str = "C-STORE request"
+    # Sent to the gateway's priors AE title (a PACS answering our C-MOVE): a new
+    # study is filed as a prior, never routed.
+    is_prior: bool = False
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -308,8 +312,11 @@ def filing_caches_clear() -> None:
     _series.clear()
 
 
-def _study_for(header: Header, facility_id: int, received_at: dt.datetime) -> tuple[int, int]:
-    """(study id, facility id) for the header's study, creating the study if new."""
+def _study_for(
+    header: Header, facility_id: int, received_at: dt.datetime, *, is_prior: bool = False
+) -> tuple[int, int]:
+    """(study id, facility id) for the header's study, creating the study if new (as
+    a prior when it came to the priors AE title)."""
     cached = _studies.get(header.study_instance_uid)
     if cached is not None:
         return cached
@@ -319,12 +326,14 @@ def _study_for(header: Header, facility_id: int, received_at: dt.datetime) -> tu
         .first()
     )
     if row is None:
-        row = _study_create(header, facility_id, received_at)
+        row = _study_create(header, facility_id, received_at, is_prior=is_prior)
     _studies.put(header.study_instance_uid, row)
     return row
 
 
-def _study_create(header: Header, facility_id: int, received_at: dt.datetime) -> tuple[int, int]:
+def _study_create(
+    header: Header, facility_id: int, received_at: dt.datetime, *, is_prior: bool = False
+) -> tuple[int, int]:
     facility = Facility.objects.select_related("jurisdiction").get(pk=facility_id)
     try:
         with transaction.atomic():
@@ -346,6 +355,7 @@ def _study_create(header: Header, facility_id: int, received_at: dt.datetime) ->
                 study_time=header.study_time,
                 dicom_study_id=header.study_id,
                 referring_physician=header.referring_physician,
+                is_prior=is_prior,
             )
             # Objects of this study refused before it existed (its first ones were
             # broken, say) flag it too.
@@ -380,7 +390,9 @@ def _series_for(header: Header, study_id: int) -> tuple[int, int]:
 
 def _file(*, evidence: _Evidence, header: Header) -> ReceiveResult:
     facility_id = evidence.request.facility_id
-    study_id, study_facility_id = _study_for(header, facility_id, evidence.received_at)
+    study_id, study_facility_id = _study_for(
+        header, facility_id, evidence.received_at, is_prior=evidence.request.is_prior
+    )
     if study_facility_id != facility_id:
         return evidence.quarantine(
             status.INSTANCE_CONFLICT,
@@ -505,20 +517,48 @@ def studies_mark_ready(
                 "sla_due_at",
                 "is_prior",
                 "order__pk",
+                "order__status",
                 "facility__order_hold_minutes",
                 "facility__pacs_ae_title",
             )[:batch_size]
         )
         due = [row[0] for row in rows]
+        # Studies whose order arrived at the same moment as their images (each missed
+        # the other) are linked to it here, before the order hold is decided.
+        linked = studies_order_link(
+            study_ids=[row[0] for row in rows if row[4] is None and not row[3]]
+        )
         ready: list[tuple[int, int, dt.datetime]] = []
         fetch_priors: list[int] = []
-        for study_id, priority, sla_due, is_prior, order_id, hold_minutes, pacs in rows:
+        for (
+            study_id,
+            priority,
+            sla_due,
+            is_prior,
+            order_id,
+            order_status,
+            hold_minutes,
+            pacs,
+        ) in rows:
             if is_prior:
                 study_transition(
                     study_id=study_id,
                     to_status=StudyStatus.PRIOR,
                     at=now,
                     reason=f"prior retrieved; no new instance for {quiet_seconds:g} s",
+                )
+                continue
+            if study_id in linked:
+                order_id, order_status, priority, sla_due = linked[study_id]
+            if order_status == Order.Status.CANCELLED:
+                # Its order was cancelled before the images were complete: the study
+                # is cancelled, never routed (a CA leaves a receiving study to here,
+                # so that its remaining images are filed as usual, not as late ones).
+                study_transition(
+                    study_id=study_id,
+                    to_status=StudyStatus.CANCELLED,
+                    at=now,
+                    reason="its order was cancelled",
                 )
                 continue
             holds: dict[str, Any] = {}

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from network import selectors, services
 from network.models import (
@@ -106,6 +113,68 @@ class GroupScopedAdmin(admin.ModelAdmin[Any]):
         self.delete_service(actor=request_actor(request), instance=obj)
 
 
+# --- Privileges in bulk: intermediate forms of two changelist actions ------------
+class _DateInput(forms.DateInput):
+    input_type = "date"  # the browser's own picker: no script under the CSP
+
+
+class PrivilegeGrantForm(forms.Form):
+    facility = forms.ModelChoiceField(queryset=Facility.objects.none())
+    valid_from = forms.DateField(widget=_DateInput)
+    valid_to = forms.DateField(widget=_DateInput)
+
+    def __init__(self, *args: Any, facilities: QuerySet[Facility], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["facility"].queryset = facilities.order_by("name")  # type: ignore[attr-defined]
+
+
+class PrivilegeCopyForm(forms.Form):
+    from_facility = forms.ModelChoiceField(
+        queryset=Facility.objects.none(),
+        help_text="Readers privileged there today get privileges at the selected facilities.",
+    )
+    valid_from = forms.DateField(
+        widget=_DateInput, required=False, help_text="Empty: each source privilege's start."
+    )
+    valid_to = forms.DateField(
+        widget=_DateInput, required=False, help_text="Empty: each source privilege's end."
+    )
+
+    def __init__(self, *args: Any, facilities: QuerySet[Facility], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["from_facility"].queryset = facilities.order_by("name")  # type: ignore[attr-defined]
+
+
+def _action_page(
+    model_admin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    *,
+    queryset: QuerySet[Any],
+    form: forms.Form,
+    action: str,
+    title: str,
+) -> TemplateResponse:
+    """The intermediate page of a changelist action: the selected objects and a form
+    posted back to the same action with ``apply``."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "objects": queryset,
+        "form": form,
+        "action": action,
+        "opts": model_admin.model._meta,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/network/privileges_action.html", context)
+
+
+def _grant_message(result: services.PrivilegeGrant, where: str) -> str:
+    return (
+        f"{where}: {len(result.created)} privilege(s) created, {len(result.extended)} "
+        f"extended, {len(result.unchanged)} already covered."
+    )
+
+
 class FacilityAETitleInline(admin.TabularInline[FacilityAETitle, Facility]):
     model = FacilityAETitle
     extra = 1
@@ -113,10 +182,65 @@ class FacilityAETitleInline(admin.TabularInline[FacilityAETitle, Facility]):
 
 @admin.register(Facility)
 class FacilityAdmin(GroupScopedAdmin):
-    list_display = ["name", "reading_group", "jurisdiction", "region", "timezone", "is_active"]
+    list_display = [
+        "name",
+        "reading_group",
+        "jurisdiction",
+        "region",
+        "timezone",
+        "is_active",
+        "checklist",
+    ]
     list_filter = ["is_active", "reading_group", "jurisdiction__country"]
     search_fields = ["name", "ae_titles__ae_title"]
     inlines = [FacilityAETitleInline]
+    actions = ["copy_privileges"]
+
+    @admin.display(description="Onboarding")
+    def checklist(self, obj: Facility) -> str:
+        # The page lives in the onboarding app, named here by its URL (no import).
+        return format_html(
+            '<a href="{}">checklist</a>', reverse("facility-checklist-page", args=[obj.pk])
+        )
+
+    @admin.action(description="Copy privileges from another facility…", permissions=["change"])
+    def copy_privileges(
+        self, request: HttpRequest, queryset: QuerySet[Facility]
+    ) -> TemplateResponse | None:
+        """Each selected facility gets the privileges of the readers privileged at the
+        chosen facility today (one transaction per selected facility)."""
+        form = PrivilegeCopyForm(
+            request.POST if "apply" in request.POST else None,
+            facilities=selectors.facility_list_administered(user=request.user),
+        )
+        if form.is_bound and form.is_valid():
+            source = form.cleaned_data["from_facility"]
+            for target in queryset.order_by("name"):
+                try:
+                    result = services.privileges_copy(
+                        actor=request_actor(request),
+                        source=source,
+                        target=target,
+                        on=timezone.localdate(),
+                        valid_from=form.cleaned_data["valid_from"],
+                        valid_to=form.cleaned_data["valid_to"],
+                        ip_address=request.META.get("REMOTE_ADDR"),
+                    )
+                except ValidationError as exc:
+                    self.message_user(
+                        request, f"{target}: {' '.join(exc.messages)}", messages.ERROR
+                    )
+                    continue
+                self.message_user(request, _grant_message(result, f"{target} from {source}"))
+            return None
+        return _action_page(
+            self,
+            request,
+            queryset=queryset,
+            form=form,
+            action="copy_privileges",
+            title="Copy privileges from another facility",
+        )
 
 
 @admin.register(Radiologist)
@@ -133,6 +257,42 @@ class RadiologistAdmin(GroupScopedAdmin):
     list_filter = ["is_active", "is_available", "subspecialties", "reading_group"]
     search_fields = ["display_name", "user__username"]
     filter_horizontal = ["subspecialties"]
+    actions = ["grant_privileges"]
+
+    @admin.action(description="Grant privileges at a facility…", permissions=["change"])
+    def grant_privileges(
+        self, request: HttpRequest, queryset: QuerySet[Radiologist]
+    ) -> TemplateResponse | None:
+        """The selected readers get active privileges at the chosen facility (one
+        transaction; an overlapping privilege is extended, not duplicated)."""
+        form = PrivilegeGrantForm(
+            request.POST if "apply" in request.POST else None,
+            facilities=selectors.facility_list_administered(user=request.user),
+        )
+        if form.is_bound and form.is_valid():
+            facility = form.cleaned_data["facility"]
+            try:
+                result = services.privileges_grant(
+                    actor=request_actor(request),
+                    facility=facility,
+                    radiologist_ids=list(queryset.values_list("pk", flat=True)),
+                    valid_from=form.cleaned_data["valid_from"],
+                    valid_to=form.cleaned_data["valid_to"],
+                    ip_address=request.META.get("REMOTE_ADDR"),
+                )
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+                return None
+            self.message_user(request, _grant_message(result, str(facility)))
+            return None
+        return _action_page(
+            self,
+            request,
+            queryset=queryset,
+            form=form,
+            action="grant_privileges",
+            title="Grant privileges at a facility",
+        )
 
 
 @admin.register(License)

@@ -7,8 +7,9 @@ from typing import Any
 import django_filters
 from django.db import models, transaction
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +34,9 @@ from network.serializers import (
     JurisdictionSerializer,
     LicenseSerializer,
     MeSerializer,
+    PrivilegeBulkGrantSerializer,
+    PrivilegeCopySerializer,
+    PrivilegeGrantResultSerializer,
     RadiologistSerializer,
     RegionSerializer,
     ShiftSerializer,
@@ -131,6 +135,40 @@ class FacilityViewSet(NetworkViewSet):
         else:
             super().save_many(instance, name, values)
 
+    @extend_schema(
+        request=PrivilegeCopySerializer,
+        responses={
+            200: PrivilegeGrantResultSerializer,
+            400: OpenApiResponse(
+                description="Same facility, another group's facility, or bad dates."
+            ),
+            403: OpenApiResponse(description="Not an admin of this facility's reading group."),
+        },
+        summary="Copy another facility's privileges to this one",
+        description="Every reader privileged at `from_facility` today (an active privilege "
+        "valid today) gets an active privilege here, for `valid_from`/`valid_to` when "
+        "given, else for their source privilege's own dates.  Both facilities belong to "
+        "a reading group you administer.  Idempotent: an active privilege here that "
+        "overlaps or touches the new period is extended to cover it (never duplicated); "
+        "one that already covers it is left unchanged.  One transaction; every created "
+        "or extended row is audited.",
+    )
+    @action(detail=True, methods=["post"], url_path="privileges/copy", url_name="privileges-copy")
+    def privileges_copy(self, request: Request, pk: Any = None, **kwargs: Any) -> Response:
+        target = self.get_object()
+        data = PrivilegeCopySerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        result = services.privileges_copy(
+            actor=request_actor(request),
+            source=data.validated_data["from_facility"],
+            target=target,
+            on=timezone.localdate(),
+            valid_from=data.validated_data.get("valid_from"),
+            valid_to=data.validated_data.get("valid_to"),
+            ip_address=client_ip(request),
+        )
+        return Response(PrivilegeGrantResultSerializer(result, context={"request": request}).data)
+
 
 class RadiologistFilter(django_filters.FilterSet):
     subspecialty = django_filters.CharFilter(field_name="subspecialties__code")
@@ -183,6 +221,42 @@ class FacilityPrivilegeViewSet(NetworkViewSet):
 
     def get_queryset(self) -> models.QuerySet[FacilityPrivilege]:
         return selectors.privilege_list_visible(user=self.request.user).order_by("id")
+
+    @extend_schema(
+        request=PrivilegeBulkGrantSerializer,
+        responses={
+            200: PrivilegeGrantResultSerializer,
+            400: OpenApiResponse(
+                description="Bad dates, a facility you do not administer, or readers not "
+                "of the facility's reading group (named by id)."
+            ),
+            403: OpenApiResponse(description="Not a group admin."),
+        },
+        summary="Grant privileges at one facility to many readers",
+        description="Every reader listed gets an active privilege at `facility` from "
+        "`valid_from` to `valid_to`.  Idempotent: an active privilege of the reader there "
+        "that overlaps or touches the period is extended to cover it (the one ending "
+        "last, when several), never duplicated; one that already covers it is left "
+        "unchanged; suspended, revoked or pending rows are left as they are.  All or "
+        "nothing, in one transaction; every created or extended row is audited as the "
+        "single-row API audits it.",
+    )
+    @action(detail=False, methods=["post"], url_path="bulk-grant", url_name="bulk-grant")
+    def bulk_grant(self, request: Request) -> Response:
+        data = PrivilegeBulkGrantSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        result = services.privileges_grant(
+            actor=request_actor(request),
+            facility=data.validated_data["facility"],
+            radiologist_ids=data.validated_data["radiologists"],
+            valid_from=data.validated_data["valid_from"],
+            valid_to=data.validated_data["valid_to"],
+            ip_address=client_ip(request),
+        )
+        return Response(
+            PrivilegeGrantResultSerializer(result, context={"request": request}).data,
+            status=status.HTTP_200_OK,
+        )
 
 
 class ShiftFilter(django_filters.FilterSet):

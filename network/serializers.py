@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 from rest_framework import serializers
 
 from network.models import (
@@ -19,7 +22,11 @@ from network.models import (
     Shift,
     Subspecialty,
 )
-from network.selectors import reading_groups_administered, users_enrolable
+from network.selectors import (
+    facility_list_administered,
+    reading_groups_administered,
+    users_enrolable,
+)
 from network.validators import validate_ae_title
 
 
@@ -77,7 +84,76 @@ class AETitleListField(serializers.ListField):
         return [row.ae_title for row in instance.ae_titles.all()]
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def validate_host(value: str) -> None:
+    """A host name (RFC 1123 labels) or an IPv4/IPv6 address."""
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    name = value.rstrip(".")
+    if not name or len(name) > 253 or not all(_HOST_LABEL.match(x) for x in name.split(".")):
+        raise serializers.ValidationError("Not a host name or an IP address.")
+
+
+class FacilityPacsSerializer(serializers.Serializer[Any]):
+    """The facility's PACS, queried for relevant priors (C-FIND) and asked to send
+    them to our gateway (C-MOVE); its AE title is admitted by the gateway for this
+    facility.  Null (or {}) removes it."""
+
+    ae_title = serializers.CharField(
+        source="pacs_ae_title", max_length=16, validators=[validate_ae_title]
+    )
+    host = serializers.CharField(source="pacs_host", max_length=253, validators=[validate_host])
+    port = serializers.IntegerField(source="pacs_port", min_value=1, max_value=65535)
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data is None or data == {}:
+            return True, {"pacs_ae_title": "", "pacs_host": "", "pacs_port": None}
+        return super().validate_empty_values(data)
+
+    def to_representation(self, instance: Any) -> Any:
+        if not isinstance(instance, Facility) or not instance.has_pacs:
+            return None
+        return super().to_representation(instance)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # All three, also in a PATCH (which would otherwise make them optional).
+        missing = {
+            name: "This field is required."
+            for name, source in (
+                ("ae_title", "pacs_ae_title"),
+                ("host", "pacs_host"),
+                ("port", "pacs_port"),
+            )
+            if attrs.get(source) in (None, "")
+        }
+        if missing:
+            raise serializers.ValidationError(missing)
+        # The gateway admits a calling AE title for one facility: a PACS AE title
+        # may be neither another facility's own AE title nor another's PACS.
+        title = attrs["pacs_ae_title"]
+        parent = getattr(self.parent, "instance", None)
+        others = Facility.objects.exclude(pk=parent.pk) if isinstance(parent, Facility) else None
+        others = others if others is not None else Facility.objects.all()
+        if others.filter(Q(ae_titles__ae_title=title) | Q(pacs_ae_title=title)).exists():
+            raise serializers.ValidationError(
+                {"ae_title": "Another facility already sends as this AE title."}
+            )
+        return attrs
+
+
 class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Facility]):
+    pacs = FacilityPacsSerializer(
+        source="*",
+        required=False,
+        allow_null=True,
+        help_text="The facility's PACS ({ae_title, host, port}) for relevant priors; null "
+        "when none.  PATCH null or {} to remove it.",
+    )
     ae_titles = AETitleListField(
         child=serializers.CharField(max_length=16, validators=[validate_ae_title]),
         required=False,
@@ -115,6 +191,7 @@ class FacilitySerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[F
             "order_expected_hours",
             "order_jurisdiction_source",
             "order_location_jurisdictions",
+            "pacs",
             "priors_max_count",
             "priors_max_years",
             "is_active",
@@ -285,3 +362,75 @@ class MeSerializer(serializers.Serializer[Any]):
     )
     facilities = serializers.ListField(child=serializers.IntegerField())
     reading_groups = serializers.ListField(child=serializers.IntegerField())
+
+
+# --- Privileges in bulk ----------------------------------------------------------
+MAX_BULK_READERS = 500
+
+
+class AdministeredFacilityField(serializers.PrimaryKeyRelatedField[Facility]):
+    """A facility of a reading group the requesting user administers (others answer
+    as if they did not exist)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # The model, for the schema; the rows come from get_queryset, per request.
+        kwargs.setdefault("queryset", Facility.objects.none())
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> Any:
+        request = self.context.get("request")
+        if request is None:
+            return Facility.objects.none()
+        return facility_list_administered(user=request.user)
+
+
+class PrivilegeBulkGrantSerializer(serializers.Serializer[Any]):
+    facility = AdministeredFacilityField(
+        help_text="The facility granting the privileges (of a group you administer)."
+    )
+    radiologists = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        min_length=1,
+        max_length=MAX_BULK_READERS,
+        help_text="Ids of readers of the facility's reading group; any other id refuses "
+        "the whole request (400, naming them).",
+    )
+    valid_from = serializers.DateField()
+    valid_to = serializers.DateField()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["valid_to"] < attrs["valid_from"]:
+            raise serializers.ValidationError(
+                {"valid_to": "A privilege cannot end before it starts."}
+            )
+        return attrs
+
+
+class PrivilegeCopySerializer(serializers.Serializer[Any]):
+    from_facility = AdministeredFacilityField(
+        help_text="The facility whose readers (privileged there today) are copied."
+    )
+    valid_from = serializers.DateField(
+        required=False, help_text="Start of the new privileges; default: each source row's."
+    )
+    valid_to = serializers.DateField(
+        required=False, help_text="End of the new privileges; default: each source row's."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("valid_from"), attrs.get("valid_to")
+        if start is not None and end is not None and end < start:
+            raise serializers.ValidationError(
+                {"valid_to": "A privilege cannot end before it starts."}
+            )
+        return attrs
+
+
+class PrivilegeGrantResultSerializer(serializers.Serializer[Any]):
+    created = FacilityPrivilegeSerializer(many=True, help_text="New active privileges.")
+    extended = FacilityPrivilegeSerializer(
+        many=True, help_text="Active privileges whose period was widened to cover the request."
+    )
+    unchanged = FacilityPrivilegeSerializer(
+        many=True, help_text="Active privileges that already covered the period asked for."
+    )

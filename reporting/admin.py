@@ -259,7 +259,16 @@ class FacilityEndpointAdmin(admin.ModelAdmin[FacilityEndpoint]):
 class DeliveryAttemptInline(_ReadOnly, admin.TabularInline[DeliveryAttempt, ReportMessage]):
     model = DeliveryAttempt
     extra = 0
-    fields = ["number", "started_at", "finished_at", "outcome", "detail"]
+    fields = [
+        "number",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "ack_code",
+        "ack_text",
+        "http_status",
+        "detail",
+    ]
 
 
 @admin.register(ReportMessage)
@@ -269,13 +278,15 @@ class ReportMessageAdmin(_ReadOnly, AuditedReadsAdmin):
     list_display = [
         "control_id",
         "kind",
+        "result_status",
         "report",
         "delivery_status",
+        "ack_code",
         "attempts",
         "next_attempt_at",
         "sent_at",
     ]
-    list_filter = ["kind", "delivery_status"]
+    list_filter = ["kind", "result_status", "delivery_status", "ack_code"]
     search_fields = ["control_id", "report__study__accession_number"]
     inlines = [DeliveryAttemptInline]
     actions = ["requeue"]

@@ -147,3 +147,53 @@ def values_from_form(
         else:
             values[key] = text
     return values
+
+
+# The indication from the order.  A template's indication field is the first text
+# field whose key is one of these (every template of the shared library names it
+# "indication").  When a report starts from its template's defaults (a new report,
+# or a draft switched to another template), that field, if still empty, is filled
+# with the order's reason for exam and, on the next line, its clinical history; a
+# value the reader or the template gave is never replaced, and a report started
+# before its order arrived is left as it is (the order shows beside the editor).
+INDICATION_KEYS = (
+    "indication",
+    "clinical_information",
+    "clinical_indication",
+    "clinical_history",
+    "history",
+)
+
+
+def indication_text(*, reason_for_exam: str, clinical_history: str) -> str:
+    """The order's indication: its reason for exam, then its clinical history on
+    the next line (either may be missing; the history is left out when it only
+    repeats the reason)."""
+    reason, history = reason_for_exam.strip(), clinical_history.strip()
+    if history.casefold() == reason.casefold():
+        history = ""
+    return "\n".join(part for part in (reason, history) if part)
+
+
+def indication_field(schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The template's indication field (see INDICATION_KEYS), or None."""
+    for key in INDICATION_KEYS:
+        for field in ts.iter_fields(schema):
+            if field["key"] == key and field["type"] == "text":
+                return field
+    return None
+
+
+def indication_prefill(
+    schema: Mapping[str, Any], values: Mapping[str, Any], text: str
+) -> dict[str, Any]:
+    """``values`` with the template's indication field set to ``text`` when the
+    field is empty; the same values when the template has no such field, the field
+    has a value already, or ``text`` is empty."""
+    field = indication_field(schema)
+    filled = dict(values)
+    if field is None or not text or str(values.get(field["key"]) or "").strip():
+        return filled
+    limit = int(field.get("max_length") or ts.TEXT_MAX)
+    filled[field["key"]] = text[:limit]
+    return filled

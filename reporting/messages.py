@@ -21,14 +21,29 @@ from hl7apy.core import Message
 
 HL7_VERSION = "2.5.1"
 SEGMENT_SEPARATOR = "\r"
-# HL7 table 0123 (result status): F final; C correction, used here for every
-# addendum, which the receiving system applies on top of the final it already has.
+# HL7 table 0123 (result status): P preliminary; F final; C correction, used here
+# for every addendum, which the receiving system applies on top of the final it
+# already has.  Each replaces the last one the receiver has of the same order.
+HL7_STATUS_PRELIMINARY = "P"
 HL7_STATUS_FINAL = "F"
 HL7_STATUS_CORRECTED = "C"
 # FHIR DiagnosticReport.status: "appended" is the "amended" of an addendum (new
 # content added after final, the existing content unchanged).
+FHIR_STATUS_PRELIMINARY = "preliminary"
 FHIR_STATUS_FINAL = "final"
 FHIR_STATUS_APPENDED = "appended"
+
+# HL7 table 0078 (abnormal flags, OBX-8): "AA" is the flag for a non-numeric result
+# beyond the panic limits ("very abnormal" in 2.5.1, "critically abnormal" from 2.7),
+# i.e. a critical finding; "A" abnormal, for an urgent one.  FHIR says the same with
+# v3-ObservationInterpretation's codes of the same names.
+FLAG_CRITICAL = "AA"
+FLAG_ABNORMAL = "A"
+SYSTEM_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+_INTERPRETATION_DISPLAY = {FLAG_CRITICAL: "Critical abnormal", FLAG_ABNORMAL: "Abnormal"}
+# LOINC 19005-8: the impression of an imaging study, as narrative.
+SYSTEM_LOINC = "http://loinc.org"
+LOINC_IMPRESSION = "19005-8"
 
 # Local identifier systems (a facility maps them; they are stable, not resolvable).
 SYSTEM_REPORT = "urn:teleradiology:report"
@@ -86,10 +101,31 @@ class ReportFacts:
     impression: str
     findings: Sequence[Section]
     addenda: Sequence[AddendumFacts] = ()
+    # A preliminary read (signed_at and the signer are the preliminary signature's).
+    preliminary: bool = False
+    # HL7 table 0078 flag of the whole result: FLAG_CRITICAL, FLAG_ABNORMAL or "".
+    abnormal_flag: str = ""
+    # The facility's order numbers (ORC-2/OBR-2, ORC-3/OBR-3); without an order the
+    # filler's number is the accession number, as before orders were kept.
+    placer_order_number: str = ""
+    filler_order_number: str = ""
 
     @property
     def is_addendum(self) -> bool:
         return bool(self.addenda)
+
+    @property
+    def hl7_status(self) -> str:
+        """OBR-25 / OBX-11: P, F, or C for an addendum."""
+        if self.is_addendum:
+            return HL7_STATUS_CORRECTED
+        return HL7_STATUS_PRELIMINARY if self.preliminary else HL7_STATUS_FINAL
+
+    @property
+    def fhir_status(self) -> str:
+        if self.is_addendum:
+            return FHIR_STATUS_APPENDED
+        return FHIR_STATUS_PRELIMINARY if self.preliminary else FHIR_STATUS_FINAL
 
     @property
     def issued_at(self) -> dt.datetime:
@@ -137,7 +173,8 @@ def report_plain_text(facts: ReportFacts) -> str:
     parts = [f"{facts.study_description or facts.procedure_code}".strip()]
     parts += [f"{s.title.upper()}:\n{s.text}" for s in facts.findings]
     parts.append(f"IMPRESSION:\n{facts.impression}")
-    parts.append(f"Signed by {facts.signer_name} at {facts.signed_at.isoformat()}")
+    signed = "Preliminary read, signed" if facts.preliminary else "Signed"
+    parts.append(f"{signed} by {facts.signer_name} at {facts.signed_at.isoformat()}")
     for addendum in facts.addenda:
         parts.append(
             f"ADDENDUM {addendum.number}:\n{addendum.text}\n"
@@ -187,10 +224,13 @@ def _text_rows(section: Section) -> list[str]:
 
 
 def build_hl7(facts: ReportFacts) -> str:
-    """An HL7 v2.5.1 ORU^R01 for the report: MSH, PID, OBR (accession, procedure, status
-    F or C), one OBX of the DICOM study UID and one TX OBX per line of each section,
-    the impression and every addendum.  Segments end with a carriage return."""
-    status = HL7_STATUS_CORRECTED if facts.is_addendum else HL7_STATUS_FINAL
+    """An HL7 v2.5.1 ORU^R01 for the report: MSH, PID, ORC (when the order is known),
+    OBR (placer and filler numbers, procedure, status P, F or C), one OBX of the DICOM
+    study UID and one TX OBX per line of each section, the impression and every
+    addendum; the impression's rows flagged AA/A in OBX-8 for a critical/urgent
+    finding.  Segments end with a carriage return."""
+    status = facts.hl7_status
+    filler = facts.filler_order_number or facts.accession_number
     message = Message("ORU_R01", version=HL7_VERSION)
     msh = message.msh
     msh.msh_3 = _components(facts.sending_application)
@@ -215,9 +255,18 @@ def build_hl7(facts: ReportFacts) -> str:
     pid.pid_8 = facts.patient_sex if facts.patient_sex in ("M", "F", "O") else "U"
 
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
+    if facts.placer_order_number or facts.filler_order_number:
+        # Only with an order: a receiver without orders from us gets what it always got.
+        orc = order.add_segment("ORC")
+        orc.orc_1 = "RE"  # observations to follow
+        if facts.placer_order_number:
+            orc.orc_2 = _components(facts.placer_order_number)
+        orc.orc_3 = _components(filler)
     obr = order.obr
     obr.obr_1 = "1"
-    obr.obr_3 = _components(facts.accession_number)
+    if facts.placer_order_number:
+        obr.obr_2 = _components(facts.placer_order_number)
+    obr.obr_3 = _components(filler)
     obr.obr_4 = _components(facts.procedure_code or facts.modality, facts.study_description, "L")
     obr.obr_7 = _ts(facts.observed_at)
     obr.obr_18 = _components(facts.accession_number)
@@ -227,18 +276,24 @@ def build_hl7(facts: ReportFacts) -> str:
     # NDL: the interpreter's id and name as subcomponents of the first component.
     obr.obr_32 = "&".join([hl7_escape(str(facts.signer_id)), hl7_escape(facts.signer_name)])
 
-    rows: list[tuple[str, str, str, str]] = [
-        # (value type, observation id, sub-id, value): IHE's DICOM Study UID observation.
-        ("HD", "113014^DICOM Study^DCM", "", hl7_escape(facts.study_instance_uid)),
+    rows: list[tuple[str, str, str, str, str]] = [
+        # (value type, observation id, sub-id, value, abnormal flag): IHE's DICOM Study
+        # UID observation.
+        ("HD", "113014^DICOM Study^DCM", "", hl7_escape(facts.study_instance_uid), ""),
     ]
-    sections = [*facts.findings, Section(key="IMP", title="Impression", text=facts.impression)]
+    impression = Section(key="IMP", title="Impression", text=facts.impression)
+    sections = [*facts.findings, impression]
     sections += [
         Section(key="ADD", title=f"Addendum {a.number}", text=a.text) for a in facts.addenda
     ]
     for number, section in enumerate(sections, start=1):
         identifier = _components(section.key.upper(), section.title, "L")
-        rows += [("TX", identifier, str(number), hl7_escape(line)) for line in _text_rows(section)]
-    for set_id, (value_type, identifier, sub_id, value) in enumerate(rows, start=1):
+        # The impression carries the flag, as the FHIR impression Observation does.
+        flag = facts.abnormal_flag if section is impression else ""
+        rows += [
+            ("TX", identifier, str(number), hl7_escape(line), flag) for line in _text_rows(section)
+        ]
+    for set_id, (value_type, identifier, sub_id, value, flag) in enumerate(rows, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx
         obx.obx_1 = str(set_id)
         obx.obx_2 = value_type
@@ -247,6 +302,8 @@ def build_hl7(facts: ReportFacts) -> str:
             obx.obx_4 = sub_id
         if value:
             obx.obx_5 = value
+        if flag:
+            obx.obx_8 = flag
         obx.obx_11 = status
         obx.obx_14 = _ts(facts.issued_at)
     if not message.validate():  # pragma: no cover - hl7apy raises on a bad structure
@@ -273,13 +330,22 @@ class Ack:
 
 
 def parse_ack(text: str) -> Ack:
-    """Read the MSA of an ACK; ValueError when there is none."""
+    """Read the MSA of an ACK; ValueError when there is none.  The text is MSA-3, or
+    when that is empty (it is deprecated from 2.5) the first ERR's user message
+    (ERR-8) or error code text (ERR-3.2)."""
+    msa: list[str] | None = None
+    err_text = ""
     for segment in text.replace("\n", "\r").split("\r"):
-        if segment.startswith("MSA"):
-            fields = segment.split(segment[3:4] or "|")
-            fields += [""] * (4 - len(fields))
-            return Ack(code=fields[1].strip(), control_id=fields[2], text=fields[3])
-    raise ValueError("The acknowledgement has no MSA segment.")
+        separator = segment[3:4] or "|"
+        if segment.startswith("MSA") and msa is None:
+            msa = segment.split(separator)
+            msa += [""] * (4 - len(msa))
+        elif segment.startswith("ERR") and not err_text:
+            fields = segment.split(separator) + [""] * 9
+            err_text = fields[8] or [*fields[3].split("^"), ""][1]
+    if msa is None:
+        raise ValueError("The acknowledgement has no MSA segment.")
+    return Ack(code=msa[1].strip(), control_id=msa[2], text=msa[3] or err_text)
 
 
 def build_hl7_ack(message: str, *, code: str = "AA", text: str = "") -> str:
@@ -347,10 +413,70 @@ def _fhir_patient(facts: ReportFacts) -> dict[str, Any]:
     return patient
 
 
+def _fhir_impression(facts: ReportFacts) -> dict[str, Any]:
+    """The impression as a contained Observation, its interpretation the result's flag."""
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": "impression",
+        # An addendum leaves the impression as signed: only the report is appended.
+        "status": FHIR_STATUS_PRELIMINARY if facts.preliminary else FHIR_STATUS_FINAL,
+        "code": {
+            "coding": [
+                {
+                    "system": SYSTEM_LOINC,
+                    "code": LOINC_IMPRESSION,
+                    "display": "Radiology Imaging study [Impression] (narrative)",
+                }
+            ],
+            "text": "Impression",
+        },
+        "subject": {"reference": "#patient"},
+        "effectiveDateTime": _fhir_instant(facts.observed_at),
+        "issued": _fhir_instant(facts.signed_at),
+        "valueString": facts.impression,
+    }
+    if facts.abnormal_flag:
+        observation["interpretation"] = [
+            {
+                "coding": [
+                    {
+                        "system": SYSTEM_INTERPRETATION,
+                        "code": facts.abnormal_flag,
+                        "display": _INTERPRETATION_DISPLAY[facts.abnormal_flag],
+                    }
+                ],
+                "text": "Critical" if facts.abnormal_flag == FLAG_CRITICAL else "Abnormal",
+            }
+        ]
+    return observation
+
+
+def _fhir_based_on(facts: ReportFacts) -> list[dict[str, Any]]:
+    """The order the report answers, by its numbers: a Reference holds one identifier,
+    so the placer's (type PLAC) and the filler's (FILL) are one reference each, both
+    naming the same ServiceRequest."""
+    references = []
+    for code, number in (("PLAC", facts.placer_order_number), ("FILL", facts.filler_order_number)):
+        if number:
+            references.append(
+                {
+                    "type": "ServiceRequest",
+                    "identifier": {
+                        "type": {"coding": [{"system": SYSTEM_ACCESSION_TYPE, "code": code}]},
+                        "value": number,
+                    },
+                }
+            )
+    return references
+
+
 def build_fhir(facts: ReportFacts) -> dict[str, Any]:
-    """A FHIR R4 DiagnosticReport (status final, or appended for an addendum) with the
-    patient contained, the imaging study by its DICOM UID, the impression as the
-    conclusion and the whole report as presentedForm; validated by fhir.resources."""
+    """A FHIR R4 DiagnosticReport (status preliminary, final, or appended for an
+    addendum) with the patient contained, the order it answers as ``basedOn``, the
+    imaging study by its DICOM UID, the impression as the conclusion and as a
+    contained Observation (the ``result``, whose ``interpretation`` flags a critical
+    finding: DiagnosticReport has no interpretation of its own), and the whole report
+    as presentedForm; validated by fhir.resources."""
     description = facts.study_description or facts.procedure_code or facts.modality
     code: dict[str, Any] = {"text": description}
     if facts.procedure_code:
@@ -366,12 +492,13 @@ def build_fhir(facts: ReportFacts) -> dict[str, Any]:
             }
         )
     patient = _fhir_patient(facts)
+    impression = _fhir_impression(facts)
     resource: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": facts.control_id,
-        "contained": [patient],
+        "contained": [patient, impression],
         "identifier": identifiers,
-        "status": FHIR_STATUS_APPENDED if facts.is_addendum else FHIR_STATUS_FINAL,
+        "status": facts.fhir_status,
         "category": [
             {
                 "coding": [
@@ -383,6 +510,7 @@ def build_fhir(facts: ReportFacts) -> dict[str, Any]:
         "subject": {"reference": "#patient"},
         "effectiveDateTime": _fhir_instant(facts.observed_at),
         "issued": _fhir_instant(facts.issued_at),
+        "result": [{"reference": f"#{impression['id']}"}],
         "resultsInterpreter": [
             {
                 "identifier": {"system": SYSTEM_RADIOLOGIST, "value": str(facts.signer_id)},
@@ -409,6 +537,9 @@ def build_fhir(facts: ReportFacts) -> dict[str, Any]:
             }
         ],
     }
+    based_on = _fhir_based_on(facts)
+    if based_on:
+        resource["basedOn"] = based_on
     if patient.get("name"):
         resource["subject"]["display"] = patient["name"][0]["text"]
     validated = DiagnosticReport.model_validate(resource)

@@ -318,10 +318,21 @@ class ReportMessage(models.Model):
         STORED = "stored", "Stored (not for delivery)"
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent and acknowledged"
-        FAILED = "failed", "Failed (refused; needs a person)"
+        FAILED = "failed", "Failed (refused or retries exhausted; needs a person)"
+
+    class ResultStatus(models.TextChoices):
+        """What the message says of the result: OBR-25 P / F / C, FHIR preliminary /
+        final / appended."""
+
+        PRELIMINARY = "preliminary", "Preliminary"
+        FINAL = "final", "Final"
+        AMENDED = "amended", "Amended (addendum)"
 
     report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="messages")
     kind = models.CharField(max_length=8, choices=Kind.choices)
+    result_status = models.CharField(
+        max_length=12, choices=ResultStatus.choices, default=ResultStatus.FINAL
+    )
     # The final version the message carries, and the addendum that caused it (if any).
     report_version = models.ForeignKey(
         ReportVersion, on_delete=models.PROTECT, related_name="messages"
@@ -343,6 +354,20 @@ class ReportMessage(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     acknowledgement = models.TextField(blank=True)
     last_error = models.TextField(blank=True)
+    # The last application answer (of the last attempt that got one): MSA-1, MSA-2 and
+    # MSA-3 (or the ERR's text) for HL7; the HTTP status and the OperationOutcome's
+    # text for FHIR; and when it came.
+    ack_code = models.CharField(max_length=2, blank=True, help_text="MSA-1: AA/AE/AR, CA/CE/CR.")
+    ack_control_id = models.CharField(max_length=64, blank=True, help_text="MSA-2.")
+    ack_text = models.TextField(blank=True, help_text="MSA-3 / ERR, or OperationOutcome text.")
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    ack_at = models.DateTimeField(null=True, blank=True)
+    # ``attempts`` when the message was last (re)queued: the retry budget
+    # (REPORT_DELIVERY_MAX_ATTEMPTS) counts from here, so a requeue gets a fresh one.
+    attempts_at_queue = models.PositiveIntegerField(default=0)
+    # When the failure was told (alert to the facility's staff and the group's
+    # admins); set by the one conditional update that fails the message.
+    failure_alerted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["report", "created_at", "id"]
@@ -369,7 +394,17 @@ class ReportMessage(models.Model):
                 condition=~Q(delivery_status="sent") | Q(sent_at__isnull=False),
                 name="message_sent_has_time",
             ),
-            # One message of each kind per final and per addendum.
+            models.CheckConstraint(
+                condition=Q(result_status__in=["preliminary", "final", "amended"]),
+                name="message_result_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(result_status="amended", addendum__isnull=False)
+                | Q(~Q(result_status="amended"), addendum__isnull=True),
+                name="message_amended_iff_addendum",
+            ),
+            # One message of each kind per signed version (preliminary or final) and
+            # per addendum.
             models.UniqueConstraint(
                 fields=["kind", "report_version"],
                 condition=Q(addendum__isnull=True),
@@ -404,6 +439,10 @@ class DeliveryAttempt(models.Model):
     finished_at = models.DateTimeField()
     outcome = models.CharField(max_length=8, choices=Outcome.choices)
     detail = models.TextField(blank=True, help_text="The acknowledgement or the error.")
+    # The application's answer, when there was one (see ReportMessage.ack_code).
+    ack_code = models.CharField(max_length=2, blank=True)
+    ack_text = models.TextField(blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["message", "number"]

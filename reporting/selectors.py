@@ -11,10 +11,11 @@ report access is decided.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Case, Exists, OuterRef, Prefetch, Q, QuerySet, Value, When
 from rest_framework.exceptions import NotFound
 
 from alerts.models import Alert
@@ -30,6 +31,8 @@ from reporting.models import (
     Addendum,
     CriticalCommunication,
     CriticalSeverity,
+    DeliveryAttempt,
+    FacilityEndpoint,
     Macro,
     Report,
     ReportMessage,
@@ -105,11 +108,135 @@ def report_communications(*, report: Report) -> QuerySet[CriticalCommunication]:
 
 def report_message_latest(*, report: Report, kind: str) -> ReportMessage:
     """The newest result message of ``kind`` of a readable report (the last addendum's,
-    else the final's); 404 before the report is final."""
+    else the final's, else the preliminary's); 404 before the report is signed."""
     message = report.messages.filter(kind=kind).order_by("-created_at", "-id").first()
     if message is None:
-        raise NotFound("No result message yet: the report is not final.")
+        raise NotFound("No result message yet: the report is not signed.")
     return message
+
+
+def report_messages_with_attempts(*, report: Report) -> QuerySet[ReportMessage]:
+    """A readable report's result messages, oldest first, each with its delivery
+    attempts (two statements whatever their number)."""
+    return (
+        report.messages.order_by("created_at", "id")
+        .defer("payload")
+        .prefetch_related(
+            Prefetch("delivery_attempts", queryset=DeliveryAttempt.objects.order_by("number"))
+        )
+    )
+
+
+# --- Delivery status for the facility portal ------------------------------------------
+@dataclass(frozen=True)
+class ResultDelivery:
+    """Where one result message to the facility's endpoint stands, for people."""
+
+    message_id: int
+    result_status: str  # ReportMessage.ResultStatus
+    result_label: str
+    state: str  # "pending" | "delivered" | "failed"
+    ack_code: str
+    reason: str  # why it failed, or why it is still pending
+    at: dt.datetime | None  # delivered at, or the last answer's time
+
+
+@dataclass(frozen=True)
+class StudyDelivery:
+    """A study's report as the portal shows it: links the user may follow and each
+    result message's delivery to the facility (none: no endpoint configured)."""
+
+    report_id: int
+    report_status: str
+    report_readable: bool
+    pdf_available: bool
+    endpoint: str  # "" when the facility has no active endpoint
+    deliveries: tuple[ResultDelivery, ...]
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.endpoint) or bool(self.deliveries)
+
+
+_STATE = {
+    ReportMessage.Delivery.PENDING: "pending",
+    ReportMessage.Delivery.SENT: "delivered",
+    ReportMessage.Delivery.FAILED: "failed",
+}
+
+
+def study_deliveries(*, user: AnyUser, study_ids: list[int]) -> dict[int, StudyDelivery]:
+    """For each of these studies (already scoped by the caller) that has a report: the
+    report's links ``user`` may follow (report: whoever may read it, so facility staff
+    a final only; PDF: a readable final) and the delivery of each result message the
+    facility's endpoint takes, oldest first.  Three statements whatever the number of
+    studies, so a page of rows costs the same as one."""
+    if not study_ids:
+        return {}
+    reach = report_visibility_filter(user=user)
+    readable = Value(True) if reach is None else Case(When(reach, then=Value(True)), default=False)
+    delivered = ReportMessage.objects.exclude(
+        delivery_status=ReportMessage.Delivery.STORED
+    ).order_by("created_at", "id")
+    reports = list(
+        Report.objects.filter(study_id__in=study_ids)
+        .exclude(status=ReportStatus.DRAFT)
+        .annotate(readable=readable)
+        .select_related("study")
+        .only("id", "status", "study_id", "study__facility_id")
+        .prefetch_related(
+            Prefetch(
+                "messages",
+                queryset=delivered.only(
+                    "id",
+                    "report_id",
+                    "result_status",
+                    "delivery_status",
+                    "ack_code",
+                    "ack_text",
+                    "http_status",
+                    "ack_at",
+                    "sent_at",
+                    "last_error",
+                    "created_at",
+                ),
+                to_attr="delivered_messages",
+            )
+        )
+    )
+    endpoints = {
+        e.facility_id: str(e)
+        for e in FacilityEndpoint.objects.filter(
+            facility_id__in={r.study.facility_id for r in reports}, active=True
+        )
+    }
+    labels = dict(ReportMessage.ResultStatus.choices)
+    found = {}
+    for report in reports:
+        readable_report = bool(getattr(report, "readable", False))
+        rows = tuple(
+            ResultDelivery(
+                message_id=m.pk,
+                result_status=m.result_status,
+                result_label=str(labels.get(m.result_status, m.result_status)),
+                state=_STATE.get(m.delivery_status, m.delivery_status),
+                ack_code=m.ack_code or (f"HTTP {m.http_status}" if m.http_status else ""),
+                reason=(m.ack_text or m.last_error).splitlines()[0][:300]
+                if m.delivery_status != ReportMessage.Delivery.SENT and (m.ack_text or m.last_error)
+                else "",
+                at=m.sent_at or m.ack_at,
+            )
+            for m in getattr(report, "delivered_messages", [])
+        )
+        found[report.study_id] = StudyDelivery(
+            report_id=report.pk,
+            report_status=report.status,
+            report_readable=readable_report,
+            pdf_available=readable_report and report.status == ReportStatus.FINAL,
+            endpoint=endpoints.get(report.study.facility_id, ""),
+            deliveries=rows,
+        )
+    return found
 
 
 def reports_critical_overdue(*, now: dt.datetime, minutes: int) -> QuerySet[Report]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from reporting.messages import parse_ack
+from reporting.messages import hl7_unescape, parse_ack
 
 # MLLP framing (HL7 v2 Minimal Lower Layer Protocol, release 2).
 START_BLOCK = b"\x0b"
@@ -31,6 +32,13 @@ class Outcome:
     retry: bool
     detail: str
     kind: str  # "accepted" | "nak" | "rejected" | "error" (DeliveryAttempt.Outcome)
+    # What the application answered, when it answered: HL7 MSA-1 (AA/AE/AR, CA/CE/CR),
+    # MSA-2 (the control id acknowledged) and MSA-3 (or the ERR's text); for FHIR the
+    # HTTP status and the OperationOutcome's text.
+    ack_code: str = ""
+    ack_control_id: str = ""
+    ack_text: str = ""
+    http_status: int | None = None
 
 
 def _error(detail: str) -> Outcome:
@@ -67,13 +75,27 @@ def mllp_send(*, host: str, port: int, message: str, control_id: str, timeout: f
     except ValueError as exc:
         return _error(f"{exc} {text!r}")
     detail = text.replace("\r", "\n").strip()[:DETAIL_LIMIT]
+    answered = Outcome(
+        accepted=False,
+        retry=True,
+        detail=detail,
+        kind="nak",
+        ack_code=ack.code[:2],
+        ack_control_id=ack.control_id[:DETAIL_LIMIT],
+        ack_text=hl7_unescape(ack.text)[:DETAIL_LIMIT],
+    )
     if ack.control_id != control_id:
-        return _error(f"The ACK answers message {ack.control_id!r}, not {control_id!r}: {detail}")
+        why = f"The ACK answers message {ack.control_id!r}, not {control_id!r}: {detail}"
+        return dataclasses.replace(answered, detail=why[:DETAIL_LIMIT], kind="error")
+    # HL7 acknowledgement semantics: AA/CA accepted; AR/CR the receiver refuses the
+    # message itself (type, version, processing id, content), so the same content
+    # will be refused again: not retried, a person must look; AE/CE the receiver
+    # failed to process it (often its own trouble): retried with backoff.
     if ack.accepted:
-        return Outcome(accepted=True, retry=False, detail=detail, kind="accepted")
+        return dataclasses.replace(answered, accepted=True, retry=False, kind="accepted")
     if ack.rejected:
-        return Outcome(accepted=False, retry=False, detail=detail, kind="rejected")
-    return Outcome(accepted=False, retry=True, detail=detail, kind="nak")
+        return dataclasses.replace(answered, retry=False, kind="rejected")
+    return answered
 
 
 def _is_loopback(host: str) -> bool:
@@ -96,6 +118,29 @@ def fhir_url_refusal(url: str) -> str | None:
     return "A FHIR endpoint must be an https:// URL."
 
 
+def operation_outcome_text(body: str) -> str:
+    """The human text of a FHIR OperationOutcome answer (each issue's details.text or
+    diagnostics, "; "-joined), or "" when the body is not one."""
+    try:
+        outcome = json.loads(body)
+    except ValueError:
+        return ""
+    if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
+        return ""
+    texts = []
+    for issue in outcome.get("issue") or []:
+        if not isinstance(issue, dict):
+            continue
+        details = issue.get("details")
+        text = (details.get("text") if isinstance(details, dict) else None) or issue.get(
+            "diagnostics"
+        )
+        if isinstance(text, str) and text.strip():
+            severity = issue.get("severity")
+            texts.append(f"{severity}: {text.strip()}" if isinstance(severity, str) else text)
+    return "; ".join(texts)
+
+
 def fhir_post(*, url: str, body: str, timeout: float) -> Outcome:
     """POST one DiagnosticReport: 2xx accepted; 408, 429, 5xx and network errors are
     retried later; any other answer is a refusal."""
@@ -116,13 +161,25 @@ def fhir_post(*, url: str, body: str, timeout: float) -> Outcome:
             text = response.read(MAX_ACK_BYTES).decode("utf-8", errors="replace")
             detail = f"HTTP {response.status} {response.headers.get('Location', '')}\n{text}"
             return Outcome(
-                accepted=True, retry=False, detail=detail.strip()[:DETAIL_LIMIT], kind="accepted"
+                accepted=True,
+                retry=False,
+                detail=detail.strip()[:DETAIL_LIMIT],
+                kind="accepted",
+                ack_text=operation_outcome_text(text)[:DETAIL_LIMIT],
+                http_status=response.status,
             )
     except urllib.error.HTTPError as exc:
         text = exc.read(MAX_ACK_BYTES).decode("utf-8", errors="replace")
         detail = f"HTTP {exc.code}\n{text}".strip()[:DETAIL_LIMIT]
-        if exc.code in (408, 429) or exc.code >= 500:
-            return Outcome(accepted=False, retry=True, detail=detail, kind="nak")
-        return Outcome(accepted=False, retry=False, detail=detail, kind="rejected")
+        exc.close()
+        retry = exc.code in (408, 429) or exc.code >= 500
+        return Outcome(
+            accepted=False,
+            retry=retry,
+            detail=detail,
+            kind="nak" if retry else "rejected",
+            ack_text=operation_outcome_text(text)[:DETAIL_LIMIT],
+            http_status=exc.code,
+        )
     except (urllib.error.URLError, OSError) as exc:
         return _error(f"{type(exc).__name__}: {exc}")

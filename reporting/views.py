@@ -30,6 +30,7 @@ from reporting import editor, selectors, states
 from reporting.models import CriticalCommunication, CriticalSeverity, Report
 from reporting.services import critical, reports
 from studies.models import Study
+from studies.selectors import study_order
 from studies.states import StudyStatus
 from teleradiology.api import client_ip, request_actor
 from teleradiology.errors import DomainError
@@ -97,6 +98,9 @@ def editor_page(request: HttpRequest, study_id: int) -> HttpResponse:
     editable = is_holder and study_open and (report is None or report.status in states.EDITABLE)
     context: dict[str, Any] = {
         "study": study,
+        # The order's reason and history beside the report (the indication field is
+        # filled from them when the report starts: reporting.editor.INDICATION_KEYS).
+        "order": study_order(study_id=study.pk),
         "report": report,
         "is_holder": is_holder,
         "editable": editable,

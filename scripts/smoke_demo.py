@@ -7,8 +7,10 @@
    ``make_demo_dicom`` and sends it with dcmtk's storescu;
 4. sees the study become ready, routed and offered, and finds it on an offered
    reader's worklist through the API (the way the README tells a reader to look);
-5. stops the demo with SIGINT, as Ctrl-C in a terminal does, and checks that no
-   process of it is left and that ports 8000 and 11112 are free.
+5. runs the README's "Sending an order" commands (an HL7 order with python-hl7's
+   ``mllp_send``, then its images), expects the ACK AA and the order on the study;
+6. stops the demo with SIGINT, as Ctrl-C in a terminal does, and checks that no
+   process of it is left and that its ports (8000, 11112, 2575) are free.
 
 Exits non-zero, saying which step failed, and prints the demo's log tail.
 """
@@ -30,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "http://127.0.0.1:8000"
-PORTS = (8000, 11112)
+PORTS = (8000, 11112, 2575, 4242, 8042)
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 
 
@@ -159,7 +161,7 @@ def run(log_path: Path) -> None:
     busy = [port for port in PORTS if not port_free(port)]
     if busy:
         raise SmokeFailure(f"ports still taken after SIGINT: {busy}")
-    step("stopped cleanly: no process left, ports 8000 and 11112 free")
+    step("stopped cleanly: no process left, ports 8000, 11112 and 2575 free")
 
 
 def exercise(demo: subprocess.Popen[Any]) -> None:
@@ -214,6 +216,19 @@ def exercise(demo: subprocess.Popen[Any]) -> None:
     found = wait_for("the study to be offered", 120, offered)
     step(f"study {found['study']} offered to readers {found['readers']}")
 
+    # St. Mary's PACS is the demo's Orthanc (Procfile `pacs`), holding a CT head of the
+    # same patient from a year ago: it is retrieved before the offer (or, at worst,
+    # while the study waits its bounded time for it).
+    def prior_retrieved() -> list[dict[str, Any]] | None:
+        status, body = get(f"/api/v1/studies/{found['study']}/priors/", admin)
+        if status != 200:
+            raise SmokeFailure(f"the study's priors answered {status}")
+        retrieved = [p for p in body["priors"] if p["status"] == "retrieved"]
+        return retrieved or None
+
+    priors = wait_for("the demo patient's prior to be retrieved", 120, prior_retrieved)
+    step(f"prior {priors[0]['study_instance_uid']} retrieved from the demo PACS")
+
     status, reader = get(f"/api/v1/radiologists/{found['readers'][0]}/", admin)
     if status != 200:
         raise SmokeFailure(f"cannot read radiologist {found['readers'][0]}: {status}")
@@ -237,6 +252,37 @@ def exercise(demo: subprocess.Popen[Any]) -> None:
     if meta_status != 200 or not metadata or "00280010" not in metadata[0]:
         raise SmokeFailure(f"DICOMweb metadata of series {first} answered {meta_status}")
     step(f"{reader['user']} sees {len(metadata)} images of series {first} over DICOMweb")
+
+    # The README's "Sending an order": an HL7 order sent with mllp_send before its
+    # images is acknowledged AA, and the study sent after it carries its reason.
+    def hl7_up() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", 2575)) == 0
+
+    wait_for("the HL7 listener on 2575", 60, hl7_up)
+    step("the README's 'Sending an order' commands")
+    ordered = subprocess.run(  # noqa: S603 - the README's own commands
+        ["bash", "-euo", "pipefail", "-c", readme_block("**Sending an order.**")],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if ordered.returncode != 0 or "MSA|AA|ORD0001" not in ordered.stdout:
+        raise SmokeFailure(f"README's order commands failed:\n{ordered.stdout}\n{ordered.stderr}")
+    step("order ORD0001 acknowledged AA")
+
+    def with_order() -> dict[str, Any] | None:
+        status, body = get("/api/v1/studies/?accession_number=DEMOACC2", admin)
+        if status != 200 or not body["results"]:
+            return None
+        status, study = get(f"/api/v1/studies/{body['results'][0]['id']}/", admin)
+        order = study.get("order") if status == 200 else None
+        return study if order and order.get("reason_for_exam") else None
+
+    study = wait_for("the ordered study with its order", 120, with_order)
+    step(f"study {study['id']} carries its order: {study['order']['reason_for_exam']!r}")
 
 
 def main() -> int:

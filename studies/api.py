@@ -7,7 +7,8 @@ from typing import Any
 import django_filters
 from django.db import models, transaction
 from django.db.models import Count, Prefetch
-from rest_framework import serializers, viewsets
+from django.utils import timezone
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -15,7 +16,7 @@ from access import selectors
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Priority, Radiologist
-from studies.models import Series, Study, StudyTransition
+from studies.models import Order, Series, Study, StudyTransition
 from studies.states import StudyStatus
 from teleradiology.api import client_ip
 
@@ -26,6 +27,27 @@ class StudyTransitionSerializer(serializers.ModelSerializer[StudyTransition]):
         fields = ["from_status", "to_status", "at", "reason"]
 
 
+class StudyOrderSerializer(serializers.ModelSerializer[Order]):
+    """What the facility's order says about the study (HL7 ORC/OBR/PV1)."""
+
+    priority = serializers.ChoiceField(choices=Priority.choices, allow_null=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "placer_order_number",
+            "filler_order_number",
+            "reason_for_exam",
+            "clinical_history",
+            "ordering_provider",
+            "patient_class",
+            "patient_location",
+            "priority",
+            "status",
+        ]
+        read_only_fields = fields
+
+
 class StudyListSerializer(serializers.ModelSerializer[Study]):
     facility_name = serializers.CharField(source="facility.name", read_only=True)
     patient_jurisdiction = serializers.CharField(source="patient_jurisdiction.code")
@@ -34,6 +56,8 @@ class StudyListSerializer(serializers.ModelSerializer[Study]):
     assigned_radiologist = serializers.PrimaryKeyRelatedField[Radiologist](
         read_only=True, allow_null=True
     )
+    # The study's order (null until one is received), joined in by the view's query.
+    order = StudyOrderSerializer(read_only=True, allow_null=True)
 
     class Meta:
         model = Study
@@ -58,6 +82,7 @@ class StudyListSerializer(serializers.ModelSerializer[Study]):
             "assigned_radiologist",
             "received_at",
             "sla_due_at",
+            "order",
         ]
 
 
@@ -131,7 +156,8 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet[Study]):
     ordering_fields = ["received_at", "sla_due_at", "priority"]
 
     def get_queryset(self) -> models.QuerySet[Study]:
-        qs = selectors.study_list_visible(user=self.request.user)
+        # The order is a reverse one-to-one: joined, so no query per row.
+        qs = selectors.study_list_visible(user=self.request.user).select_related("order")
         if self.action == "retrieve":
             qs = qs.prefetch_related(
                 "transitions",
@@ -174,3 +200,99 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet[Study]):
                 ip_address=client_ip(request),
             )
         return Response(self.get_serializer(study).data)
+
+
+class OrderListSerializer(serializers.ModelSerializer[Order]):
+    """One order as the facility and its group see it, with its study when linked."""
+
+    facility_name = serializers.CharField(source="facility.name", read_only=True)
+    priority = serializers.ChoiceField(choices=Priority.choices, allow_null=True)
+    patient_id = serializers.CharField(source="patient.patient_id", allow_null=True)
+    patient_name = serializers.CharField(source="patient.name", allow_null=True)
+    study = serializers.PrimaryKeyRelatedField[Study](read_only=True, allow_null=True)
+    expected_until = serializers.DateTimeField(
+        read_only=True,
+        help_text="Until when the order is listed as expected while it has no images "
+        "(received_at + the facility's order_expected_hours).",
+    )
+    expected = serializers.BooleanField(
+        source="is_expected",
+        read_only=True,
+        help_text="No study yet, not cancelled and within the facility's expected hours.",
+    )
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "facility",
+            "facility_name",
+            "accession_number",
+            "placer_order_number",
+            "filler_order_number",
+            "status",
+            "priority",
+            "reason_for_exam",
+            "clinical_history",
+            "ordering_provider",
+            "patient_class",
+            "patient_location",
+            "procedure_code",
+            "procedure_description",
+            "patient_id",
+            "patient_name",
+            "study",
+            "ordered_at",
+            "received_at",
+            "cancelled_at",
+            "expected_until",
+            "expected",
+        ]
+        read_only_fields = fields
+
+
+class OrderFilter(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=Order.Status.choices)
+    accession_number = django_filters.CharFilter()
+    # A choice rather than django-filter's BooleanFilter, which reads a value it
+    # does not know ("yes") as no filter at all: a typo must be a 400, not every order.
+    # is_expected: annotated by access.selectors.order_list_visible.
+    expected = django_filters.TypedChoiceFilter(
+        field_name="is_expected",
+        choices=[("true", "true"), ("false", "false")],
+        coerce=lambda value: value == "true",
+        label="true: orders still waiting for their images (no study yet, not cancelled, "
+        "received within the facility's order_expected_hours); false: the others.",
+    )
+
+    class Meta:
+        model = Order
+        fields = ["facility", "status", "accession_number"]
+
+
+class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Order]):
+    """The facility's HL7 orders: its staff see their facilities', group admins their
+    groups'; each row names its study when images arrived.  Audited like study lists."""
+
+    serializer_class = OrderListSerializer
+    filterset_class = OrderFilter
+    ordering_fields = ["received_at", "ordered_at"]
+
+    def get_queryset(self) -> models.QuerySet[Order]:
+        return selectors.order_list_visible(user=self.request.user, now=timezone.now())
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        rows = list(page if page is not None else queryset)
+        # The orders' patients and accession numbers left the building.
+        audit_record_many(
+            actor=request.user,
+            action=AuditEvent.Action.LIST,
+            object_type="studies.order",
+            items=[(str(o.pk), o.patient.patient_id if o.patient else "") for o in rows],
+            ip_address=client_ip(request),
+            detail={"query": request.GET.urlencode()[:500]},
+        )
+        data = self.get_serializer(rows, many=True).data
+        return self.get_paginated_response(data) if page is not None else Response(data)

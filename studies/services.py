@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_each
 from network.models import Facility, Jurisdiction, Priority
 from studies import states
-from studies.models import Instance, InstanceVersion, Patient, Series, Study, StudyTransition
+from studies.models import (
+    Instance,
+    InstanceVersion,
+    Order,
+    Patient,
+    Series,
+    Study,
+    StudyTransition,
+)
 from studies.sla import sla_due_at
-from teleradiology.errors import InvalidTransition
+from teleradiology.errors import Conflict, InvalidTransition
 from teleradiology.queue import enqueue
 
 
@@ -60,6 +68,9 @@ def study_create(
             patient_id=study.patient_id,
             detail={"facility": facility.pk, "priority": Priority(priority).label},
         )
+        # Its order may have come first (HL7): link it and take what it brings.
+        if study.accession_number and not study.is_prior:
+            _order_link_unlinked(study=study)
     return study
 
 
@@ -82,9 +93,10 @@ def patient_for(
         "issuer": issuer[:64],
         "patient_id": patient_id[:64],
     }
-    found = Patient.objects.filter(**identity).first()
+    found = Patient.objects.filter(**identity).select_related("merged_into").first()
     if found is not None:
-        return found
+        # A merged record (ADT^A40) stands for its survivor (kept one hop away).
+        return found.merged_into or found
     try:
         with transaction.atomic():
             return Patient.objects.create(
@@ -391,3 +403,453 @@ def study_claim_hand_over(
         ip_address=ip_address,
         detail={"reassigned": [previous, to_radiologist_id]},
     )
+
+
+# -- orders and patients: the facility's HL7 feed ----------------------------------
+# The `orders` app reads the messages and applies them through these.  Locks are
+# taken in one order everywhere: the studies of an accession, then its order, so an
+# order applied while its images are declared ready (which locks the study first)
+# cannot deadlock with it.
+
+
+class OrderApplied(NamedTuple):
+    """What applying an order did: its row, and its study's state afterwards."""
+
+    order: Order
+    created: bool
+    changed: list[str]  # the order's fields that changed
+    study_id: int | None
+    study_status: str | None
+    linked: bool  # the study was linked to the order by this call
+    priority_raised: bool  # the study took the order's more urgent priority
+    jurisdiction_changed: bool  # the study's patient jurisdiction followed the order
+    order_held: bool  # the study is ready and held from routing for its order
+
+
+class LinkedOrder(NamedTuple):
+    """A study's order as linked at ready time, and the study's priority after it."""
+
+    order_id: int
+    status: str
+    priority: int
+    sla_due_at: dt.datetime
+
+
+class PatientsMerged(NamedTuple):
+    survivor: Patient
+    prior: Patient
+    studies: int  # relinked to the survivor
+    orders: int
+
+
+def _order_values(order: Order, values: dict[str, Any]) -> dict[str, list[Any]]:
+    """Set ``values`` on the order (text cut to its column), returning what changed."""
+    changed: dict[str, list[Any]] = {}
+    for name, value in values.items():
+        column = Order._meta.get_field(name)
+        max_length = getattr(column, "max_length", None)
+        if isinstance(value, str) and max_length:
+            value = value[:max_length]
+        attname = getattr(column, "attname", name)  # "patient" -> "patient_id"
+        before = getattr(order, attname)
+        if before != value:
+            changed[name] = [before, value]
+            setattr(order, attname, value)
+    return changed
+
+
+def _accession_studies(*, facility_id: int, accession_number: str) -> list[Study]:
+    """The facility's studies with this accession number (priors aside), locked."""
+    return list(
+        Study.objects.select_for_update(of=("self",))
+        .select_related("facility")
+        .filter(facility_id=facility_id, accession_number=accession_number, is_prior=False)
+        .order_by("pk")
+    )
+
+
+def _order_to_study(*, study: Study, order: Order) -> tuple[bool, bool]:
+    """Apply the order to its (locked) study: the more urgent priority (SLA
+    recomputed) and, when the facility takes the patient's jurisdiction from the
+    order, that jurisdiction; a study without a patient record takes the order's.
+    A final, cancelled or prior study is left as it is.  Returns (priority raised,
+    jurisdiction changed).
+
+    A lower order priority never lowers the study's: what part of its priority came
+    from its DICOM header or from triage is not kept, and lowering a study's urgency
+    on a guess is the unsafe direction."""
+    if study.status in states.TERMINAL_STATES or study.status == states.StudyStatus.PRIOR:
+        return False, False
+    raised = False
+    if order.priority is not None and order.priority < study.priority:
+        raised = study_triage_set(study=study, actor=None, priority=order.priority)
+    moved = False
+    facility = study.facility
+    if facility.order_jurisdiction_source != Facility.OrderJurisdictionSource.FACILITY:
+        target = order.jurisdiction_id or facility.jurisdiction_id
+        before = study.patient_jurisdiction_id
+        if target != before:
+            codes = dict(
+                Jurisdiction.objects.filter(pk__in=[before, target]).values_list("pk", "code")
+            )
+            study.patient_jurisdiction_id = target
+            study.save(update_fields=["patient_jurisdiction", "updated_at"])
+            audit_record(
+                actor=None,
+                action=AuditEvent.Action.UPDATE,
+                obj=study,
+                patient_id=study.patient_id,
+                detail={
+                    "patient_jurisdiction": [codes.get(before), codes.get(target)],
+                    "from_order": order.pk,
+                },
+            )
+            moved = True
+    if study.patient_record_id is None and order.patient_id is not None:
+        study.patient_record_id = order.patient_id
+        study.save(update_fields=["patient_record", "updated_at"])
+    return raised, moved
+
+
+def _order_link_unlinked(*, study: Study) -> Order | None:
+    """Link the (locked or new) study to its facility's unlinked order of the same
+    accession number, if there is one, and apply the order to it."""
+    order = (
+        Order.objects.select_for_update(of=("self",))
+        .filter(
+            facility_id=study.facility_id,
+            accession_number=study.accession_number,
+            study__isnull=True,
+        )
+        .first()
+    )
+    if order is None:
+        return None
+    order.study = study
+    order.save(update_fields=["study", "updated_at"])
+    audit_record(
+        actor=None,
+        action=AuditEvent.Action.UPDATE,
+        obj=order,
+        patient_id=study.patient_id,
+        detail={"linked_study": study.pk, "images_after_order": True},
+    )
+    _order_to_study(study=study, order=order)
+    return order
+
+
+def studies_order_link(*, study_ids: list[int]) -> dict[int, LinkedOrder]:
+    """Link each of these studies to its facility's unlinked order of the same
+    accession number, applying it (``_order_to_study``): the backstop, at ready
+    time, for an order and images that arrived at the same moment and each missed the
+    other.  Returns the studies linked now, with their order and priority after it.
+    Two statements for the batch when nothing is to link (a facility with no feed)."""
+    with transaction.atomic():
+        studies = list(
+            Study.objects.select_for_update(of=("self",))
+            .select_related("facility")
+            .filter(pk__in=study_ids, is_prior=False, order__isnull=True)
+            .exclude(accession_number="")
+            .order_by("pk")
+        )
+        if not studies:
+            return {}
+        wanted = Q()
+        for study in studies:
+            wanted |= Q(facility_id=study.facility_id, accession_number=study.accession_number)
+        orders = {
+            (o.facility_id, o.accession_number): o
+            for o in Order.objects.select_for_update(of=("self",))
+            .filter(wanted, study__isnull=True)
+            .order_by("pk")
+        }
+        linked: dict[int, LinkedOrder] = {}
+        for study in studies:
+            order = orders.pop((study.facility_id, study.accession_number), None)
+            if order is None:
+                continue  # none, or an earlier study of the same accession took it
+            order.study = study
+            order.save(update_fields=["study", "updated_at"])
+            audit_record(
+                actor=None,
+                action=AuditEvent.Action.UPDATE,
+                obj=order,
+                patient_id=study.patient_id,
+                detail={"linked_study": study.pk, "at_ready": True},
+            )
+            _order_to_study(study=study, order=order)
+            linked[study.pk] = LinkedOrder(order.pk, order.status, study.priority, study.sla_due_at)
+        return linked
+
+
+def order_upsert(
+    *,
+    facility: Facility,
+    accession_number: str,
+    values: dict[str, Any],
+    at: dt.datetime,
+    status: str | None = None,
+    patient: Patient | None = None,
+    create: bool = True,
+) -> OrderApplied | None:
+    """Create or change the facility's order of ``accession_number`` with ``values``
+    (Order fields; one not given is left as it is), link it to its study if the
+    images came first, and apply it to the study (``_order_to_study``).  An order
+    that does not exist is created when ``create`` or when its study exists; else
+    None.  A cancelled order is not changed (Conflict).  Idempotent: the same
+    values again change nothing.  One order per (facility, accession): the unique
+    constraint decides a race, the loser updates the winner's row."""
+    with transaction.atomic():
+        studies = _accession_studies(facility_id=facility.pk, accession_number=accession_number)
+        order = (
+            Order.objects.select_for_update(of=("self",))
+            .filter(facility=facility, accession_number=accession_number)
+            .first()
+        )
+        created = False
+        if order is None:
+            if not create and not studies:
+                return None
+            order = Order(
+                facility=facility,
+                accession_number=accession_number,
+                received_at=at,
+                status=status or Order.Status.NEW,
+                patient=patient,
+            )
+            _order_values(order, values)
+            try:
+                with transaction.atomic():
+                    order.save()
+                created = True
+            except IntegrityError:
+                order = Order.objects.select_for_update(of=("self",)).get(
+                    facility=facility, accession_number=accession_number
+                )
+        changed: dict[str, list[Any]] = {}
+        if not created:
+            if order.status == Order.Status.CANCELLED:
+                raise Conflict(
+                    f"Order {accession_number} was cancelled; a new order needs a new "
+                    "accession number.",
+                    code="order_cancelled",
+                )
+            given = dict(values)
+            if status:
+                given["status"] = status
+            if patient is not None:
+                given["patient"] = patient.pk
+            changed = _order_values(order, given)
+        study, linked = _order_study(order=order, studies=studies)
+        if created or changed or linked:
+            order.save()
+            audit_record(
+                actor=None,
+                action=AuditEvent.Action.CREATE if created else AuditEvent.Action.UPDATE,
+                obj=order,
+                patient_id=patient.patient_id if patient is not None else "",
+                detail={
+                    "accession_number": accession_number,
+                    **({"changed": sorted(changed)} if changed else {}),
+                    **({"linked_study": study.pk} if linked and study is not None else {}),
+                },
+            )
+        raised = moved = False
+        if study is not None:
+            raised, moved = _order_to_study(study=study, order=order)
+        return OrderApplied(
+            order=order,
+            created=created,
+            changed=sorted(changed),
+            study_id=study.pk if study is not None else None,
+            study_status=study.status if study is not None else None,
+            linked=linked,
+            priority_raised=raised,
+            jurisdiction_changed=moved,
+            order_held=study is not None
+            and study.status == states.StudyStatus.READY
+            and study.order_hold_until is not None,
+        )
+
+
+def _order_study(*, order: Order, studies: list[Study]) -> tuple[Study | None, bool]:
+    """The order's study (locked) and whether it is linked now: the oldest of the
+    accession's studies when the order has none yet."""
+    if order.study_id is None:
+        if not studies:
+            return None, False
+        order.study = studies[0]
+        return studies[0], True
+    found = next((s for s in studies if s.pk == order.study_id), None)
+    if found is None:  # its accession number changed since: still the order's study
+        found = (
+            Study.objects.select_for_update(of=("self",))
+            .select_related("facility")
+            .get(pk=order.study_id)
+        )
+    return found, False
+
+
+def order_cancel_record(
+    *,
+    facility: Facility,
+    accession_number: str,
+    at: dt.datetime,
+    reason: str,
+    values: dict[str, Any] | None = None,
+    patient: Patient | None = None,
+) -> OrderApplied | None:
+    """Mark the facility's order of ``accession_number`` cancelled (audited), linking
+    its study if the images came first; when only the study is known (its order was
+    never sent), the order is recorded, cancelled, from ``values``.  None when
+    neither is known.  The study itself is cancelled by the caller, which withdraws
+    its offers and ends its claim.  Cancelling a cancelled order changes nothing."""
+    with transaction.atomic():
+        studies = _accession_studies(facility_id=facility.pk, accession_number=accession_number)
+        order = (
+            Order.objects.select_for_update(of=("self",))
+            .filter(facility=facility, accession_number=accession_number)
+            .first()
+        )
+        if order is None and not studies:
+            return None
+        created = order is None
+        if order is None:
+            order = Order(
+                facility=facility,
+                accession_number=accession_number,
+                received_at=at,
+                patient=patient,
+            )
+            _order_values(order, values or {})
+        was = order.status
+        study, linked = _order_study(order=order, studies=studies)
+        if was != Order.Status.CANCELLED or linked:
+            order.status = Order.Status.CANCELLED
+            order.cancelled_at = order.cancelled_at or at
+            order.save()
+            audit_record(
+                actor=None,
+                action=AuditEvent.Action.CREATE if created else AuditEvent.Action.UPDATE,
+                obj=order,
+                patient_id=patient.patient_id if patient is not None else "",
+                detail={
+                    "accession_number": accession_number,
+                    "status": [None if created else was, Order.Status.CANCELLED],
+                    "reason": reason[:200],
+                    **({"linked_study": study.pk} if linked and study is not None else {}),
+                },
+            )
+        return OrderApplied(
+            order=order,
+            created=created,
+            changed=["status"] if was != Order.Status.CANCELLED else [],
+            study_id=study.pk if study is not None else None,
+            study_status=study.status if study is not None else None,
+            linked=linked,
+            priority_raised=False,
+            jurisdiction_changed=False,
+            order_held=False,
+        )
+
+
+def patient_update(
+    *,
+    facility: Facility,
+    patient_id: str,
+    issuer: str = "",
+    values: dict[str, Any] | None = None,
+) -> Patient:
+    """The patient record (found or created as ``patient_for`` does, a merged one
+    standing for its survivor) with the demographics in ``values`` set: the
+    facility's HL7 feed is the current record of its patients.  Audited when
+    something changed; the same values again change nothing."""
+    values = values or {}
+    with transaction.atomic():
+        found = patient_for(facility=facility, patient_id=patient_id, issuer=issuer)
+        patient = Patient.objects.select_for_update().get(pk=found.pk)
+        changed: dict[str, list[Any]] = {}
+        for name, value in values.items():
+            column = Patient._meta.get_field(name)
+            max_length = getattr(column, "max_length", None)
+            if isinstance(value, str) and max_length:
+                value = value[:max_length]
+            before = getattr(patient, name)
+            if before != value:
+                changed[name] = [str(before) if before is not None else None, str(value)]
+                setattr(patient, name, value)
+        if changed:
+            patient.save()
+            audit_record(
+                actor=None,
+                action=AuditEvent.Action.UPDATE,
+                obj=patient,
+                patient_id=patient.patient_id,
+                detail={"demographics": sorted(changed)},
+            )
+    return patient
+
+
+def patients_merge(
+    *,
+    facility: Facility,
+    prior_id: str,
+    survivor_id: str,
+    at: dt.datetime,
+    prior_issuer: str = "",
+    survivor_issuer: str = "",
+) -> PatientsMerged | None:
+    """Merge the prior patient record into the survivor (HL7 ADT^A40): the prior's
+    studies and orders (and records merged into it before) move to the survivor,
+    and the prior points at it (``merged_into``, ``merged_at``), audited on both.
+    None when the prior patient is unknown; Conflict when it was merged into another
+    patient already or is the survivor itself.  The same merge again changes
+    nothing.  Merged records point one hop to a survivor that is not merged."""
+    with transaction.atomic():
+        prior = Patient.objects.filter(
+            reading_group_id=facility.reading_group_id,
+            issuer=(prior_issuer or facility.patient_issuer)[:64],
+            patient_id=prior_id[:64],
+        ).first()
+        if prior is None:
+            return None
+        survivor = patient_for(facility=facility, patient_id=survivor_id, issuer=survivor_issuer)
+        locked = {
+            p.pk: p
+            for p in Patient.objects.select_for_update()
+            .filter(pk__in=[prior.pk, survivor.pk])
+            .order_by("pk")
+        }
+        prior, survivor = locked[prior.pk], locked[survivor.pk]
+        if prior.merged_into_id is not None:
+            if prior.merged_into_id == survivor.pk:
+                return PatientsMerged(survivor, prior, 0, 0)
+            raise Conflict(
+                f"Patient {prior.patient_id} was merged into another patient already.",
+                code="patient_merged",
+            )
+        if prior.pk == survivor.pk:
+            raise Conflict(
+                f"Patient {prior.patient_id} cannot be merged into itself.", code="patient_merged"
+            )
+        studies = Study.objects.filter(patient_record=prior).update(patient_record=survivor)
+        orders = Order.objects.filter(patient=prior).update(patient=survivor)
+        Patient.objects.filter(merged_into=prior).update(merged_into=survivor, merged_at=at)
+        prior.merged_into = survivor
+        prior.merged_at = at
+        prior.save(update_fields=["merged_into", "merged_at", "updated_at"])
+        audit_record(
+            actor=None,
+            action=AuditEvent.Action.UPDATE,
+            obj=prior,
+            patient_id=prior.patient_id,
+            detail={"merged_into": survivor.pk, "studies": studies, "orders": orders},
+        )
+        audit_record(
+            actor=None,
+            action=AuditEvent.Action.UPDATE,
+            obj=survivor,
+            patient_id=survivor.patient_id,
+            detail={"merged_from": prior.pk, "studies": studies, "orders": orders},
+        )
+    return PatientsMerged(survivor, prior, studies, orders)

@@ -69,6 +69,10 @@ app.conf.beat_schedule = {
         "schedule": settings.CRITICAL_OVERDUE_SWEEP_SECONDS,
     },
     "review-sweep": {"task": "review.reviews_sweep", "schedule": 60.0},
+    "priors-fetches": {
+        "task": "priors.prior_fetches_sweep",
+        "schedule": settings.PRIORS_SWEEP_SECONDS,
+    },
 }
 
 

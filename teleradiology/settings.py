@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "reporting",
     "alerts",
     "turnaround",
+    "onboarding",  # a facility's checklist and connection tests for its group admins
     "health",
     "review",
     "dicomweb",  # DICOMweb over the stored studies (PS3.18)
@@ -283,6 +284,8 @@ REST_FRAMEWORK = {
         "dicomweb": env.str("API_THROTTLE_DICOMWEB", default="500/s"),
         "sign-in": env.str("API_THROTTLE_SIGN_IN", default="10/min"),
         "claim": env.str("API_THROTTLE_CLAIM", default="60/min"),
+        # A facility's connection tests (C-ECHO, test ORU): network I/O to its peers.
+        "connection-test": env.str("API_THROTTLE_CONNECTION_TEST", default="20/min"),
     },
 }
 SPECTACULAR_SETTINGS = {
@@ -307,6 +310,15 @@ SPECTACULAR_SETTINGS = {
         "PriorityEnum": "network.models.Priority",
         "ReportStatusEnum": "reporting.states.ReportStatus",
         "SignAsEnum": "reporting.states.SignAs",
+        "ChecklistItemStatusEnum": "onboarding.selectors.ItemStatus",
+        "DeliveryAttemptOutcomeEnum": "reporting.models.DeliveryAttempt.Outcome",
+        # The ACK code of a received HL7 message: named so it and the delivery
+        # attempts' outcome (both "outcome") do not collide.
+        "Hl7MessageOutcomeEnum": "orders.models.Hl7Message.Outcome",
+        "PriorFetchStatusEnum": "priors.models.PriorFetch.Status",
+        "PriorStudyStatusEnum": "priors.models.PriorStudy.Status",
+        "OrderStatusEnum": "studies.models.Order.Status",
+        "OrderPatientClassEnum": "studies.models.Order.PatientClass",
     },
     # <id:...> path segments (teleradiology.converters): 64-bit primary keys.
     "PATH_CONVERTER_OVERRIDES": {
@@ -398,6 +410,13 @@ if not all(0 < len(t.strip()) <= 16 for t in [DICOM_AE_TITLE, *DICOM_AE_TITLE_AL
     raise ImproperlyConfigured("DICOM_AE_TITLE and its aliases must be 1-16 characters.")
 DICOM_AE_TITLE_ALIASES = [t.strip() for t in DICOM_AE_TITLE_ALIASES]
 DICOM_PORT = env.int("DICOM_PORT", default=11112)
+# The called AE title a facility's PACS sends retrieved priors to (the C-MOVE
+# destination our priors fetch names, and the calling AE title of its queries): the
+# gateway files what arrives on it as priors.  Each PACS must know it (its host and
+# DICOM_PORT); see docs/dicom-conformance.md.
+DICOM_PRIORS_AE_TITLE = env.str("DICOM_PRIORS_AE_TITLE", default="TELERAD_PRIORS").strip()
+if not 0 < len(DICOM_PRIORS_AE_TITLE) <= 16:
+    raise ImproperlyConfigured("DICOM_PRIORS_AE_TITLE must be 1-16 characters.")
 # The interface the DICOM listener binds: loopback unless named; in production it
 # must be named (the listener refuses to start otherwise; 0.0.0.0 means every one).
 DICOM_LISTEN_HOST = env.str("DICOM_LISTEN_HOST", default="" if PRODUCTION else "127.0.0.1")
@@ -411,6 +430,24 @@ DICOM_MAX_PDU_BYTES = env.int("DICOM_MAX_PDU_BYTES", default=262144)
 DICOM_TLS_CERT = env.str("DICOM_TLS_CERT", default="")
 DICOM_TLS_KEY = env.str("DICOM_TLS_KEY", default="")
 DICOM_TLS_CA = env.str("DICOM_TLS_CA", default="")  # set to require client certificates
+# --- HL7 v2 orders in (MLLP; the `orders` app) ----------------------------------
+HL7_PORT = env.int("HL7_PORT", default=2575)
+# Loopback unless named; in production it must be named, as for DICOM.
+HL7_LISTEN_HOST = env.str("HL7_LISTEN_HOST", default="" if PRODUCTION else "127.0.0.1")
+HL7_LISTENER_DB_APPLICATION_NAME = env.str(
+    "HL7_LISTENER_DB_APPLICATION_NAME", default="teleradiology-hl7-listener"
+)
+HL7_TLS_CERT = env.str("HL7_TLS_CERT", default="")
+HL7_TLS_KEY = env.str("HL7_TLS_KEY", default="")
+HL7_TLS_CA = env.str("HL7_TLS_CA", default="")  # set to require client certificates
+# A larger message is refused (AR) and kept cut to this size with the reason.
+HL7_MAX_MESSAGE_BYTES = env.int("HL7_MAX_MESSAGE_BYTES", default=1 << 20)
+# A connection silent this long (between or inside frames) is closed.
+HL7_READ_TIMEOUT_SECONDS = env.float("HL7_READ_TIMEOUT_SECONDS", default=60.0)
+# Connections served at once; more are closed at once (the sender retries).
+HL7_MAX_CONNECTIONS = env.int("HL7_MAX_CONNECTIONS", default=64)
+if HL7_MAX_MESSAGE_BYTES < 1024 or HL7_READ_TIMEOUT_SECONDS <= 0 or HL7_MAX_CONNECTIONS < 1:
+    raise ImproperlyConfigured("HL7_* listener limits must be positive (a message 1 KiB+).")
 # Largest object accepted (a facility may set its own); larger ones are refused
 # (0xC250) and recorded.  Private elements beyond the second limit are refused too.
 INGEST_MAX_OBJECT_BYTES = env.int("INGEST_MAX_OBJECT_BYTES", default=2 << 30)
@@ -448,6 +485,20 @@ ROUTING_BATCH_SIZE = env.int("ROUTING_BATCH_SIZE", default=32)
 # (STAT, and every other priority) before it is offered anyway, "priors pending".
 PRIORS_WAIT_STAT_SECONDS = env.float("PRIORS_WAIT_STAT_SECONDS", default=30.0)
 PRIORS_WAIT_SECONDS = env.float("PRIORS_WAIT_SECONDS", default=120.0)
+# A fetch of priors the PACS refused or did not answer is tried again after
+# PRIORS_RETRY_SECONDS, doubling each time (at most PRIORS_RETRY_MAX_SECONDS apart),
+# PRIORS_FETCH_MAX_ATTEMPTS times in all; an attempt still running after
+# PRIORS_ATTEMPT_LEASE_SECONDS is taken as lost (its worker died) and run again.
+# Beat looks for due fetches every PRIORS_SWEEP_SECONDS.
+PRIORS_RETRY_SECONDS = env.float("PRIORS_RETRY_SECONDS", default=10.0)
+PRIORS_RETRY_MAX_SECONDS = env.float("PRIORS_RETRY_MAX_SECONDS", default=300.0)
+PRIORS_FETCH_MAX_ATTEMPTS = env.int("PRIORS_FETCH_MAX_ATTEMPTS", default=5)
+PRIORS_ATTEMPT_LEASE_SECONDS = env.float("PRIORS_ATTEMPT_LEASE_SECONDS", default=660.0)
+PRIORS_SWEEP_SECONDS = env.float("PRIORS_SWEEP_SECONDS", default=10.0)
+# Seconds to wait for the PACS to accept an association or answer a query, and
+# between two answers of a C-MOVE (one per instance moved).
+PRIORS_PACS_TIMEOUT_SECONDS = env.float("PRIORS_PACS_TIMEOUT_SECONDS", default=20.0)
+PRIORS_MOVE_TIMEOUT_SECONDS = env.float("PRIORS_MOVE_TIMEOUT_SECONDS", default=120.0)
 # Tasks a worker runs on one database connection before Celery closes it.
 WORKER_DB_REUSE_TASKS = env.int("WORKER_DB_REUSE_TASKS", default=10000)
 # SLA warnings: how often beat looks for studies nearing or past their due time,
@@ -456,6 +507,10 @@ WORKER_DB_REUSE_TASKS = env.int("WORKER_DB_REUSE_TASKS", default=10000)
 # double from the base up to the cap; a down endpoint is retried, never dropped.
 REPORT_DELIVERY_RETRY_BASE_SECONDS = env.float("REPORT_DELIVERY_RETRY_BASE_SECONDS", default=30.0)
 REPORT_DELIVERY_RETRY_MAX_SECONDS = env.float("REPORT_DELIVERY_RETRY_MAX_SECONDS", default=3600.0)
+# Tries before a result message that keeps failing (no answer, AE/CE, HTTP 5xx) is
+# given up and the facility's staff and the group's admins are alerted: 8 tries span
+# about an hour with the default backoff (30 s doubling).  AR/CR and HTTP 4xx fail at once.
+REPORT_DELIVERY_MAX_ATTEMPTS = env.int("REPORT_DELIVERY_MAX_ATTEMPTS", default=8)
 HL7_SENDING_APPLICATION = env.str("HL7_SENDING_APPLICATION", default="TELERAD")
 SLA_WARNING_SWEEP_SECONDS = env.float("SLA_WARNING_SWEEP_SECONDS", default=30.0)
 SLA_WARNING_FRACTIONS: tuple[float, ...] = tuple(

@@ -7,13 +7,16 @@ from audit.api import AuditEventViewSet
 from health.views import healthz
 from ingest.api import QuarantineViewSet
 from network import api as network_api
-from reporting.api.delivery import ReportFhirApi, ReportHl7Api, ReportPdfApi
+from onboarding import api as onboarding_api
+from orders.api import Hl7MessageViewSet
+from priors.api import StudyPriorsApi
+from reporting.api.delivery import ReportFhirApi, ReportHl7Api, ReportMessagesApi, ReportPdfApi
 from reporting.api.macros import MacroViewSet
 from reporting.api.reports import ReportViewSet, StudyReportApi
 from reporting.api.templates import ReportTemplateViewSet
 from review import api as review_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
-from studies.api import StudyViewSet
+from studies.api import OrderViewSet, StudyViewSet
 from teleradiology.converters import IdRouter
 from teleradiology.keepalive import session_keepalive
 from turnaround import api as turnaround_api
@@ -30,8 +33,10 @@ router.register("jurisdictions", network_api.JurisdictionViewSet, basename="juri
 router.register("regions", network_api.RegionViewSet, basename="region")
 router.register("subspecialties", network_api.SubspecialtyViewSet, basename="subspecialty")
 router.register("studies", StudyViewSet, basename="study")
+router.register("orders", OrderViewSet, basename="order")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
 router.register("quarantine", QuarantineViewSet, basename="quarantine")
+router.register("hl7-messages", Hl7MessageViewSet, basename="hl7-message")
 router.register("routing-rules", RoutingRuleViewSet, basename="routing-rule")
 router.register("report-templates", ReportTemplateViewSet, basename="report-template")
 router.register("reports", ReportViewSet, basename="report")
@@ -43,6 +48,7 @@ urlpatterns = [
     path("", include("worklist.urls")),
     path("", include("reporting.urls")),
     path("", include("turnaround.urls")),
+    path("", include("onboarding.urls")),
     path("viewer/", include("viewer.urls")),
     # Sign-in (password, second factor, lockout), sign-out, security settings, API
     # tokens; also the admin's and the browsable API's sign-in (before their own).
@@ -51,7 +57,18 @@ urlpatterns = [
     path("dicomweb/", include("dicomweb.urls")),
     path("api/v1/", include(router.urls)),
     path("api/v1/me/", network_api.MeApi.as_view(), name="me"),
+    path(
+        "api/v1/facilities/<id:id>/checklist/",
+        onboarding_api.ChecklistApi.as_view(),
+        name="facility-checklist",
+    ),
+    path(
+        "api/v1/facilities/<id:id>/checklist/test/",
+        onboarding_api.ChecklistTestApi.as_view(),
+        name="facility-checklist-test",
+    ),
     path("api/v1/studies/<id:study_id>/routing/", StudyRoutingApi.as_view(), name="study-routing"),
+    path("api/v1/studies/<id:study_id>/priors/", StudyPriorsApi.as_view(), name="study-priors"),
     path("api/v1/worklist/", worklist_api.WorklistApi.as_view(), name="worklist"),
     path("api/v1/worklist/next/", worklist_api.NextCaseApi.as_view(), name="worklist-next"),
     path("api/v1/me/cases/", worklist_api.MyCasesApi.as_view(), name="my-cases"),
@@ -88,6 +105,11 @@ urlpatterns = [
         "api/v1/reports/<id:report_id>/pdf",
         ReportPdfApi.as_view(),
         name="report-pdf",
+    ),
+    path(
+        "api/v1/reports/<id:report_id>/messages/",
+        ReportMessagesApi.as_view(),
+        name="report-messages",
     ),
     path(
         "api/v1/studies/<id:study_id>/timeline/",

@@ -21,7 +21,7 @@ from network.models import (
     Shift,
     Subspecialty,
 )
-from studies.models import Study
+from studies.models import Order, Patient, Study
 from studies.services import study_create
 
 
@@ -154,3 +154,31 @@ class StudyFactory(factory.django.DjangoModelFactory):
     @classmethod
     def _create(cls, model_class: type[Study], *args: Any, **kwargs: Any) -> Study:
         return study_create(**kwargs)
+
+
+class PatientFactory(factory.django.DjangoModelFactory):
+    """A patient record of a reading group (issuer, patient id)."""
+
+    class Meta:
+        model = Patient
+
+    reading_group = factory.SubFactory(ReadingGroupFactory)
+    issuer = "HOSP"
+    patient_id = factory.Sequence(lambda n: f"MRN{n:06d}")
+    name = "DOE^JANE"
+
+
+class OrderFactory(factory.django.DjangoModelFactory):
+    """An order as the HL7 feed would leave it (a fixture: the feed's own path is
+    tested in tests/orders)."""
+
+    class Meta:
+        model = Order
+
+    facility = factory.SubFactory(FacilityFactory)
+    accession_number = factory.Sequence(lambda n: f"ORD{n:06d}")
+    placer_order_number = factory.Sequence(lambda n: f"PL{n:06d}")
+    filler_order_number = factory.Sequence(lambda n: f"FL{n:06d}")
+    reason_for_exam = "Headache"
+    patient_class = Order.PatientClass.OUTPATIENT
+    received_at = factory.LazyFunction(timezone.now)

@@ -52,6 +52,7 @@ from alerts.models import Alert
 from network.models import Facility, Priority
 from network.selectors import AnyUser, facilities_staffed, reading_groups_administered
 from reporting.models import Addendum
+from reporting.selectors import StudyDelivery, study_deliveries
 from routing.models import RoutingDecision
 from studies.models import Study, StudyTransition
 from studies.states import StudyStatus
@@ -198,7 +199,8 @@ def scoped_studies(
         studies = Study.objects.filter(facility__in=facilities.values("pk"))
     start = dt.datetime.combine(date_from, dt.time(), tzinfo=tz)
     end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), tzinfo=tz)
-    studies = studies.filter(received_at__gte=start, received_at__lt=end)
+    # Priors retrieved from a PACS are kept for comparison, never read: not turnaround.
+    studies = studies.filter(received_at__gte=start, received_at__lt=end, is_prior=False)
     if priority is not None:
         studies = studies.filter(priority=priority)
     return StudyScope(facility=facility, tz=tz, studies=studies)
@@ -370,6 +372,13 @@ def portal_studies(*, scope: StudyScope, now: dt.datetime) -> QuerySet[Study]:
         .select_related("facility")
         .order_by("-received_at", "-id")
     )
+
+
+def portal_deliveries(*, user: AnyUser, studies: list[Study]) -> dict[int, StudyDelivery]:
+    """The report links and result deliveries of the portal's rows (studies the
+    caller already scoped to ``user``), by study id: reporting's answer, a fixed
+    number of statements for the page."""
+    return study_deliveries(user=user, study_ids=[study.pk for study in studies])
 
 
 def volume_by_hour(*, scope: StudyScope) -> list[int]:

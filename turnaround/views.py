@@ -206,6 +206,8 @@ def _portal_context(request: HttpRequest) -> dict[str, Any]:
     )
     scope = selectors.scoped_studies(**common)
     studies = list(selectors.portal_studies(scope=scope, now=now)[:PORTAL_STUDY_ROWS])
+    # Each row's report links and result deliveries: a fixed number of statements.
+    deliveries = selectors.portal_deliveries(user=request.user, studies=studies)
     audit_record_many(
         actor=request.user,
         action=AuditEvent.Action.LIST,
@@ -246,7 +248,7 @@ def _portal_context(request: HttpRequest) -> dict[str, Any]:
             ).items()
         },
         "table": table,
-        "studies": studies,
+        "studies": [(study, deliveries.get(study.pk)) for study in studies],
         "study_count": scope.studies.count() if len(studies) == PORTAL_STUDY_ROWS else len(studies),
         "csv_url": f"{reverse('turnaround')}?{urlencode(csv_query)}",
         "now": now,

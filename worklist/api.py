@@ -70,6 +70,18 @@ class WorklistRowSerializer(serializers.ModelSerializer[Study]):
     relative_value = serializers.DecimalField(max_digits=6, decimal_places=2, allow_null=True)
     rule_name = serializers.CharField(allow_null=True)
     seconds_to_due = serializers.SerializerMethodField()
+    reason_for_exam = serializers.CharField(
+        source="order.reason_for_exam",
+        allow_null=True,
+        read_only=True,
+        help_text="The order's reason for exam; null until an order is received.",
+    )
+    patient_class = serializers.CharField(
+        source="order.patient_class",
+        allow_null=True,
+        read_only=True,
+        help_text="The order's patient class (E emergency, I inpatient, O outpatient, ...).",
+    )
 
     class Meta:
         model = Study
@@ -95,6 +107,8 @@ class WorklistRowSerializer(serializers.ModelSerializer[Study]):
             "tier",
             "relative_value",
             "rule_name",
+            "reason_for_exam",
+            "patient_class",
         ]
 
     def get_seconds_to_due(self, study: Study) -> int:
@@ -117,6 +131,8 @@ WORKLIST_ROW_COLUMNS = (
     "received_at",
     "sla_due_at",
     "refused_instance_count",
+    "order__reason_for_exam",
+    "order__patient_class",
 )
 
 

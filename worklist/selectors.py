@@ -30,7 +30,8 @@ def worklist_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
     """Studies on offer to the reader: priority, then SLA due time, then arrival.
 
     Read from the reader's open, unheld offers (only offered studies have any),
-    so the query is one join with no status filter for the planner to misjudge.
+    so the query is one join with no status filter for the planner to misjudge
+    (a cancelled study's offers are withdrawn with it, so it drops off).
     The annotations reuse that one join (annotate after filter on the relation).
     """
     return (
@@ -45,7 +46,9 @@ def worklist_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
             relative_value=F("routing__relative_value"),
             rule_name=F("routing__rule__name"),
         )
-        .select_related("facility")
+        # The order (reason for exam, ED/inpatient badge): a LEFT JOIN on its unique
+        # study_id, in the same query.
+        .select_related("facility", "order")
         .order_by(*WORKLIST_ORDER)
     )
 
@@ -68,7 +71,7 @@ def cases_for_reader(*, radiologist: Radiologist) -> QuerySet[Study]:
             assigned_radiologist=radiologist,
             status__in=[StudyStatus.CLAIMED, StudyStatus.PRELIMINARY],
         )
-        .select_related("facility")
+        .select_related("facility", "order")
         .order_by("priority", "sla_due_at", "id")
     )
 

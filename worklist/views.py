@@ -16,13 +16,14 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from rest_framework.exceptions import NotFound
 
-from access.selectors import study_get_visible
+from access.selectors import patient_other_studies_visible, study_get_visible
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Radiologist
 from network.selectors import radiologist_for_user, reader_presence, user_roles
 from routing.selectors import decisions_for_study, study_routing
 from studies.models import Study
+from studies.selectors import study_order
 from teleradiology.api import client_ip, request_actor
 from teleradiology.errors import DomainError
 from worklist import selectors
@@ -178,6 +179,10 @@ def my_cases_page(request: HttpRequest) -> HttpResponse:
     return render(request, "worklist/my_cases.html", {"cases": cases})
 
 
+# The newest of a patient's other studies listed on a study page.
+OTHER_STUDIES_SHOWN = 25
+
+
 @login_required
 def study_page(request: HttpRequest, study_id: int) -> HttpResponse:
     try:
@@ -193,11 +198,27 @@ def study_page(request: HttpRequest, study_id: int) -> HttpResponse:
     )
     reader = _reader_or_none(request)
     routing = study_routing(study=study)
+    # The patient's other studies the user may open (their patient data is shown:
+    # audited as a list, like the worklist).
+    others = list(
+        patient_other_studies_visible(user=request.user, study=study)[:OTHER_STUDIES_SHOWN]
+    )
+    audit_record_many(
+        actor=request.user,
+        action=AuditEvent.Action.LIST,
+        object_type="studies.study",
+        items=[(str(s.pk), s.patient_id) for s in others],
+        ip_address=client_ip(request),
+        detail={"view": "study page: the patient's other studies", "study": study.pk},
+    )
     return render(
         request,
         "worklist/study.html",
         {
             "study": study,
+            "order": study_order(study_id=study.pk),
+            "other_studies": others,
+            "other_studies_shown": OTHER_STUDIES_SHOWN,
             "series": list(selectors.series_for_study_page(study_id=study.pk)),
             "routing": routing,
             "decisions": decisions_for_study(study=study),

@@ -1,6 +1,7 @@
 """The reporting API's result documents: a report's latest HL7 v2 and FHIR messages
-(those delivered to the facility) and its PDF, for whoever may read the report; every
-download audited."""
+(those delivered to the facility), where each message's delivery stands (with the
+facility's acknowledgements), and its PDF, for whoever may read the report; every
+read audited."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -24,7 +26,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record
 from reporting import pdf, selectors
 from reporting.api._common import _audit_read
-from reporting.models import ReportMessage
+from reporting.models import DeliveryAttempt, ReportMessage
 from reporting.states import ReportStatus
 from teleradiology.api import client_ip
 
@@ -134,3 +136,90 @@ class ReportFhirApi(APIView):
         return Response(
             json.loads(message.payload), headers={"X-Message-Control-Id": message.control_id}
         )
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer[DeliveryAttempt]):
+    class Meta:
+        model = DeliveryAttempt
+        fields = [
+            "number",
+            "started_at",
+            "finished_at",
+            "outcome",
+            "ack_code",
+            "ack_text",
+            "http_status",
+            "detail",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "ack_code": {"help_text": "MSA-1 of the HL7 acknowledgement (AA/AE/AR, CA/CE/CR)."},
+            "ack_text": {"help_text": "MSA-3 (or the ERR's text), or the OperationOutcome's."},
+            "http_status": {"help_text": "FHIR: the HTTP status of the answer."},
+        }
+
+
+class ReportMessageSerializer(serializers.ModelSerializer[ReportMessage]):
+    """One result message and where its delivery to the facility stands."""
+
+    delivery_attempts = DeliveryAttemptSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = ReportMessage
+        fields = [
+            "id",
+            "kind",
+            "result_status",
+            "control_id",
+            "addendum",
+            "created_at",
+            "delivery_status",
+            "attempts",
+            "next_attempt_at",
+            "sent_at",
+            "ack_code",
+            "ack_control_id",
+            "ack_text",
+            "http_status",
+            "ack_at",
+            "last_error",
+            "failure_alerted_at",
+            "delivery_attempts",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "result_status": {
+                "help_text": "What the message says of the result: preliminary (OBR-25 P), "
+                "final (F) or amended (C, an addendum; FHIR 'appended')."
+            },
+            "delivery_status": {
+                "help_text": "stored: not for delivery (the facility's endpoint takes the "
+                "other kind, or none is configured); pending; sent (acknowledged AA/CA or "
+                "HTTP 2xx); failed (refused AR/CR or HTTP 4xx, or retries exhausted)."
+            },
+            "ack_code": {"help_text": "MSA-1 of the last HL7 acknowledgement."},
+            "ack_control_id": {"help_text": "MSA-2: the control id it acknowledged."},
+            "ack_text": {"help_text": "MSA-3 (or the ERR's text), or the OperationOutcome's."},
+            "http_status": {"help_text": "FHIR: the HTTP status of the last answer."},
+            "ack_at": {"help_text": "When the last answer came."},
+            "failure_alerted_at": {
+                "help_text": "When the failure was told to the facility's staff and the "
+                "group's admins."
+            },
+        }
+
+
+class ReportMessagesApi(APIView):
+    """The report's result messages (preliminary, final, addenda; HL7 v2 and FHIR) and
+    where each one's delivery to the facility stands: attempts, the facility's
+    acknowledgement (MSA code and text, or HTTP status and OperationOutcome), the
+    failure reason; for whoever may read the report (payloads: the hl7/fhir routes)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=ReportMessageSerializer(many=True))
+    def get(self, request: Request, report_id: int) -> Response:
+        report = selectors.report_get_visible(user=request.user, report_id=report_id)
+        rows = selectors.report_messages_with_attempts(report=report)
+        _audit_read(request, report)
+        return Response(ReportMessageSerializer(rows, many=True).data)

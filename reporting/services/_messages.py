@@ -1,5 +1,6 @@
-"""The result messages (HL7 v2, FHIR) of a final or of an addendum to it, built and
-stored inside the signing transaction and handed to delivery after commit.
+"""The result messages (HL7 v2, FHIR) of a preliminary or final signature or of an
+addendum to the final, built and stored inside the signing transaction and handed
+to delivery after commit.
 
 Private to ``reporting.services``: ``reports`` creates them, ``delivery`` sends them
 (and both hand the pending ones to the delivery task by name).
@@ -13,9 +14,25 @@ import json
 from django.conf import settings
 
 from reporting import messages
-from reporting.models import Addendum, FacilityEndpoint, Report, ReportMessage, ReportVersion
-from studies.models import Study
+from reporting.models import (
+    Addendum,
+    CriticalSeverity,
+    FacilityEndpoint,
+    Report,
+    ReportMessage,
+    ReportVersion,
+)
+from reporting.states import ReportStatus
+from studies.models import Order, Study
 from teleradiology.queue import enqueue
+
+# The result flag (HL7 table 0078, OBX-8; FHIR interpretation) of each severity: a
+# critical finding is "AA" (critically abnormal), an urgent one "A" (abnormal);
+# incidental findings and none carry no flag.
+_ABNORMAL_FLAG: dict[str, str] = {
+    CriticalSeverity.CRITICAL: messages.FLAG_CRITICAL,
+    CriticalSeverity.URGENT: messages.FLAG_ABNORMAL,
+}
 
 # The kind of message each kind of endpoint takes; the other kind is only stored.
 _DELIVERED_KIND: dict[str, str] = {
@@ -38,8 +55,16 @@ def _message_facts(
     # The facility's name for itself in its own systems: its first DICOM AE title.
     ae_title = facility.ae_titles.order_by("ae_title").values_list("ae_title", flat=True).first()
     facility_code = ae_title or f"FACILITY-{facility.pk}"
-    signer = report.signed_by
-    assert signer is not None and report.signed_at is not None  # noqa: S101 - a final report
+    preliminary = version.status == ReportStatus.PRELIMINARY
+    if preliminary:
+        signer, signed_at = report.preliminary_signed_by, report.preliminary_signed_at
+    else:
+        signer, signed_at = report.signed_by, report.signed_at
+    assert signer is not None and signed_at is not None  # noqa: S101 - a signed version
+    # The order the study answers, if the facility sent one (matched by accession).
+    placer, filler = Order.objects.filter(study_id=study.pk).values_list(
+        "placer_order_number", "filler_order_number"
+    ).first() or ("", "")
     return messages.ReportFacts(
         report_id=report.pk,
         control_id=control_id,
@@ -59,7 +84,7 @@ def _message_facts(
         study_description=study.study_description,
         modality=study.modality,
         observed_at=study.received_at,
-        signed_at=report.signed_at,
+        signed_at=signed_at,
         signer_id=signer.pk,
         signer_name=signer.display_name,
         impression=version.impression,
@@ -73,6 +98,10 @@ def _message_facts(
             )
             for a in addenda
         ],
+        preliminary=preliminary,
+        abnormal_flag=_ABNORMAL_FLAG.get(version.critical_severity, ""),
+        placer_order_number=placer,
+        filler_order_number=filler,
     )
 
 
@@ -84,9 +113,9 @@ def _report_messages_create(
     now: dt.datetime,
     addendum: Addendum | None = None,
 ) -> list[ReportMessage]:
-    """Build and store the HL7 and FHIR messages of a final (or of an addendum to it),
-    inside the caller's transaction; those the facility's endpoint takes are sent
-    after commit."""
+    """Build and store the HL7 and FHIR messages of a signed version, preliminary or
+    final (or of an addendum to the final), inside the caller's transaction; those
+    the facility's endpoint takes are sent after commit."""
     study = Study.objects.select_related("facility__reading_group").get(pk=study.pk)
     endpoint = FacilityEndpoint.objects.filter(facility_id=study.facility_id, active=True).first()
     addenda = []
@@ -113,10 +142,17 @@ def _report_messages_create(
         ReportMessage.Kind.FHIR: json.dumps(messages.build_fhir(facts), ensure_ascii=False),
     }
     delivered = _DELIVERED_KIND.get(endpoint.kind) if endpoint is not None else None
+    if addendum is not None:
+        result_status = ReportMessage.ResultStatus.AMENDED
+    elif facts.preliminary:
+        result_status = ReportMessage.ResultStatus.PRELIMINARY
+    else:
+        result_status = ReportMessage.ResultStatus.FINAL
     created = [
         ReportMessage.objects.create(
             report=report,
             kind=kind,
+            result_status=result_status,
             report_version=version,
             addendum=addendum,
             control_id=control_id,

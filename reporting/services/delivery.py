@@ -1,8 +1,12 @@
 """Delivery of result messages to facilities: where each facility receives its
 results (its endpoint), and the attempts at sending (HL7 v2 over MLLP, FHIR over
-HTTPS), each recorded, retried with backoff from the time stored on the message.
+HTTPS), each recorded with the application's answer (HL7 MSA, FHIR HTTP status and
+OperationOutcome), retried with backoff from the time stored on the message up to
+REPORT_DELIVERY_MAX_ATTEMPTS, and a failure told to the facility's staff and the
+group's admins once.
 
-The messages themselves are built when a report is signed final or gets an addendum
+The messages themselves are built when a report is signed (preliminary or final) or
+gets an addendum
 (``reporting.services._messages``); the PDF is made on request (``reporting.pdf``).
 """
 
@@ -16,6 +20,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from alerts.models import Alert
+from alerts.services import alert_raise
 from audit.models import AuditEvent
 from audit.services import audit_record
 from reporting import transport
@@ -108,14 +114,56 @@ def _attempt(message: ReportMessage, endpoint: FacilityEndpoint | None) -> trans
     )
 
 
+def _exhausted(message: ReportMessage) -> bool:
+    tries: int = settings.REPORT_DELIVERY_MAX_ATTEMPTS
+    return message.attempts - message.attempts_at_queue >= tries
+
+
+_RESULT_WORD: dict[str, str] = {
+    ReportMessage.ResultStatus.PRELIMINARY: "preliminary result",
+    ReportMessage.ResultStatus.FINAL: "final result",
+    ReportMessage.ResultStatus.AMENDED: "addendum",
+}
+
+
+def _failure_alert(
+    message: ReportMessage, endpoint: FacilityEndpoint | None, reason: str
+) -> Alert | None:
+    """Tell the facility's staff and the group's admins that a result did not reach
+    the facility (no patient name in it: it is mailed)."""
+    study = message.report.study
+    name = study.accession_number or study.study_instance_uid
+    where = str(endpoint) if endpoint is not None else "no active endpoint"
+    text = (
+        f"The {_RESULT_WORD.get(message.result_status, 'result')} of {study.modality} "
+        f"study {name} from {study.facility.name} ({message.get_kind_display()} "
+        f"{message.control_id}) was not delivered to {where} after {message.attempts} "
+        f"attempt(s): {reason.splitlines()[0] if reason else 'no answer'}"
+    )
+    # The conditional update that failed the message ran once; the dedupe key (one
+    # per failure of the message: a requeued message that fails again is told
+    # again) keeps it once even against a replayed transaction.
+    return alert_raise(
+        kind=Alert.Kind.DELIVERY_FAILED,
+        dedupe_key=f"delivery_failed:{message.pk}:{message.attempts}",
+        message=text[:1000],
+        reading_group=study.facility.reading_group,
+        facility=study.facility,
+        study=study,
+    )
+
+
 def report_message_deliver(*, message_id: int) -> str:
     """Make one attempt at sending a pending message to its facility's endpoint and
-    record it: sent on an acknowledgement, failed on a refusal, otherwise pending
-    again after a backoff.
+    record it with the application's answer: sent on an acknowledgement, failed on a
+    refusal (AR/CR, HTTP 4xx) or once REPORT_DELIVERY_MAX_ATTEMPTS tries went
+    unanswered or NAKed (AE/CE, HTTP 5xx, network), otherwise pending again after a
+    backoff.  A failure alerts the facility's staff and the group's admins, once.
 
     Idempotent: the attempt starts with a conditional update that only a due pending
     message passes, so a sent message is never sent again and two workers never send
-    the same message at once.  The network call runs outside any transaction.
+    the same message at once; the failure (and its alert) is a conditional update
+    that only one worker wins.  The network call runs outside any transaction.
     """
     started = timezone.now()
     claimed = ReportMessage.objects.filter(
@@ -125,12 +173,27 @@ def report_message_deliver(*, message_id: int) -> str:
     ).update(next_attempt_at=started + DELIVERY_LEASE, attempts=F("attempts") + 1)
     if claimed != 1:
         return "skipped"  # sent, refused, not yet due, or another sender holds it
-    message = ReportMessage.objects.select_related("report__study").get(pk=message_id)
+    message = ReportMessage.objects.select_related("report__study__facility__reading_group").get(
+        pk=message_id
+    )
     endpoint = FacilityEndpoint.objects.filter(
         facility_id=message.report.study.facility_id, active=True
     ).first()
     outcome = _attempt(message, endpoint)
     finished = timezone.now()
+    answered = bool(outcome.ack_code) or outcome.http_status is not None
+    answer: dict[str, object] = (
+        {
+            "ack_code": outcome.ack_code,
+            "ack_control_id": outcome.ack_control_id[:64],
+            "ack_text": outcome.ack_text,
+            "http_status": outcome.http_status,
+            "ack_at": finished,
+        }
+        if answered
+        else {}
+    )
+    gives_up = not outcome.accepted and (not outcome.retry or _exhausted(message))
     with transaction.atomic():
         DeliveryAttempt.objects.create(
             message=message,
@@ -139,6 +202,9 @@ def report_message_deliver(*, message_id: int) -> str:
             finished_at=finished,
             outcome=outcome.kind,
             detail=outcome.detail,
+            ack_code=outcome.ack_code,
+            ack_text=outcome.ack_text,
+            http_status=outcome.http_status,
         )
         # Conditional on still pending: a sender whose lease ran out must not undo
         # what a later sender recorded.
@@ -152,19 +218,28 @@ def report_message_deliver(*, message_id: int) -> str:
                 next_attempt_at=None,
                 acknowledgement=outcome.detail,
                 last_error="",
+                **answer,
             )
-        elif outcome.retry:
+        elif not gives_up:
             still_pending.update(
                 next_attempt_at=finished + delivery_backoff(message.attempts),
                 last_error=outcome.detail,
+                **answer,
             )
         else:
-            still_pending.update(
+            reason = outcome.detail
+            if outcome.retry:
+                reason = f"Gave up after {message.attempts} attempts. Last: {outcome.detail}"
+            failed = still_pending.update(
                 delivery_status=ReportMessage.Delivery.FAILED,
                 next_attempt_at=None,
-                last_error=outcome.detail,
+                last_error=reason[: transport.DETAIL_LIMIT + 100],
+                failure_alerted_at=finished,
+                **answer,
             )
-        if not outcome.retry:
+            if failed == 1:  # this sender failed it: it, and only it, tells
+                _failure_alert(message, endpoint, outcome.ack_text or outcome.detail)
+        if gives_up or outcome.accepted:
             audit_record(
                 actor=None,
                 action=AuditEvent.Action.EXPORT,
@@ -213,7 +288,8 @@ def report_message_requeue(*, message_id: int, actor: User | None = None) -> Rep
             )
         message.delivery_status = ReportMessage.Delivery.PENDING
         message.next_attempt_at = now
-        message.save(update_fields=["delivery_status", "next_attempt_at"])
+        message.attempts_at_queue = message.attempts  # a fresh retry budget
+        message.save(update_fields=["delivery_status", "next_attempt_at", "attempts_at_queue"])
         audit_record(
             actor=actor,
             action=AuditEvent.Action.UPDATE,

@@ -18,7 +18,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Radiologist
-from reporting import states
+from reporting import editor, states
 from reporting import templates_schema as ts
 from reporting.models import Addendum, CriticalSeverity, Report, ReportTemplate, ReportVersion
 from reporting.selectors import sign_scope, template_fit_refusal
@@ -26,6 +26,7 @@ from reporting.services._messages import _report_messages_create
 from reporting.states import ReportStatus
 from routing.services import study_reroute
 from studies.models import Study
+from studies.selectors import study_order
 from studies.services import study_claim_activity_record, study_transition
 from studies.states import StudyStatus
 from teleradiology.errors import DomainError, InvalidTransition, NotPermitted
@@ -75,6 +76,20 @@ def _usable_template(template_id: int, study: Study) -> ReportTemplate:
     if refusal is not None:
         raise DomainError(refusal, code="template_unfit")
     return template
+
+
+def _with_order_indication(
+    schema: dict[str, Any], values: dict[str, Any], study: Study
+) -> dict[str, Any]:
+    """``values`` with the template's indication field, if empty, filled from the
+    study's order (reporting.editor.INDICATION_KEYS states the rule)."""
+    order = study_order(study_id=study.pk)
+    if order is None:
+        return values
+    text = editor.indication_text(
+        reason_for_exam=order.reason_for_exam, clinical_history=order.clinical_history
+    )
+    return editor.indication_prefill(schema, values, text)
 
 
 def _keep_version(report: Report, *, by: Radiologist, at: dt.datetime) -> ReportVersion:
@@ -140,12 +155,16 @@ def report_save_draft(
                 report.template = _usable_template(template_id, study)
                 if values is None:
                     # Another template's fields: start again from its normal text.
-                    report.values = ts.defaults(report.template.schema)
+                    report.values = _with_order_indication(
+                        report.template.schema, ts.defaults(report.template.schema), study
+                    )
             report.version += 1
         if values is not None:
             # A new report starts from the template's normal text; later saves send
             # the whole state (autosave), so they replace it.
             report.values = {**report.values, **values} if creating else values
+        if creating:
+            report.values = _with_order_indication(report.template.schema, report.values, study)
         if impression is not None:
             report.impression = impression
         if critical_severity is not None:
@@ -180,8 +199,9 @@ def report_sign(
     actor: User | None = None,
     ip_address: str | None = None,
 ) -> Report:
-    """Sign a report preliminary or final; final locks it, moves the study to final and
-    withdraws every open offer of the study.
+    """Sign a report preliminary or final and store its result messages (sent to the
+    facility after commit); final locks it, moves the study to final and withdraws
+    every open offer of the study.
 
     Refused unless the signer holds the claim, required fields and the impression are
     filled, a critical finding has a read-back-confirmed communication record, and the
@@ -229,8 +249,10 @@ def report_sign(
         report.version += 1
         report.save()
         version = _keep_version(report, by=radiologist, at=now)
+        # Preliminary reads are results too: the facility gets them (P / preliminary),
+        # then the final (F / final) replaces them.
+        _report_messages_create(report=report, study=study, version=version, now=now)
         if status == ReportStatus.FINAL:
-            _report_messages_create(report=report, study=study, version=version, now=now)
             # The peer review sample draws once per final (review/), after commit; if
             # the broker loses it, review's sweep draws for the final within the day.
             enqueue("review.peer_review_consider", report.pk)

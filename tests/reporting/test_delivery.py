@@ -191,7 +191,8 @@ def test_final_stores_an_hl7_and_a_fhir_message(sign_final, claimed):
     assert not DeliveryAttempt.objects.exists()
 
 
-def test_a_preliminary_signature_makes_no_message(claimed, reader, ct_head):
+def test_a_preliminary_signature_makes_a_preliminary_pair(claimed, reader, ct_head):
+    # Preliminary reads are sent too (tests/reporting/test_prelim_send.py: the delivery).
     report = report_save_draft(
         study_id=claimed.pk,
         radiologist=reader,
@@ -200,7 +201,11 @@ def test_a_preliminary_signature_makes_no_message(claimed, reader, ct_head):
         impression="Prelim.",
     )
     report_sign(report_id=report.pk, radiologist=reader, status="preliminary")
-    assert not ReportMessage.objects.exists()
+    rows = {m.kind: m for m in ReportMessage.objects.all()}
+    assert set(rows) == {HL7, FHIR}
+    assert {m.result_status for m in rows.values()} == {"preliminary"}
+    assert parse_message(rows[HL7].payload.rstrip("\r"), find_groups=False).obr.obr_25.value == "P"
+    assert json.loads(rows[FHIR].payload)["status"] == "preliminary"
 
 
 def test_each_addendum_adds_a_corrected_and_appended_pair(sign_final, add_addendum):

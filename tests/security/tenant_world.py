@@ -92,6 +92,7 @@ class Tenant:
     second_opinion: ReviewCase
     peer_review: ReviewCase
     objects: dict[str, Any] = field(default_factory=dict)
+    hl7_message: Any = None  # an HL7 order as received (orders.Hl7Message)
 
     @property
     def markers(self) -> list[str]:
@@ -250,6 +251,22 @@ def build_tenant(
     )
     study_transition(study_id=offered.pk, to_status="ready", at=now)
     study_route(study_id=offered.pk, now=now)
+    # The offered study's order (as the HL7 feed leaves it) and an order still
+    # waiting for its images, each of one of the tenant's patients.
+    f.OrderFactory(
+        facility=facility,
+        accession_number=offered_patient.accession,
+        study=offered,
+        patient=offered.patient_record,
+        reason_for_exam=f"Reason of {offered_patient.family}",
+        patient_class="E",
+    )
+    f.OrderFactory(
+        facility=facility,
+        accession_number=f"EXP{label}{seed}",
+        patient=study.patient_record,
+        received_at=now - dt.timedelta(hours=1),
+    )
 
     # A study the reader holds (their cases), not yet reported.
     claimed = f.StudyFactory(
@@ -324,8 +341,37 @@ def build_tenant(
         second_opinion=second_opinion,
         peer_review=peer_review,
     )
+    tenant.hl7_message = _hl7_message(tenant, offered_patient, now)
     _accounts_rows(tenant)
     return tenant
+
+
+def _hl7_message(t: Tenant, patient: Patient, now: dt.datetime) -> Any:
+    """An HL7 order from the tenant's facility, as the listener stores it."""
+    from orders.models import Hl7Message
+
+    raw = (
+        f"MSH|^~\\&|RIS|TEN{t.label}|TELERAD|TELERAD|20261207103000||ORM^O01|HL7{t.label}|P|2.5.1\r"
+        f"PID|1||{patient.patient_id}||{patient.family}^{patient.given}||"
+        f"{patient.birth_date.strftime('%Y%m%d')}\r"
+    )
+    return Hl7Message.objects.create(
+        facility=t.facility,
+        received_at=now,
+        peer_address="127.0.0.1",
+        control_id=f"HL7{t.label}",
+        message_type="ORM^O01",
+        version="2.5.1",
+        sending_facility=f"TEN{t.label}",
+        patient_id=patient.patient_id,
+        raw=raw,
+        size_bytes=len(raw),
+        encoding="utf-8",
+        outcome="AE",
+        error_text=f"unknown accession {patient.accession}",
+        error_field="OBR-18",
+        ack="MSH|^~\\&|TELERAD||RIS|TEN|20261207103000||ACK^O01^ACK|A1|P|2.5.1\rMSA|AE|x\r",
+    )
 
 
 def _accounts_rows(t: Tenant) -> None:
@@ -387,6 +433,7 @@ def router_objects(t: Tenant) -> dict[str, Any]:
         .exclude(patient_id="")
         .first(),
         "quarantine": t.quarantined,
+        "hl7-message": t.hl7_message,
         "routing-rule": t.rule,
         "report-template": t.template,
         "report": t.report,
@@ -427,6 +474,7 @@ def admin_object(t: Tenant, label: str) -> Any:
         "routing.readerpool": t.pool,
         "alerts.alert": t.alert,
         "ingest.quarantinedobject": t.quarantined,
+        "orders.hl7message": t.hl7_message,
         "review.reviewcase": t.second_opinion,
         "audit.auditevent": AuditEvent.objects.filter(reading_group_id=t.group.pk)
         .exclude(patient_id="")

@@ -16,6 +16,7 @@ LOW_RATES = {
     "dicomweb": "4/min",
     "sign-in": "2/min",
     "claim": "2/min",
+    "connection-test": "2/min",
 }
 
 
@@ -134,4 +135,5 @@ def test_default_rates_leave_room_for_readers_and_stop_storms() -> None:
     rates = configured.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
     assert set(rates) == set(LOW_RATES)
     assert rates["claim"] == "60/min"
+    assert rates["connection-test"] == "20/min"  # a facility's peer tests (tests/onboarding)
     assert rates["sign-in"] == "10/min"

@@ -1,0 +1,1 @@
+"""Relevant priors from Orthanc as the facility's PACS: ready -> priors retrieved."""
