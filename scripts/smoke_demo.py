@@ -161,7 +161,7 @@ def run(log_path: Path) -> None:
     busy = [port for port in PORTS if not port_free(port)]
     if busy:
         raise SmokeFailure(f"ports still taken after SIGINT: {busy}")
-    step("stopped cleanly: no process left, ports 8000, 11112 and 2575 free")
+    step(f"stopped cleanly: no process left, ports {', '.join(map(str, PORTS))} free")
 
 
 def exercise(demo: subprocess.Popen[Any]) -> None:
