@@ -92,8 +92,7 @@ class GatedApplicationEntity(ApplicationEntity):
 
     @require_calling_aet.setter
     def require_calling_aet(self, ae_titles: list[str]) -> None:
-        # Fixed lists are not used: admission comes from the database.
-        pass
+        """Ignored: admission comes from the database, not from a fixed list."""
 
     # The called AE titles answered: the gateway's own, its configured aliases and
     # the priors AE title (DICOM_PRIORS_AE_TITLE).

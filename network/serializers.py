@@ -91,10 +91,10 @@ def validate_host(value: str) -> None:
     """A host name (RFC 1123 labels) or an IPv4/IPv6 address."""
     try:
         ipaddress.ip_address(value)
-        return
     except ValueError:
-        pass
-    name = value.rstrip(".")
+        name = value.rstrip(".")
+    else:
+        return
     if not name or len(name) > 253 or not all(_HOST_LABEL.match(x) for x in name.split(".")):
         raise serializers.ValidationError("Not a host name or an IP address.")
 

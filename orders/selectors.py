@@ -65,9 +65,3 @@ def message_list_visible(*, user: AnyUser) -> QuerySet[Hl7Message]:
     if user.is_superuser:
         return qs
     return qs.filter(facility__reading_group__in=reading_groups_administered(user=user))
-
-
-def message_is_administered_by(*, user: AnyUser, message: Hl7Message) -> bool:
-    """Whether this user may replay the message (an admin of its facility's group;
-    a site operator for any, including unknown senders')."""
-    return message_list_visible(user=user).filter(pk=message.pk).exists()

@@ -79,8 +79,7 @@ def test_the_worklist_shows_the_reason_for_exam_and_an_ed_badge(browser, live_se
         assert other.locator("small.reason").inner_text() == "Review"
 
         # The rows are refreshed by htmx every few seconds: still there after a refresh.
-        with page.expect_response(lambda r: "/worklist/rows/" in r.url):
-            pass
+        page.wait_for_event("response", lambda r: "/worklist/rows/" in r.url)
         assert page.locator(f'tr[data-study="{ed.pk}"] .pclass').inner_text() == "ED"
 
         # The study page's order section.

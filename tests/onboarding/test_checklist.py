@@ -297,7 +297,7 @@ class _FhirHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        """Quiet: the tests read the requests, not the server's log."""
 
 
 @pytest.fixture
