@@ -17,6 +17,7 @@ class Alert(models.Model):
         REPEATED_LOCKOUT = "repeated_lockout", "Repeated sign-in lockouts"
         DELIVERY_FAILED = "delivery_failed", "Result not delivered to the facility"
         STUDY_CANCELLED = "study_cancelled", "Claimed study cancelled by its order"
+        LATE_IMAGES = "late_images", "New images for a claimed study"
 
     kind = models.CharField(max_length=30, choices=Kind.choices)
     reading_group = models.ForeignKey(

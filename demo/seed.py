@@ -45,17 +45,17 @@ from studies.states import StudyStatus
 DEMO_PASSWORD = "demo-pass-2026"
 
 JURISDICTIONS = [
-    ("US-TX", "Texas"),
-    ("US-NY", "New York"),
-    ("US-CA", "California"),
-    ("US-FL", "Florida"),
-    ("US-IL", "Illinois"),
-    ("US-WA", "Washington"),
-    ("US-MA", "Massachusetts"),
-    ("IN-KA", "Karnataka"),
-    ("IN-MH", "Maharashtra"),
-    ("GB-ENG", "England"),
-    ("AU-NSW", "New South Wales"),
+    ("US-TX", "Texas", "America/Chicago"),
+    ("US-NY", "New York", "America/New_York"),
+    ("US-CA", "California", "America/Los_Angeles"),
+    ("US-FL", "Florida", "America/New_York"),
+    ("US-IL", "Illinois", "America/Chicago"),
+    ("US-WA", "Washington", "America/Los_Angeles"),
+    ("US-MA", "Massachusetts", "America/New_York"),
+    ("IN-KA", "Karnataka", "Asia/Kolkata"),
+    ("IN-MH", "Maharashtra", "Asia/Kolkata"),
+    ("GB-ENG", "England", "Europe/London"),
+    ("AU-NSW", "New South Wales", "Australia/Sydney"),
 ]
 
 REGIONS = [
@@ -323,8 +323,10 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
     today = now.date()
     rng = random.Random(2026)  # noqa: S311 - demo data, not security
 
-    for code, name in JURISDICTIONS:
-        Jurisdiction.objects.get_or_create(code=code, defaults={"country": code[:2], "name": name})
+    for code, name, zone in JURISDICTIONS:
+        Jurisdiction.objects.update_or_create(
+            code=code, defaults={"country": code[:2], "name": name, "timezone": zone}
+        )
     for code, name, country in REGIONS:
         Region.objects.get_or_create(code=code, defaults={"name": name, "country": country})
     groups = {

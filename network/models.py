@@ -35,6 +35,13 @@ class Jurisdiction(models.Model):
     code = models.CharField(max_length=6, unique=True, validators=[validate_jurisdiction_code])
     country = models.CharField(max_length=2, validators=[validate_country_code])
     name = models.CharField(max_length=100)
+    # A license here is valid through the end of its last day in this time zone.
+    timezone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_timezone],
+        help_text="IANA time zone in which license dates are judged (e.g. America/Chicago).",
+    )
 
     class Meta:
         ordering = ["code"]
@@ -75,9 +82,28 @@ class ReadingGroup(models.Model):
     # code changes, however it is changed: routing processes keep each group's
     # rules in memory for as long as this value stays the same.
     rules_version = models.BigIntegerField(default=0, editable=False)
+    # Aging: a waiting study ranks one priority level higher per step of waiting
+    # (worklist.aging), so no priority class starves under a flood of urgent work.
+    worklist_aging_minutes = models.PositiveIntegerField(
+        default=60,
+        help_text="A waiting study rises one priority level per this many minutes of waiting.",
+    )
+    max_pause_minutes = models.PositiveIntegerField(
+        default=120, help_text="The longest a reader may pause themselves."
+    )
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(worklist_aging_minutes__gte=1, worklist_aging_minutes__lte=10080),
+                name="group_aging_bounded",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_pause_minutes__gte=1, max_pause_minutes__lte=1440),
+                name="group_pause_bounded",
+            ),
+        ]
         permissions = [("administer_readinggroup", "Administer the reading group")]
 
     def __str__(self) -> str:
@@ -310,6 +336,10 @@ class Radiologist(models.Model):
     is_available = models.BooleanField(
         default=True, help_text="Accepting new cases (a reader may pause while on shift)."
     )
+    # A pause the reader took (network.services.reader_pause): available again when
+    # it ends, whether or not they resume by hand.
+    paused_until = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -344,6 +374,12 @@ class License(models.Model):
     number = models.CharField(max_length=50)
     valid_from = models.DateField()
     valid_to = models.DateField()
+    valid_until_time = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="Ends at this time of day on its last day, in the jurisdiction's time zone "
+        "(blank: at the end of that day).",
+    )
     status = models.CharField(
         max_length=12, choices=CredentialStatus.choices, default=CredentialStatus.ACTIVE
     )
@@ -392,6 +428,12 @@ class FacilityPrivilege(models.Model):
     )
     valid_from = models.DateField()
     valid_to = models.DateField()
+    valid_until_time = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="Ends at this time of day on its last day, in the facility's time zone "
+        "(blank: at the end of that day).",
+    )
 
     class Meta:
         ordering = ["facility__name", "valid_to"]
@@ -424,6 +466,10 @@ class Shift(models.Model):
     radiologist = models.ForeignKey(Radiologist, on_delete=models.CASCADE, related_name="shifts")
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
+    # Set on shifts generated from a weekly rota (network.services.rota_shifts_generate).
+    rota = models.ForeignKey(
+        "Rota", null=True, blank=True, on_delete=models.SET_NULL, related_name="shifts"
+    )
 
     class Meta:
         ordering = ["starts_at"]
@@ -437,7 +483,74 @@ class Shift(models.Model):
                 name="shift_ends_after_start",
                 violation_error_message="A shift must end after it starts.",
             ),
+            # Generating a rota's shifts twice makes each shift once.
+            models.UniqueConstraint(
+                fields=["rota", "starts_at"],
+                condition=Q(rota__isnull=False),
+                name="shift_one_per_rota_start",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.radiologist} {self.starts_at:%Y-%m-%d %H:%M}-{self.ends_at:%H:%M}"
+
+
+class Rota(models.Model):
+    """A recurring weekly shift of a reader, in the reader's own time zone: concrete
+    shifts are generated ahead from it (daylight-saving correct)."""
+
+    radiologist = models.ForeignKey(Radiologist, on_delete=models.CASCADE, related_name="rotas")
+    weekday = models.PositiveSmallIntegerField(
+        choices=[
+            (0, "Monday"),
+            (1, "Tuesday"),
+            (2, "Wednesday"),
+            (3, "Thursday"),
+            (4, "Friday"),
+            (5, "Saturday"),
+            (6, "Sunday"),
+        ]
+    )
+    starts_at = models.TimeField(help_text="Local time in the reader's time zone.")
+    ends_at = models.TimeField(help_text="Local time; at or before the start: the next day.")
+    valid_from = models.DateField()
+    valid_to = models.DateField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["radiologist", "weekday", "starts_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(weekday__lte=6), name="rota_weekday_valid"),
+            models.CheckConstraint(
+                condition=Q(valid_to__isnull=True) | Q(valid_to__gte=F("valid_from")),
+                name="rota_dates_ordered",
+                violation_error_message="A rota cannot end before it starts.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        day = self.get_weekday_display()
+        return f"{self.radiologist} {day} {self.starts_at:%H:%M}-{self.ends_at:%H:%M}"
+
+
+class Leave(models.Model):
+    """An exception to a reader's rota: no shift is generated on these days (in the
+    reader's time zone), and generated shifts that fall in them are removed."""
+
+    radiologist = models.ForeignKey(Radiologist, on_delete=models.CASCADE, related_name="leaves")
+    starts_on = models.DateField()
+    ends_on = models.DateField()
+    reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["radiologist", "starts_on"]
+        verbose_name_plural = "leave"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_on__gte=F("starts_on")),
+                name="leave_dates_ordered",
+                violation_error_message="Leave cannot end before it starts.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.radiologist} away {self.starts_on}-{self.ends_on}"

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from django.utils import timezone
 from guardian.shortcuts import assign_perm, get_user_perms, remove_perm
 
 from audit.models import AuditEvent
@@ -371,3 +372,45 @@ def privileges_copy(
             ip_address=ip_address,
             detail={"bulk": "copy", "from_facility": source.pk},
         )
+
+
+def reader_pause(
+    *,
+    radiologist: Radiologist,
+    actor: User | None,
+    reason: str,
+    minutes: int,
+    ip_address: str | None = None,
+) -> Radiologist:
+    """Pause a reader (they stop being offered and claiming new cases) for at most the
+    group's ``max_pause_minutes``; their open offers are held, not withdrawn, and the
+    pause ends by itself at ``paused_until``.  Audited with its reason."""
+    reason = reason.strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why you pause."})
+    limit = radiologist.reading_group.max_pause_minutes
+    if not 1 <= minutes <= limit:
+        raise ValidationError({"minutes": f"A pause lasts 1 to {limit} minutes in this group."})
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Radiologist.objects.select_for_update().get(pk=radiologist.pk)
+        before = snapshot(locked)
+        locked.is_available = False
+        locked.paused_until = now + dt.timedelta(minutes=minutes)
+        locked.pause_reason = reason[:200]
+        return audited_save(actor=actor, instance=locked, before=before, ip_address=ip_address)
+
+
+def reader_resume(
+    *, radiologist: Radiologist, actor: User | None, ip_address: str | None = None
+) -> Radiologist:
+    """End a reader's pause now (audited); a reader who is not paused is left alone."""
+    with transaction.atomic():
+        locked = Radiologist.objects.select_for_update().get(pk=radiologist.pk)
+        if locked.is_available and locked.paused_until is None:
+            return locked
+        before = snapshot(locked)
+        locked.is_available = True
+        locked.paused_until = None
+        locked.pause_reason = ""
+        return audited_save(actor=actor, instance=locked, before=before, ip_address=ip_address)

@@ -14,6 +14,11 @@ TIERS = {0: "Hyperlocal", 1: "Regional", 2: "Global"}
 LAST_TIER = 2
 
 
+def default_escalate_fractions() -> list[float]:
+    """Widen to the regional tier at a quarter of the target, to the global at half."""
+    return [0.25, 0.5]
+
+
 class ReaderPool(models.Model):
     """A named set of readers an admin can make a facility's local or regional tier."""
 
@@ -91,9 +96,27 @@ class RoutingRule(models.Model):
     next_case_only = models.BooleanField(
         default=False, help_text="Readers get these through 'next case' only (no cherry-picking)."
     )
-    wait_stat_seconds = models.PositiveIntegerField(default=180)
-    wait_urgent_seconds = models.PositiveIntegerField(default=600)
-    wait_routine_seconds = models.PositiveIntegerField(default=1800)
+    # Escalation follows the SLA (routing.eligibility.escalation_wait): the study
+    # widens to tier k+1 once ``escalate_fractions[k]`` of its turnaround target has
+    # passed since arrival, but waits at least ``min_tier_wait_seconds`` at a tier and
+    # at most the priority's ``wait_*_seconds``.
+    escalate_fractions = models.JSONField(
+        default=default_escalate_fractions,
+        help_text="Fractions of the turnaround target at which to widen to the regional "
+        "and the global tier (two increasing numbers between 0 and 1).",
+    )
+    min_tier_wait_seconds = models.PositiveIntegerField(
+        default=60, help_text="The shortest wait at a tier, however little time is left."
+    )
+    wait_stat_seconds = models.PositiveIntegerField(
+        default=180, help_text="The longest a STAT study waits at one tier."
+    )
+    wait_urgent_seconds = models.PositiveIntegerField(
+        default=3600, help_text="The longest an urgent study waits at one tier."
+    )
+    wait_routine_seconds = models.PositiveIntegerField(
+        default=21600, help_text="The longest a routine study waits at one tier."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -111,6 +134,7 @@ class RoutingRule(models.Model):
                     wait_urgent_seconds__gt=0,
                     wait_routine_seconds__gt=0,
                     accept_timeout_seconds__gt=0,
+                    min_tier_wait_seconds__gt=0,
                 ),
                 name="rule_timers_positive",
             ),

@@ -10,6 +10,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 
 from teleradiology.sql import array_param
+from worklist import aging
 
 if TYPE_CHECKING:
     from studies.models import Study
@@ -31,10 +32,11 @@ class OfferQuerySet(models.QuerySet["Offer"]):
             cursor.execute(
                 f"""
                 INSERT INTO {Offer._meta.db_table} (study_id, radiologist_id, tier, offered_at,
-                    priority, sla_due_at, received_at, facility_id, rule_id, withdrawn_reason)
+                    priority, sla_due_at, received_at, facility_id, rule_id, rank_at,
+                    withdrawn_reason)
                 SELECT *, '' FROM unnest(%s::bigint[], %s::bigint[], %s::int[],
                     %s::timestamptz[], %s::int[], %s::timestamptz[], %s::timestamptz[],
-                    %s::bigint[], %s::bigint[])
+                    %s::bigint[], %s::bigint[], %s::timestamptz[])
                 ON CONFLICT DO NOTHING
                 """,  # noqa: S608 - the table name only
                 [
@@ -47,6 +49,7 @@ class OfferQuerySet(models.QuerySet["Offer"]):
                     [o.received_at for o in offers],
                     array_param([o.facility_id for o in offers], "bigint"),
                     array_param([o.rule_id for o in offers], "bigint"),
+                    [o.rank_at for o in offers],
                 ],
             )
 
@@ -75,6 +78,10 @@ class Offer(models.Model):
     priority = models.PositiveSmallIntegerField()
     sla_due_at = models.DateTimeField()
     received_at = models.DateTimeField()
+    # The worklist's first sort key, fixed when the offer is made: the arrival time
+    # plus the aging offset of the priority (worklist.aging.rank_at).  Ordering by it
+    # is ordering by aged priority at any moment, so no class starves.
+    rank_at = models.DateTimeField()
     # Copies the worklist filters read without a join: the study's facility and
     # the routing rule that made the offer (its subspecialties).
     facility = models.ForeignKey(
@@ -101,19 +108,12 @@ class Offer(models.Model):
         ordering = ["offered_at", "id"]
         indexes = [
             models.Index(
-                fields=["radiologist", "priority", "sla_due_at", "received_at", "study"],
+                fields=["radiologist", "rank_at", "priority", "study"],
                 name="offer_worklist_idx",
                 condition=Q(withdrawn_at__isnull=True, held_at__isnull=True),
             ),
             models.Index(
-                fields=[
-                    "radiologist",
-                    "facility",
-                    "priority",
-                    "sla_due_at",
-                    "received_at",
-                    "study",
-                ],
+                fields=["radiologist", "facility", "rank_at", "priority", "study"],
                 name="offer_worklist_facility_idx",
                 condition=Q(withdrawn_at__isnull=True, held_at__isnull=True),
             ),
@@ -157,4 +157,9 @@ class Offer(models.Model):
             priority=study.priority,
             sla_due_at=study.sla_due_at,
             received_at=study.received_at,
+            rank_at=aging.rank_at(
+                priority=study.priority,
+                received_at=study.received_at,
+                step=dt.timedelta(minutes=study.facility.reading_group.worklist_aging_minutes),
+            ),
         )
