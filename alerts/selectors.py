@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 
@@ -35,3 +37,21 @@ def alert_is_administered_by(*, user: User | AnonymousUser, alert: Alert) -> boo
         alert.reading_group_id is not None
         and reading_groups_administered(user=user).filter(pk=alert.reading_group_id).exists()
     )
+
+
+def alerts_to_recipient(*, user_id: int, kind: str) -> QuerySet[Alert]:
+    """The alerts of ``kind`` addressed to the user (what a reader is told of their own
+    cases: late images, an idle claim released), newest first; a subquery for their
+    case lists."""
+    return Alert.objects.filter(recipient_id=user_id, kind=kind).order_by("-created_at", "-id")
+
+
+def alert_latest_to(
+    *, user_id: int, kind: str, study_id: int, since: dt.datetime | None
+) -> Alert | None:
+    """The newest alert of ``kind`` to the user about the study raised at or after
+    ``since`` (e.g. since they claimed it), or None."""
+    alerts = alerts_to_recipient(user_id=user_id, kind=kind).filter(study_id=study_id)
+    if since is not None:
+        alerts = alerts.filter(created_at__gte=since)
+    return alerts.first()

@@ -43,6 +43,8 @@ DEMO_RULES: list[dict[str, Any]] = [
         "subspecialties": ["chest", "emergency"],
         "allow_general": True,
         "relative_value": "0.60",
+        # High-volume work taken in order: readers get it through "Next case" only.
+        "next_case_only": True,
     },
     {
         "name": "Body: abdomen and pelvis",

@@ -2,7 +2,8 @@
 three other countries, thirty readers around the clock, and a login per role.
 
 Idempotent: every row is found by a natural key before it is created, so a
-second run changes nothing.  Shifts cover a window around today.
+second run changes nothing.  Manual shifts cover yesterday and today; weekly rotas
+generate the days ahead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
@@ -27,11 +29,13 @@ from network.models import (
     FacilityAETitle,
     FacilityPrivilege,
     Jurisdiction,
+    Leave,
     License,
     Priority,
     Radiologist,
     ReadingGroup,
     Region,
+    Rota,
     Shift,
     Subspecialty,
 )
@@ -255,7 +259,11 @@ READERS = [
 
 US_STATES = ["US-TX", "US-NY", "US-CA", "US-FL", "US-IL", "US-WA", "US-MA"]
 SHIFT_BANDS_UTC = [(0, 8), (8, 16), (16, 24)]
-SHIFT_DAYS_BEFORE, SHIFT_DAYS_AFTER = 1, 13
+# Manual shifts for yesterday and today (history and the demo's first hours); from
+# tomorrow each reader's weekly rota generates them (network.services.rota_save).
+SHIFT_DAYS_BEFORE = 1
+# One reader's leave, some days ahead: their rota makes no shift on those days.
+LEAVE_READER, LEAVE_IN_DAYS, LEAVE_DAYS = "dr.okafor", 9, 3
 
 DEMO_STUDIES = [
     # (facility index, modality, body part, description, priority, patient)
@@ -396,7 +404,9 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
         readers.append(reader)
         _seed_credentials(reader, index=index, rng=rng, today=today, facilities=facilities)
         _seed_shifts(reader, index=index, today=today)
+        _seed_rota(reader, index=index, today=today)
 
+    _seed_leave(today=today)
     for group in groups.values():
         seed_demo_rules(group)
     report_templates_seed()
@@ -408,6 +418,7 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
         "licenses": License.objects.count(),
         "privileges": FacilityPrivilege.objects.count(),
         "shifts": Shift.objects.count(),
+        "rotas": Rota.objects.count(),
         "studies": Study.objects.count(),
         "report_templates": ReportTemplate.objects.count(),
     }
@@ -476,13 +487,54 @@ def _seed_shifts(reader: Radiologist, *, index: int, today: dt.date) -> None:
     # Three 8-hour bands cover every hour of the UTC day; readers rotate
     # through them so each band has about ten readers across subspecialties.
     start_hour, end_hour = SHIFT_BANDS_UTC[index % len(SHIFT_BANDS_UTC)]
-    for offset in range(-SHIFT_DAYS_BEFORE, SHIFT_DAYS_AFTER + 1):
+    for offset in range(-SHIFT_DAYS_BEFORE, 1):
         day = today + dt.timedelta(days=offset)
         starts = dt.datetime.combine(day, dt.time(start_hour), tzinfo=dt.UTC)
         ends = starts + dt.timedelta(hours=end_hour - start_hour)
         Shift.objects.get_or_create(
             radiologist=reader, starts_at=starts, defaults={"ends_at": ends}
         )
+
+
+def _seed_rota(reader: Radiologist, *, index: int, today: dt.date) -> None:
+    """The reader's UTC band as a weekly rota in their own time zone (at today's
+    offset: the band moves by an hour of UTC at their daylight-saving changes, as a
+    real rota does), every day from tomorrow; saved through the service, which
+    generates the shifts ahead."""
+    if Rota.objects.filter(radiologist=reader).exists():
+        return
+    start_hour, end_hour = SHIFT_BANDS_UTC[index % len(SHIFT_BANDS_UTC)]
+    zone = ZoneInfo(reader.timezone)
+    starts_utc = dt.datetime.combine(today, dt.time(start_hour), tzinfo=dt.UTC)
+    starts = starts_utc.astimezone(zone).time()
+    ends = (starts_utc + dt.timedelta(hours=end_hour - start_hour)).astimezone(zone).time()
+    for weekday in range(7):
+        services.rota_save(
+            actor=None,
+            instance=Rota(
+                radiologist=reader,
+                weekday=weekday,
+                starts_at=starts,
+                ends_at=ends,
+                valid_from=today + dt.timedelta(days=1),
+            ),
+        )
+
+
+def _seed_leave(*, today: dt.date) -> None:
+    reader = Radiologist.objects.filter(user__username=LEAVE_READER).first()
+    if reader is None or Leave.objects.filter(radiologist=reader).exists():
+        return
+    starts = today + dt.timedelta(days=LEAVE_IN_DAYS)
+    services.leave_save(
+        actor=None,
+        instance=Leave(
+            radiologist=reader,
+            starts_on=starts,
+            ends_on=starts + dt.timedelta(days=LEAVE_DAYS - 1),
+            reason="Conference",
+        ),
+    )
 
 
 def _seed_studies(facilities: list[Facility], *, now: dt.datetime) -> None:

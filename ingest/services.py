@@ -490,6 +490,60 @@ def _file_again(
     return ReceiveResult(status.SUCCESS, "version")
 
 
+# A burst of late instances (a modality re-sending a series, a forgotten series sent
+# afterwards) tells the reader holding the study once per window, not once per image.
+LATE_IMAGES_ALERT_WINDOW = dt.timedelta(minutes=5)
+
+
+def study_late_images_alert(*, study_id: int, now: dt.datetime | None = None) -> bool:
+    """Tell whoever must know that images arrived after the study was ready: the
+    reader who holds it (claimed or preliminary), at most once per study and reader
+    per ``LATE_IMAGES_ALERT_WINDOW``, so that they look again before they sign; the
+    group's admins once per late-instance count after the final report.  Idempotent
+    by the alerts' dedupe keys; True when an alert was raised."""
+    now = now or timezone.now()
+    study = (
+        Study.objects.select_related("facility__reading_group", "assigned_radiologist__user")
+        .filter(pk=study_id)
+        .first()
+    )
+    if study is None:
+        return False
+    label = study.accession_number or study.study_instance_uid
+    if study.status == StudyStatus.FINAL:
+        raised = alert_raise(
+            kind=Alert.Kind.IMAGES_AFTER_FINAL,
+            dedupe_key=f"images-after-final:{study.pk}:{study.late_instance_count}",
+            message=(
+                f"New images arrived for study {label} ({study.facility.name}) after its "
+                f"final report; {study.late_instance_count} late instance(s) so far."
+            ),
+            reading_group=study.facility.reading_group,
+            study=study,
+        )
+        return raised is not None
+    reader = study.assigned_radiologist
+    if study.status not in (StudyStatus.CLAIMED, StudyStatus.PRELIMINARY) or reader is None:
+        return False
+    # One key per aligned window: concurrent tasks of one burst share it, so the
+    # unique dedupe key lets exactly one of them raise (no read-then-write).
+    window = int(now.timestamp() // LATE_IMAGES_ALERT_WINDOW.total_seconds())
+    stage = "your preliminary report" if study.status == StudyStatus.PRELIMINARY else "your claim"
+    raised = alert_raise(
+        kind=Alert.Kind.LATE_IMAGES,
+        dedupe_key=f"late-images:{study.pk}:{reader.pk}:{window}",
+        message=(
+            f"New images arrived for study {label} ({study.facility.name}), which you hold, "
+            f"after {stage}: {study.late_instance_count} image(s) came after the study was "
+            "complete. Look at them before you sign."
+        )[:1000],
+        reading_group=study.facility.reading_group,
+        study=study,
+        recipient=reader.user,
+    )
+    return raised is not None
+
+
 def studies_mark_ready(
     *, quiet_seconds: float, now: dt.datetime | None = None, batch_size: int = 200
 ) -> list[int]:

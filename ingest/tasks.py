@@ -10,8 +10,6 @@ from alerts.services import alert_raise
 from ingest import services
 from ingest.models import QuarantinedObject
 from ingest.storage import default_storage
-from studies.models import Study
-from studies.states import StudyStatus
 from teleradiology.celery import AppTask
 
 
@@ -24,29 +22,17 @@ def studies_mark_ready() -> int:
 @shared_task(
     base=AppTask,
     name="ingest.study_check_images_after_report",
-    # Idempotent: the alert's dedupe key (study, late instance count) raises it once.
+    # Idempotent: the alerts' dedupe keys (study and late instance count after the
+    # final report; study, reader and window while it is held) raise each once.
     acks_late=True,
     max_retries=5,
     soft_time_limit=20,
     time_limit=30,
 )
 def study_check_images_after_report(study_id: int) -> bool:
-    """Alert the group's admins once if images arrived after the study's final report."""
-    study = Study.objects.select_related("facility").get(pk=study_id)
-    if study.status != StudyStatus.FINAL:
-        return False
-    raised = alert_raise(
-        kind=Alert.Kind.IMAGES_AFTER_FINAL,
-        dedupe_key=f"images-after-final:{study.pk}:{study.late_instance_count}",
-        message=(
-            f"New images arrived for study {study.accession_number or study.study_instance_uid} "
-            f"({study.facility.name}) after its final report; "
-            f"{study.late_instance_count} late instance(s) so far."
-        ),
-        reading_group=study.facility.reading_group,
-        study=study,
-    )
-    return raised is not None
+    """Tell the holder of a claimed or preliminary study, or the group's admins after
+    the final report, that late images arrived (ingest.study_late_images_alert)."""
+    return services.study_late_images_alert(study_id=study_id)
 
 
 @shared_task(

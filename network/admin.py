@@ -23,12 +23,20 @@ from network.models import (
     FacilityAETitle,
     FacilityPrivilege,
     Jurisdiction,
+    Leave,
     License,
     Radiologist,
     ReadingGroup,
     Region,
+    Rota,
     Shift,
     Subspecialty,
+)
+from network.validators import (
+    AGING_MINUTES_MAX,
+    AGING_MINUTES_MIN,
+    PAUSE_MINUTES_MAX,
+    PAUSE_MINUTES_MIN,
 )
 from teleradiology.api import request_actor
 from teleradiology.audited import snapshot
@@ -97,6 +105,7 @@ class GroupScopedAdmin(admin.ModelAdmin[Any]):
     # The services of the app that owns the model (one owner per table).
     save_service = staticmethod(services.network_object_save)
     delete_service = staticmethod(services.network_object_delete)
+    set_related_service = staticmethod(services.network_object_set_related)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         before = None
@@ -111,6 +120,27 @@ class GroupScopedAdmin(admin.ModelAdmin[Any]):
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         self.delete_service(actor=request_actor(request), instance=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        # The changelist's bulk delete goes through the service one by one: audited,
+        # and a deleted license, privilege or shift withdraws its reader's offers.
+        for obj in queryset.order_by("pk"):
+            self.delete_model(request, obj)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # Many-to-many fields (a reader's subspecialties) through the service, not the
+        # form's save_m2m: audited, and judged against the reader's offers.
+        for field in form.instance._meta.many_to_many:
+            if field.name in form.cleaned_data:
+                self.set_related_service(
+                    instance=form.instance,
+                    name=field.name,
+                    values=form.cleaned_data[field.name],
+                    actor=request_actor(request),
+                    ip_address=request.META.get("REMOTE_ADDR"),
+                )
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
 
 # --- Privileges in bulk: intermediate forms of two changelist actions ------------
@@ -253,11 +283,34 @@ class RadiologistAdmin(GroupScopedAdmin):
         "workload_cap",
         "is_active",
         "is_available",
+        "paused_until",
     ]
     list_filter = ["is_active", "is_available", "subspecialties", "reading_group"]
     search_fields = ["display_name", "user__username"]
     filter_horizontal = ["subspecialties"]
-    actions = ["grant_privileges"]
+    # A timed pause is taken and ended through the services (the reader's worklist,
+    # the API, the action below), never typed in here.
+    readonly_fields = ["paused_until", "pause_reason"]
+    actions = ["grant_privileges", "resume"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # Availability set by hand replaces a timed pause (as in the API).
+        if "is_available" in form.changed_data:
+            obj.paused_until = None
+            obj.pause_reason = ""
+        super().save_model(request, obj, form, change)
+
+    @admin.action(
+        description="Resume (end the pause of) the selected readers", permissions=["change"]
+    )
+    def resume(self, request: HttpRequest, queryset: QuerySet[Radiologist]) -> None:
+        for reader in queryset.order_by("pk"):
+            services.reader_resume(
+                radiologist=reader,
+                actor=request_actor(request),
+                ip_address=request.META.get("REMOTE_ADDR"),
+            )
+        self.message_user(request, f"{queryset.count()} reader(s) available.")
 
     @admin.action(description="Grant privileges at a facility…", permissions=["change"])
     def grant_privileges(
@@ -306,6 +359,7 @@ class LicenseAdmin(GroupScopedAdmin):
         "status",
         "valid_from",
         "valid_to",
+        "valid_until_time",
     ]
     list_filter = ["status", "scope", "jurisdiction__country"]
     search_fields = ["number", "radiologist__display_name"]
@@ -314,28 +368,101 @@ class LicenseAdmin(GroupScopedAdmin):
 @admin.register(FacilityPrivilege)
 class FacilityPrivilegeAdmin(GroupScopedAdmin):
     group_path = "radiologist__reading_group"
-    list_display = ["radiologist", "facility", "status", "valid_from", "valid_to"]
+    list_display = [
+        "radiologist",
+        "facility",
+        "status",
+        "valid_from",
+        "valid_to",
+        "valid_until_time",
+    ]
     list_filter = ["status", "facility"]
 
 
 @admin.register(Shift)
 class ShiftAdmin(GroupScopedAdmin):
     group_path = "radiologist__reading_group"
-    list_display = ["radiologist", "starts_at", "ends_at"]
+    list_display = ["radiologist", "starts_at", "ends_at", "rota"]
     date_hierarchy = "starts_at"
+    # Set by rota generation only: a shift added here is a manual one.
+    readonly_fields = ["rota"]
+
+
+class RotaServicesAdmin(GroupScopedAdmin):
+    """Rotas and leave: saved and deleted through their services, which regenerate the
+    reader's shifts; the changelist's bulk delete goes through them one by one."""
+
+    group_path = "radiologist__reading_group"
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for obj in queryset.order_by("pk"):
+            self.delete_model(request, obj)
+
+
+@admin.register(Rota)
+class RotaAdmin(RotaServicesAdmin):
+    list_display = ["radiologist", "weekday", "starts_at", "ends_at", "valid_from", "valid_to"]
+    list_filter = ["weekday", "radiologist"]
+    search_fields = ["radiologist__display_name"]
+    # Typed for its own model (the base's are generic over any network object).
+    save_service = staticmethod(services.rota_save)  # type: ignore[assignment]
+    delete_service = staticmethod(services.rota_delete)  # type: ignore[assignment]
+
+
+@admin.register(Leave)
+class LeaveAdmin(RotaServicesAdmin):
+    list_display = ["radiologist", "starts_on", "ends_on", "reason"]
+    list_filter = ["radiologist"]
+    search_fields = ["radiologist__display_name", "reason"]
+    date_hierarchy = "starts_on"
+    # Typed for its own model (the base's are generic over any network object).
+    save_service = staticmethod(services.leave_save)  # type: ignore[assignment]
+    delete_service = staticmethod(services.leave_delete)  # type: ignore[assignment]
+
+
+class ReadingGroupForm(forms.ModelForm[ReadingGroup]):
+    worklist_aging_minutes = forms.IntegerField(
+        min_value=AGING_MINUTES_MIN,
+        max_value=AGING_MINUTES_MAX,
+        initial=60,
+        help_text="A waiting study rises one priority level per this many minutes "
+        f"({AGING_MINUTES_MIN}-{AGING_MINUTES_MAX}).",
+    )
+    max_pause_minutes = forms.IntegerField(
+        min_value=PAUSE_MINUTES_MIN,
+        max_value=PAUSE_MINUTES_MAX,
+        initial=120,
+        help_text="The longest a reader may pause themselves "
+        f"({PAUSE_MINUTES_MIN}-{PAUSE_MINUTES_MAX} minutes).",
+    )
+
+    class Meta:
+        model = ReadingGroup
+        fields = ["name", "worklist_aging_minutes", "max_pause_minutes"]
 
 
 @admin.register(ReadingGroup)
 class ReadingGroupAdmin(admin.ModelAdmin[ReadingGroup]):
-    list_display = ["name"]
+    form = ReadingGroupForm
+    list_display = ["name", "worklist_aging_minutes", "max_pause_minutes"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ReadingGroup]:
         return selectors.reading_groups_administered(user=request.user)
 
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # Through the audited service: a new aging step re-keys the group's worklists.
+        before = snapshot(ReadingGroup.objects.get(pk=obj.pk)) if change and obj.pk else None
+        services.network_object_save(
+            actor=request_actor(request),
+            instance=obj,
+            before=before,
+            ip_address=request.META.get("REMOTE_ADDR"),
+        )
+
 
 @admin.register(Jurisdiction)
 class JurisdictionAdmin(admin.ModelAdmin[Jurisdiction]):
-    list_display = ["code", "name", "country"]
+    list_display = ["code", "name", "country", "timezone"]
     search_fields = ["code", "name"]
 
 

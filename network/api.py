@@ -10,6 +10,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,9 +22,12 @@ from network.models import (
     Facility,
     FacilityPrivilege,
     Jurisdiction,
+    Leave,
     License,
     Radiologist,
+    ReadingGroup,
     Region,
+    Rota,
     Shift,
     Subspecialty,
 )
@@ -32,13 +36,18 @@ from network.serializers import (
     FacilityPrivilegeSerializer,
     FacilitySerializer,
     JurisdictionSerializer,
+    LeaveSerializer,
     LicenseSerializer,
     MeSerializer,
+    PauseSerializer,
+    PauseStateSerializer,
     PrivilegeBulkGrantSerializer,
     PrivilegeCopySerializer,
     PrivilegeGrantResultSerializer,
     RadiologistSerializer,
+    ReadingGroupSerializer,
     RegionSerializer,
+    RotaSerializer,
     ShiftSerializer,
     SubspecialtySerializer,
 )
@@ -179,6 +188,33 @@ class RadiologistFilter(django_filters.FilterSet):
         fields = ["reading_group", "is_active", "is_available", "subspecialty", "home_region"]
 
 
+def pause_state(reader: Radiologist) -> dict[str, Any]:
+    """A reader's pause now, for PauseStateSerializer (a pause that ran out is over)."""
+    now = timezone.now()
+    available = selectors.reader_is_available(radiologist=reader, at=now)
+    return {
+        "radiologist": reader.pk,
+        "is_available": available,
+        "paused_until": None if available else reader.paused_until,
+        "pause_reason": "" if available else reader.pause_reason,
+        "max_pause_minutes": reader.reading_group.max_pause_minutes,
+    }
+
+
+def reader_pause_from_request(request: Request, reader: Radiologist) -> Radiologist:
+    """Validate a pause request's body and pause ``reader`` (network.services.reader_pause:
+    refused with 400 over the group's max_pause_minutes)."""
+    data = PauseSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    return services.reader_pause(
+        radiologist=reader,
+        actor=request_actor(request),
+        reason=data.validated_data["reason"],
+        minutes=data.validated_data["minutes"],
+        ip_address=client_ip(request),
+    )
+
+
 class RadiologistViewSet(NetworkViewSet):
     serializer_class = RadiologistSerializer
     filterset_class = RadiologistFilter
@@ -187,10 +223,46 @@ class RadiologistViewSet(NetworkViewSet):
     def get_queryset(self) -> models.QuerySet[Radiologist]:
         return (
             selectors.radiologist_list_visible(user=self.request.user)
-            .select_related("user", "home_region")
+            .select_related("user", "home_region", "reading_group")
             .prefetch_related("subspecialties")
             .order_by("display_name", "id")
         )
+
+    @extend_schema(
+        request=PauseSerializer,
+        responses={
+            200: PauseStateSerializer,
+            400: OpenApiResponse(description="No reason, or longer than the group allows."),
+            403: OpenApiResponse(description="Not an admin of the reader's reading group."),
+        },
+        summary="Pause a reader",
+        description="The reader is offered no new study and claims none until the pause "
+        "ends (by itself at `paused_until`, or by resume); studies already offered to them "
+        "stay on their worklist.  At most the group's `max_pause_minutes`.  Audited.",
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: Any = None, **kwargs: Any) -> Response:
+        reader = reader_pause_from_request(request, self.get_object())
+        return Response(PauseStateSerializer(pause_state(reader)).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: PauseStateSerializer,
+            403: OpenApiResponse(description="Not an admin of the reader's reading group."),
+        },
+        summary="Resume a reader",
+        description="End the reader's pause (or unavailability) now; audited.  A reader "
+        "who is not paused is left as they are.",
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: Any = None, **kwargs: Any) -> Response:
+        reader = services.reader_resume(
+            radiologist=self.get_object(),
+            actor=request_actor(request),
+            ip_address=client_ip(request),
+        )
+        return Response(PauseStateSerializer(pause_state(reader)).data)
 
 
 class LicenseFilter(django_filters.FilterSet):
@@ -261,10 +333,13 @@ class FacilityPrivilegeViewSet(NetworkViewSet):
 
 class ShiftFilter(django_filters.FilterSet):
     on_duty_at = django_filters.IsoDateTimeFilter(method="filter_on_duty_at")
+    generated = django_filters.BooleanFilter(
+        field_name="rota", lookup_expr="isnull", exclude=True, label="Generated from a rota"
+    )
 
     class Meta:
         model = Shift
-        fields = ["radiologist"]
+        fields = ["radiologist", "rota"]
 
     def filter_on_duty_at(self, queryset: Any, name: str, value: Any) -> Any:
         return queryset.filter(starts_at__lte=value, ends_at__gt=value)
@@ -277,6 +352,51 @@ class ShiftViewSet(NetworkViewSet):
 
     def get_queryset(self) -> models.QuerySet[Shift]:
         return selectors.shift_list_visible(user=self.request.user).order_by("starts_at", "id")
+
+
+class RotaViewSet(NetworkViewSet):
+    """Readers' weekly rotas: saving or deleting one regenerates the reader's future
+    shifts at once (network.services.rota_save / rota_delete)."""
+
+    serializer_class = RotaSerializer
+    filterset_fields = ["radiologist", "weekday"]
+    ordering_fields = ["weekday", "starts_at", "valid_from"]
+    # Typed for its own model (the base's are generic over any network object).
+    save_service = staticmethod(services.rota_save)  # type: ignore[assignment]
+    delete_service = staticmethod(services.rota_delete)  # type: ignore[assignment]
+
+    def get_queryset(self) -> models.QuerySet[Rota]:
+        return selectors.rota_list_visible(user=self.request.user).order_by(
+            "radiologist_id", "weekday", "starts_at", "id"
+        )
+
+
+class LeaveFilter(django_filters.FilterSet):
+    on = django_filters.DateFilter(method="filter_on", label="Away on this day")
+
+    class Meta:
+        model = Leave
+        fields = ["radiologist"]
+
+    def filter_on(self, queryset: Any, name: str, value: Any) -> Any:
+        return queryset.filter(starts_on__lte=value, ends_on__gte=value)
+
+
+class LeaveViewSet(NetworkViewSet):
+    """Readers' leave: no rota shift is generated on its days, and generated shifts
+    not started that fall in it are removed (network.services.leave_save)."""
+
+    serializer_class = LeaveSerializer
+    filterset_class = LeaveFilter
+    ordering_fields = ["starts_on"]
+    # Typed for its own model (the base's are generic over any network object).
+    save_service = staticmethod(services.leave_save)  # type: ignore[assignment]
+    delete_service = staticmethod(services.leave_delete)  # type: ignore[assignment]
+
+    def get_queryset(self) -> models.QuerySet[Leave]:
+        return selectors.leave_list_visible(user=self.request.user).order_by(
+            "radiologist_id", "starts_on", "id"
+        )
 
 
 class ReferenceViewSet(
@@ -302,6 +422,45 @@ class SubspecialtyViewSet(ReferenceViewSet):
     serializer_class = SubspecialtySerializer
 
 
+class ReadingGroupApi(APIView):
+    """Read or change one reading group's settings (its admins only): the worklist's
+    aging step (a new step re-keys the group's worklists at once) and the longest
+    pause a reader may take."""
+
+    permission_classes = [IsAuthenticated]
+
+    def _group(self, request: Request, reading_group_id: int) -> ReadingGroup:
+        # Another group's id answers as a missing one: no oracle of other groups.
+        group = (
+            selectors.reading_groups_administered(user=request.user)
+            .filter(pk=reading_group_id)
+            .first()
+        )
+        if group is None:
+            raise NotFound("No reading group of yours has this id.")
+        return group
+
+    @extend_schema(responses=ReadingGroupSerializer)
+    def get(self, request: Request, reading_group_id: int) -> Response:
+        return Response(ReadingGroupSerializer(self._group(request, reading_group_id)).data)
+
+    @extend_schema(request=ReadingGroupSerializer, responses=ReadingGroupSerializer)
+    def patch(self, request: Request, reading_group_id: int) -> Response:
+        group = self._group(request, reading_group_id)
+        body = ReadingGroupSerializer(group, data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        before = snapshot(group)
+        for name, value in body.validated_data.items():
+            setattr(group, name, value)
+        services.network_object_save(
+            actor=request_actor(request),
+            instance=group,
+            before=before,
+            ip_address=client_ip(request),
+        )
+        return Response(ReadingGroupSerializer(group).data)
+
+
 class MeApi(APIView):
     """Who am I: my roles and what I am granted."""
 
@@ -318,6 +477,7 @@ class MeApi(APIView):
             "presence": (
                 selectors.reader_presence(radiologist=reader, at=timezone.now()) if reader else None
             ),
+            "max_pause_minutes": reader.reading_group.max_pause_minutes if reader else None,
             "facilities": list(
                 selectors.facilities_staffed(user=user).values_list("pk", flat=True)
             ),
@@ -326,3 +486,52 @@ class MeApi(APIView):
             ),
         }
         return Response(MeSerializer(data).data)
+
+
+def _own_reader(request: Request) -> Radiologist:
+    reader = selectors.radiologist_for_user(user=request.user)
+    if reader is None:
+        raise PermissionDenied("Only readers pause themselves.")
+    return reader
+
+
+class MePauseApi(APIView):
+    """Pause myself (a reader): no new study is offered to me and I claim none until
+    the pause ends, by itself or when I resume; what is on my worklist stays there."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=PauseSerializer,
+        responses={
+            200: PauseStateSerializer,
+            400: OpenApiResponse(description="No reason, or longer than your group allows."),
+            403: OpenApiResponse(description="Not a reader."),
+        },
+        summary="Pause myself",
+    )
+    def post(self, request: Request) -> Response:
+        reader = reader_pause_from_request(request, _own_reader(request))
+        return Response(PauseStateSerializer(pause_state(reader)).data)
+
+
+class MeResumeApi(APIView):
+    """End my pause now."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: PauseStateSerializer,
+            403: OpenApiResponse(description="Not a reader."),
+        },
+        summary="Resume after a pause",
+    )
+    def post(self, request: Request) -> Response:
+        reader = services.reader_resume(
+            radiologist=_own_reader(request),
+            actor=request_actor(request),
+            ip_address=client_ip(request),
+        )
+        return Response(PauseStateSerializer(pause_state(reader)).data)

@@ -16,6 +16,7 @@ from network.validators import (
     validate_networks,
     validate_timezone,
 )
+from network.validity import validity_window
 
 # `__length` in the check constraints below.
 models.CharField.register_lookup(Length)
@@ -412,8 +413,16 @@ class License(models.Model):
     def __str__(self) -> str:
         return f"{self.jurisdiction} {self.number}"
 
-    def is_valid_on(self, day: dt.date) -> bool:
-        return self.status == CredentialStatus.ACTIVE and self.valid_from <= day <= self.valid_to
+    def valid_window(self) -> tuple[dt.datetime, dt.datetime]:
+        """From the start of its first day to the end of its last (or ``valid_until_time``
+        that day), in the jurisdiction's time zone, as UTC instants (end exclusive)."""
+        return validity_window(
+            self.valid_from, self.valid_to, self.valid_until_time, self.jurisdiction.timezone
+        )
+
+    def is_valid_at(self, at: dt.datetime) -> bool:
+        starts_at, ends_at = self.valid_window()
+        return self.status == CredentialStatus.ACTIVE and starts_at <= at < ends_at
 
 
 class FacilityPrivilege(models.Model):
@@ -456,8 +465,16 @@ class FacilityPrivilege(models.Model):
     def __str__(self) -> str:
         return f"{self.radiologist} @ {self.facility}"
 
-    def is_valid_on(self, day: dt.date) -> bool:
-        return self.status == CredentialStatus.ACTIVE and self.valid_from <= day <= self.valid_to
+    def valid_window(self) -> tuple[dt.datetime, dt.datetime]:
+        """From the start of its first day to the end of its last (or ``valid_until_time``
+        that day), in the facility's time zone, as UTC instants (end exclusive)."""
+        return validity_window(
+            self.valid_from, self.valid_to, self.valid_until_time, self.facility.timezone
+        )
+
+    def is_valid_at(self, at: dt.datetime) -> bool:
+        starts_at, ends_at = self.valid_window()
+        return self.status == CredentialStatus.ACTIVE and starts_at <= at < ends_at
 
 
 class Shift(models.Model):

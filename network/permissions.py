@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from network.models import FacilityPrivilege, License, Shift
+from network.models import FacilityPrivilege, Leave, License, Rota, Shift
 from network.selectors import is_group_admin, reading_groups_administered
 
 
@@ -15,7 +15,7 @@ def reading_group_id_of(obj: Any) -> int | None:
     """The reading group an object of the network (or its configuration) belongs to."""
     if hasattr(obj, "reading_group_id"):
         return int(obj.reading_group_id)
-    if isinstance(obj, License | FacilityPrivilege | Shift):
+    if isinstance(obj, License | FacilityPrivilege | Shift | Rota | Leave):
         return obj.radiologist.reading_group_id
     return None
 

@@ -22,6 +22,8 @@ _GROUP_ADMIN_PERMS = [
             "license",
             "facilityprivilege",
             "shift",
+            "rota",
+            "leave",
         )
         for verb in ("add", "change", "delete", "view")
     ),

@@ -21,9 +21,11 @@ from network.models import (
     Facility,
     FacilityAETitle,
     FacilityPrivilege,
+    Leave,
     License,
     Radiologist,
     ReadingGroup,
+    Rota,
     Shift,
 )
 
@@ -169,6 +171,16 @@ def shift_list_visible(*, user: AnyUser) -> QuerySet[Shift]:
     return Shift.objects.filter(_credential_scope(user)).select_related("radiologist")
 
 
+def rota_list_visible(*, user: AnyUser) -> QuerySet[Rota]:
+    """Weekly rotas the user may see: their groups' readers' as admin, or their own."""
+    return Rota.objects.filter(_credential_scope(user)).select_related("radiologist")
+
+
+def leave_list_visible(*, user: AnyUser) -> QuerySet[Leave]:
+    """Leave the user may see: their groups' readers' as admin, or their own."""
+    return Leave.objects.filter(_credential_scope(user)).select_related("radiologist")
+
+
 def shift_list_on_duty(*, at: dt.datetime) -> QuerySet[Shift]:
     """Shifts running at ``at``: one range query on the shift window index."""
     return Shift.objects.filter(starts_at__lte=at, ends_at__gt=at)
@@ -183,15 +195,25 @@ class ReaderPresence:
     is_active: bool
     shift_ends_at: dt.datetime | None
     next_shift_starts_at: dt.datetime | None
+    # A pause under way: when it ends by itself (None: until someone resumes) and why.
+    paused_until: dt.datetime | None = None
+    pause_reason: str = ""
 
     @property
     def receives_offers(self) -> bool:
         return self.on_shift and self.is_available and self.is_active
 
 
+def reader_is_available(*, radiologist: Radiologist, at: dt.datetime) -> bool:
+    """Accepting cases at ``at``: not paused, or paused by a pause that has run out
+    (routing.selectors.READER_AVAILABLE says the same in SQL)."""
+    ended = radiologist.paused_until is not None and radiologist.paused_until <= at
+    return radiologist.is_available or ended
+
+
 def reader_presence(*, radiologist: Radiologist, at: dt.datetime) -> ReaderPresence:
     """The reader's shift state at ``at``: the running shift's end, else the next start
-    (two index probes on the reader's shifts)."""
+    (two index probes on the reader's shifts), and their pause."""
     shifts = Shift.objects.filter(radiologist=radiologist)
     running = shifts.filter(starts_at__lte=at, ends_at__gt=at).order_by("-ends_at").first()
     upcoming = (
@@ -199,12 +221,15 @@ def reader_presence(*, radiologist: Radiologist, at: dt.datetime) -> ReaderPrese
         if running is not None
         else shifts.filter(starts_at__gt=at).order_by("starts_at").first()
     )
+    available = reader_is_available(radiologist=radiologist, at=at)
     return ReaderPresence(
         on_shift=running is not None,
-        is_available=radiologist.is_available,
+        is_available=available,
         is_active=radiologist.is_active,
         shift_ends_at=running.ends_at if running else None,
         next_shift_starts_at=upcoming.starts_at if upcoming else None,
+        paused_until=None if available else radiologist.paused_until,
+        pause_reason="" if available else radiologist.pause_reason,
     )
 
 

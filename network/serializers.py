@@ -14,11 +14,13 @@ from network.models import (
     Facility,
     FacilityPrivilege,
     Jurisdiction,
+    Leave,
     License,
     Priority,
     Radiologist,
     ReadingGroup,
     Region,
+    Rota,
     Shift,
     Subspecialty,
 )
@@ -27,7 +29,13 @@ from network.selectors import (
     reading_groups_administered,
     users_enrolable,
 )
-from network.validators import validate_ae_title
+from network.validators import (
+    AGING_MINUTES_MAX,
+    AGING_MINUTES_MIN,
+    PAUSE_MINUTES_MAX,
+    PAUSE_MINUTES_MIN,
+    validate_ae_title,
+)
 
 
 class ScopedRelatedFieldsMixin:
@@ -56,7 +64,7 @@ class ScopedRelatedFieldsMixin:
 class JurisdictionSerializer(serializers.ModelSerializer[Jurisdiction]):
     class Meta:
         model = Jurisdiction
-        fields = ["id", "code", "country", "name"]
+        fields = ["id", "code", "country", "name", "timezone"]
 
 
 class RegionSerializer(serializers.ModelSerializer[Region]):
@@ -72,9 +80,36 @@ class SubspecialtySerializer(serializers.ModelSerializer[Subspecialty]):
 
 
 class ReadingGroupSerializer(serializers.ModelSerializer[ReadingGroup]):
+    """A reading group's settings its admins change: the worklist's aging step and the
+    longest pause a reader may take."""
+
+    worklist_aging_minutes = serializers.IntegerField(
+        min_value=AGING_MINUTES_MIN,
+        max_value=AGING_MINUTES_MAX,
+        required=False,
+        help_text="A waiting study rises one priority level per this many minutes "
+        f"({AGING_MINUTES_MIN}-{AGING_MINUTES_MAX}).",
+        error_messages={
+            "min_value": f"The aging step is {AGING_MINUTES_MIN} to {AGING_MINUTES_MAX} minutes.",
+            "max_value": f"The aging step is {AGING_MINUTES_MIN} to {AGING_MINUTES_MAX} minutes.",
+        },
+    )
+    max_pause_minutes = serializers.IntegerField(
+        min_value=PAUSE_MINUTES_MIN,
+        max_value=PAUSE_MINUTES_MAX,
+        required=False,
+        help_text="The longest a reader may pause themselves "
+        f"({PAUSE_MINUTES_MIN}-{PAUSE_MINUTES_MAX} minutes).",
+        error_messages={
+            "min_value": f"A pause is {PAUSE_MINUTES_MIN} to {PAUSE_MINUTES_MAX} minutes.",
+            "max_value": f"A pause is {PAUSE_MINUTES_MIN} to {PAUSE_MINUTES_MAX} minutes.",
+        },
+    )
+
     class Meta:
         model = ReadingGroup
-        fields = ["id", "name"]
+        fields = ["id", "name", "worklist_aging_minutes", "max_pause_minutes"]
+        read_only_fields = ["id", "name"]
 
 
 class AETitleListField(serializers.ListField):
@@ -285,7 +320,27 @@ class RadiologistSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
             "workload_cap",
             "is_active",
             "is_available",
+            "paused_until",
+            "pause_reason",
         ]
+        read_only_fields = ["paused_until", "pause_reason"]
+        extra_kwargs = {
+            "is_available": {
+                "help_text": "Accepting new cases.  Setting it ends a timed pause (false: "
+                "unavailable until resumed); pause for a time with POST .../pause/."
+            },
+            "paused_until": {"help_text": "When the reader's pause ends by itself (null: none)."},
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Availability set by hand replaces a timed pause (so the row never says
+        # "available" and "paused until" at once); sent unchanged, it leaves it alone.
+        instance = self.instance if isinstance(self.instance, Radiologist) else None
+        wanted = attrs.get("is_available")
+        if wanted is not None and (instance is None or wanted != instance.is_available):
+            attrs["paused_until"] = None
+            attrs["pause_reason"] = ""
+        return attrs
 
     def get_fields(self) -> dict[str, Any]:
         fields = self.scope_related_fields(super().get_fields())
@@ -314,6 +369,7 @@ class LicenseSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Li
             "number",
             "valid_from",
             "valid_to",
+            "valid_until_time",
             "status",
             "scope",
         ]
@@ -327,7 +383,15 @@ class FacilityPrivilegeSerializer(
 ):
     class Meta:
         model = FacilityPrivilege
-        fields = ["id", "radiologist", "facility", "status", "valid_from", "valid_to"]
+        fields = [
+            "id",
+            "radiologist",
+            "facility",
+            "status",
+            "valid_from",
+            "valid_to",
+            "valid_until_time",
+        ]
 
     def get_fields(self) -> dict[str, Any]:
         return self.scope_related_fields(super().get_fields())
@@ -336,10 +400,83 @@ class FacilityPrivilegeSerializer(
 class ShiftSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Shift]):
     class Meta:
         model = Shift
-        fields = ["id", "radiologist", "starts_at", "ends_at"]
+        fields = ["id", "radiologist", "starts_at", "ends_at", "rota"]
+        read_only_fields = ["rota"]
+        extra_kwargs = {
+            "rota": {"help_text": "The weekly rota this shift was generated from (null: manual)."}
+        }
 
     def get_fields(self) -> dict[str, Any]:
         return self.scope_related_fields(super().get_fields())
+
+
+class RotaSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Rota]):
+    class Meta:
+        model = Rota
+        fields = ["id", "radiologist", "weekday", "starts_at", "ends_at", "valid_from", "valid_to"]
+        extra_kwargs = {
+            "weekday": {"help_text": "0 Monday ... 6 Sunday, in the reader's time zone."},
+            "starts_at": {"help_text": "Local time in the reader's time zone (HH:MM)."},
+            "ends_at": {
+                "help_text": "Local time; at or before the start: the next day (overnight)."
+            },
+            "valid_from": {"help_text": "First day (local) a shift is generated on."},
+            "valid_to": {"help_text": "Last day (local) a shift starts on; null: open-ended."},
+        }
+
+    def get_fields(self) -> dict[str, Any]:
+        return self.scope_related_fields(super().get_fields())
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start = attrs.get("valid_from", getattr(self.instance, "valid_from", None))
+        end = attrs.get("valid_to", getattr(self.instance, "valid_to", None))
+        if start is not None and end is not None and end < start:
+            raise serializers.ValidationError({"valid_to": "A rota cannot end before it starts."})
+        return attrs
+
+
+class LeaveSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Leave]):
+    class Meta:
+        model = Leave
+        fields = ["id", "radiologist", "starts_on", "ends_on", "reason"]
+        extra_kwargs = {
+            "starts_on": {"help_text": "First day away (in the reader's time zone)."},
+            "ends_on": {"help_text": "Last day away (inclusive)."},
+        }
+
+    def get_fields(self) -> dict[str, Any]:
+        return self.scope_related_fields(super().get_fields())
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start = attrs.get("starts_on", getattr(self.instance, "starts_on", None))
+        end = attrs.get("ends_on", getattr(self.instance, "ends_on", None))
+        if start is not None and end is not None and end < start:
+            raise serializers.ValidationError({"ends_on": "Leave cannot end before it starts."})
+        return attrs
+
+
+class PauseSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=200, help_text="Why (shown to the group's admins).")
+    minutes = serializers.IntegerField(
+        min_value=1,
+        help_text="How long; at most the reading group's max_pause_minutes (else 400).",
+    )
+
+
+class PauseStateSerializer(serializers.Serializer[Any]):
+    radiologist = serializers.IntegerField()
+    is_available = serializers.BooleanField(
+        help_text="Accepting new cases now (a pause that has run out is over)."
+    )
+    paused_until = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the pause ends by itself (null: not paused, or unavailable until "
+        "someone resumes).",
+    )
+    pause_reason = serializers.CharField(allow_blank=True)
+    max_pause_minutes = serializers.IntegerField(
+        help_text="The longest pause this reader's group allows."
+    )
 
 
 class PresenceSerializer(serializers.Serializer[Any]):
@@ -351,6 +488,10 @@ class PresenceSerializer(serializers.Serializer[Any]):
     )
     shift_ends_at = serializers.DateTimeField(allow_null=True)
     next_shift_starts_at = serializers.DateTimeField(allow_null=True)
+    paused_until = serializers.DateTimeField(
+        allow_null=True, help_text="While paused: when the pause ends by itself."
+    )
+    pause_reason = serializers.CharField(allow_blank=True)
 
 
 class MeSerializer(serializers.Serializer[Any]):
@@ -359,6 +500,10 @@ class MeSerializer(serializers.Serializer[Any]):
     radiologist_id = serializers.IntegerField(allow_null=True)
     presence = PresenceSerializer(
         allow_null=True, help_text="A reader's shift state now (null for other users)."
+    )
+    max_pause_minutes = serializers.IntegerField(
+        allow_null=True,
+        help_text="A reader's longest pause (POST /api/v1/me/pause/); null for other users.",
     )
     facilities = serializers.ListField(child=serializers.IntegerField())
     reading_groups = serializers.ListField(child=serializers.IntegerField())

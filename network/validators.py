@@ -12,6 +12,10 @@ COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 # DICOM PS3.5 AE: 1-16 characters of the default repertoire, no backslash
 # or control characters, not only spaces.
 AE_TITLE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+# A reading group's aging step and longest self-pause, in minutes (the bounds of the
+# group's check constraints): a step of one minute to one week, a pause up to a day.
+AGING_MINUTES_MIN, AGING_MINUTES_MAX = 1, 10080
+PAUSE_MINUTES_MIN, PAUSE_MINUTES_MAX = 1, 1440
 
 
 @cache

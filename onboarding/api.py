@@ -75,13 +75,13 @@ class ChecklistApi(APIView):
         },
         summary="What a facility still needs",
         description="AE titles (admitted by the gateway?), HL7 sending facility, PACS, "
-        "result endpoint, readers privileged today, routing rules that match it and its "
+        "result endpoint, readers privileged now, routing rules that match it and its "
         "turnaround targets: each ok, missing or warning, with what to do.  For the "
         "admins of the facility's reading group.",
     )
     def get(self, request: Request, id: int) -> Response:
         facility = selectors.facility_administered_get(user=request.user, facility_id=id)
-        checklist = selectors.facility_checklist(facility=facility, today=timezone.localdate())
+        checklist = selectors.facility_checklist(facility=facility, now=timezone.now())
         return Response(ChecklistSerializer(checklist).data)
 
 

@@ -13,6 +13,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 
 from network.models import CredentialStatus, Facility, FacilityPrivilege, License
 from network.selectors import AnyUser, facility_list_administered, facility_list_visible
+from network.validity import validity_window
 from reporting.models import FacilityEndpoint
 from reporting.transport import fhir_url_refusal
 from routing.selectors import rule_keys_for_group
@@ -227,21 +228,43 @@ def _endpoint(endpoint: FacilityEndpoint | None) -> ChecklistItem:
     )
 
 
-def _readers(facility: Facility, today: dt.date) -> ChecklistItem:
-    current = Q(status=CredentialStatus.ACTIVE, valid_from__lte=today, valid_to__gte=today)
-    rows = list(
-        FacilityPrivilege.objects.filter(current, facility_id=facility.pk)
-        .order_by("radiologist__display_name", "radiologist_id")
-        .values_list("radiologist_id", "radiologist__display_name")
-        .distinct()
+def _readers(facility: Facility, now: dt.datetime) -> ChecklistItem:
+    # Valid at ``now`` as routing judges it: a privilege in the facility's time zone, a
+    # license in the jurisdiction's (network.validity).  A civil date anywhere is within
+    # a day of the UTC date, so only rows in that band are read, then judged.
+    near = Q(
+        status=CredentialStatus.ACTIVE,
+        valid_from__lte=now.date() + dt.timedelta(days=1),
+        valid_to__gte=now.date() - dt.timedelta(days=1),
     )
-    licensed = set(
-        License.objects.filter(
-            current,
+    rows = list(
+        dict.fromkeys(
+            (pk, name)
+            for pk, name, valid_from, valid_to, until in FacilityPrivilege.objects.filter(
+                near, facility_id=facility.pk
+            )
+            .order_by("radiologist__display_name", "radiologist_id")
+            .values_list(
+                "radiologist_id",
+                "radiologist__display_name",
+                "valid_from",
+                "valid_to",
+                "valid_until_time",
+            )
+            if _valid_at(now, valid_from, valid_to, until, facility.timezone)
+        )
+    )
+    licensed = {
+        pk
+        for pk, valid_from, valid_to, until, zone in License.objects.filter(
+            near,
             jurisdiction_id=facility.jurisdiction_id,
             radiologist_id__in=[pk for pk, _ in rows],
-        ).values_list("radiologist_id", flat=True)
-    )
+        ).values_list(
+            "radiologist_id", "valid_from", "valid_to", "valid_until_time", "jurisdiction__timezone"
+        )
+        if _valid_at(now, valid_from, valid_to, until, zone)
+    }
     readers = [{"id": pk, "name": name, "licensed": pk in licensed} for pk, name in rows]
     data = {"count": len(readers), "readers": readers}
     if not readers:
@@ -249,7 +272,7 @@ def _readers(facility: Facility, today: dt.date) -> ChecklistItem:
             "privileges",
             "Readers privileged now",
             MISSING,
-            "Nobody is privileged here today: no study of this facility can be offered.",
+            "Nobody is privileged here now: no study of this facility can be offered.",
             "Grant privileges (POST /api/v1/privileges/bulk-grant/, or copy another "
             f"facility's with POST /api/v1/facilities/{facility.pk}/privileges/copy/).",
             data,
@@ -262,7 +285,7 @@ def _readers(facility: Facility, today: dt.date) -> ChecklistItem:
             "Readers privileged now",
             WARNING,
             summary,
-            f"Not licensed in {facility.jurisdiction.code} today, so never offered this "
+            f"Not licensed in {facility.jurisdiction.code} now, so never offered this "
             f"facility's studies: {', '.join(unlicensed)}.",
             data,
         )
@@ -339,9 +362,16 @@ def _turnaround(facility: Facility) -> ChecklistItem:
     )
 
 
-def facility_checklist(*, facility: Facility, today: dt.date) -> Checklist:
+def _valid_at(
+    now: dt.datetime, valid_from: dt.date, valid_to: dt.date, until: dt.time | None, zone: str
+) -> bool:
+    starts_at, ends_at = validity_window(valid_from, valid_to, until, zone)
+    return starts_at <= now < ends_at
+
+
+def facility_checklist(*, facility: Facility, now: dt.datetime) -> Checklist:
     """What the facility still needs to send studies and orders and receive results,
-    on ``today``: a handful of statements, whatever the number of readers or rules."""
+    at ``now``: a handful of statements, whatever the number of readers or rules."""
     titles = list(facility.ae_titles.order_by("ae_title").values_list("ae_title", flat=True))
     return Checklist(
         facility=facility,
@@ -350,7 +380,7 @@ def facility_checklist(*, facility: Facility, today: dt.date) -> Checklist:
             _hl7(facility),
             _pacs(facility),
             _endpoint(facility_endpoint_of(facility=facility)),
-            _readers(facility, today),
+            _readers(facility, now),
             _rules(facility),
             _turnaround(facility),
         ],

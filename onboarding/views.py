@@ -32,7 +32,7 @@ def checklist_page(request: HttpRequest, id: int) -> HttpResponse:
         facility = selectors.facility_administered_get(user=request.user, facility_id=id)
     except (PermissionDenied, NotFound) as refusal:
         return _refused(request, refusal, partial=False)
-    checklist = selectors.facility_checklist(facility=facility, today=timezone.localdate())
+    checklist = selectors.facility_checklist(facility=facility, now=timezone.now())
     return render(request, "onboarding/checklist.html", {"checklist": checklist})
 
 

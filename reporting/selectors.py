@@ -377,10 +377,10 @@ def template_export(*, template: ReportTemplate) -> dict[str, Any]:
 def sign_scope(
     *, study: Study, radiologist: Radiologist, now: dt.datetime
 ) -> tuple[str, list[str]]:
-    """What ``radiologist`` may sign on ``study`` today: ("final" | "preliminary" | "", reasons).
+    """What ``radiologist`` may sign on ``study`` at ``now``: (scope or "", reasons).
 
     The eligibility policy's SIGN purpose over the reader's own facts: an active
-    reader, a license valid today in the patient's jurisdiction with final scope
+    reader, a license valid now (judged in the jurisdiction's time zone) with final scope
     (or preliminary scope where the study's routing rule allows it), and privileges
     at the facility -- the same checks routing and the claim re-check apply.
     """
@@ -393,7 +393,7 @@ def sign_scope(
             facility_id=study.facility_id,
             jurisdiction=study.patient_jurisdiction.code,
             priority=study.priority,
-            read_date=now.date(),
+            read_at=now,
             subspecialties=frozenset(),
         )
     found = reader_facts(

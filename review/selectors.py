@@ -30,7 +30,7 @@ from network.selectors import (
 )
 from reporting.models import Report
 from review.models import OPEN_STATUSES, ReviewCase, ReviewKind, ReviewOffer, ReviewStatus
-from routing.eligibility import REVIEW, CandidateFacts, StudyFacts, Verdict
+from routing.eligibility import REVIEW, StudyFacts, Verdict
 from routing.models import LAST_TIER
 from routing.selectors import candidate_facts, study_facts, study_rule
 from studies.models import Study
@@ -61,7 +61,7 @@ def _review_study_facts(*, review: ReviewCase, study: Study, now: dt.datetime) -
             facility_id=study.facility_id,
             jurisdiction=study.patient_jurisdiction.code,
             priority=study.priority,
-            read_date=now.date(),
+            read_at=now,
             subspecialties=frozenset(Subspecialty.objects.values_list("code", flat=True)),
         )
     if review.required_subspecialty is not None:
@@ -78,21 +78,6 @@ def _review_study_facts(*, review: ReviewCase, study: Study, now: dt.datetime) -
     )
 
 
-def _with_review_load(candidates: list[CandidateFacts]) -> list[CandidateFacts]:
-    """Claimed review cases count towards a reader's workload cap, as claimed studies do."""
-    ids = [c.radiologist_id for c in candidates]
-    held = dict(
-        ReviewCase.objects.filter(assigned_radiologist_id__in=ids, status=ReviewStatus.CLAIMED)
-        .values("assigned_radiologist_id")
-        .annotate(n=Count("pk"))
-        .values_list("assigned_radiologist_id", "n")
-    )
-    return [
-        dataclasses.replace(c, open_claims=c.open_claims + held.get(c.radiologist_id, 0))
-        for c in candidates
-    ]
-
-
 def review_verdicts(
     *, review: ReviewCase, now: dt.datetime, radiologist_ids: list[int] | None = None
 ) -> list[Verdict]:
@@ -107,7 +92,9 @@ def review_verdicts(
         at=now,
         radiologist_ids=radiologist_ids,
     )
-    return REVIEW.decide(facts, _with_review_load(candidates))
+    # The candidates' open claims count their claimed review cases too (routing's
+    # OPEN_CLAIMS): one workload cap for studies and reviews.
+    return REVIEW.decide(facts, candidates)
 
 
 def review_verdict_for(

@@ -9,9 +9,13 @@ from access.selectors import study_visibility_filter
 from audit.admin import AuditedReadsAdmin
 from network.admin import GroupScopedAdmin
 from routing import services
+from routing.eligibility import escalation_problems
 from routing.models import FacilityTierPool, ReaderPool, RoutingDecision, RoutingRule
 from routing.rules import pattern_problem
 from studies.models import Study
+
+# The longest waits at a tier, per priority (the floor may not exceed any).
+WAIT_FIELDS = ("wait_stat_seconds", "wait_urgent_seconds", "wait_routine_seconds")
 
 
 class RoutingConfigAdmin(GroupScopedAdmin):
@@ -19,6 +23,7 @@ class RoutingConfigAdmin(GroupScopedAdmin):
 
     save_service = staticmethod(services.routing_config_save)
     delete_service = staticmethod(services.routing_config_delete)
+    set_related_service = staticmethod(services.routing_config_set_related)
 
     def scoped_choices(self, request: HttpRequest) -> dict[str, QuerySet[Any]]:
         choices = super().scoped_choices(request)
@@ -45,6 +50,20 @@ class RoutingRuleForm(forms.ModelForm[RoutingRule]):
 
     def clean_procedure_code_pattern(self) -> str:
         return self._pattern("procedure_code_pattern")
+
+    def clean(self) -> dict[str, Any]:
+        # The escalation settings, as the API judges them (each problem on its field).
+        cleaned = super().clean() or {}
+        fields = ("escalate_fractions", "min_tier_wait_seconds", *WAIT_FIELDS)
+        if all(cleaned.get(name) is not None for name in fields):
+            problems = escalation_problems(
+                fractions=cleaned["escalate_fractions"],
+                floor_seconds=cleaned["min_tier_wait_seconds"],
+                caps={name: cleaned[name] for name in WAIT_FIELDS},
+            )
+            for name, problem in problems.items():
+                self.add_error(name, problem)
+        return cleaned
 
 
 @admin.register(RoutingRule)

@@ -23,12 +23,14 @@ from network.models import Priority, Subspecialty
 from network.selectors import reading_groups_administered
 from network.serializers import ScopedRelatedFieldsMixin
 from routing import selectors, services
-from routing.models import RoutingDecision, RoutingRule
+from routing.eligibility import escalation_problems
+from routing.models import RoutingDecision, RoutingRule, default_escalate_fractions
 from routing.rules import pattern_problem
 from teleradiology.api import client_ip, request_actor
 from teleradiology.converters import query_id
 
 WEEK = 7 * 24 * 3600  # seconds
+WAIT_FIELDS = ("wait_stat_seconds", "wait_urgent_seconds", "wait_routine_seconds")
 
 
 def _upper_words(value: list[Any], *, limit: int) -> list[str]:
@@ -44,9 +46,20 @@ class RoutingRuleSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
         slug_field="code", many=True, queryset=Subspecialty.objects.all(), allow_empty=False
     )
     # At most a week: longer means never, and past 2**31 the column refuses it (a 500).
+    # The waits are the longest a study waits at one tier; the SLA decides the rest
+    # (routing.eligibility.escalation_wait).
     wait_stat_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=180)
-    wait_urgent_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=600)
-    wait_routine_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=1800)
+    wait_urgent_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=3600)
+    wait_routine_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=21600)
+    min_tier_wait_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=60)
+    escalate_fractions = serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        default=default_escalate_fractions,
+        help_text="Fractions of the turnaround target at which to widen to the regional "
+        "and the global tier: two increasing numbers between 0 and 1.",
+    )
     accept_timeout_seconds = serializers.IntegerField(min_value=1, max_value=WEEK, default=120)
     relative_value = serializers.DecimalField(
         max_digits=6, decimal_places=2, min_value=Decimal("0.01"), default=Decimal(1)
@@ -76,6 +89,8 @@ class RoutingRuleSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
             "delivery",
             "accept_timeout_seconds",
             "next_case_only",
+            "escalate_fractions",
+            "min_tier_wait_seconds",
             "wait_stat_seconds",
             "wait_urgent_seconds",
             "wait_routine_seconds",
@@ -111,6 +126,24 @@ class RoutingRuleSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise serializers.ValidationError("A list of non-empty strings.")
         return sorted(set(value))
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A partial update is judged with the rule's other settings as they stand.
+        def current(name: str) -> Any:
+            if name in attrs:
+                return attrs[name]
+            if self.instance is not None:
+                return getattr(self.instance, name)
+            return self.fields[name].get_default()
+
+        problems = escalation_problems(
+            fractions=current("escalate_fractions"),
+            floor_seconds=current("min_tier_wait_seconds"),
+            caps={name: current(name) for name in WAIT_FIELDS},
+        )
+        if problems:
+            raise serializers.ValidationError(problems)
+        return attrs
 
     def validate_priorities(self, value: list[Any]) -> list[int]:
         if not isinstance(value, list) or not all(v in Priority.values for v in value):

@@ -13,6 +13,13 @@ from network.models import CredentialStatus, FacilityPrivilege, License
 EXPIRY_WARNING = dt.timedelta(days=30)
 
 
+def _ends(valid_to: dt.date, until: dt.time | None, zone_name: str) -> str:
+    """When a credential ends, in the words of its own time zone."""
+    if until is None:
+        return f"at the end of {valid_to:%Y-%m-%d} ({zone_name})"
+    return f"at {until:%H:%M} on {valid_to:%Y-%m-%d} ({zone_name})"
+
+
 def credentials_alert_expiring(*, today: dt.date | None = None) -> int:
     """Raise one alert per active credential ending within 30 days (once per expiry date)."""
     today = today or timezone.now().date()
@@ -28,7 +35,8 @@ def credentials_alert_expiring(*, today: dt.date | None = None) -> int:
                 dedupe_key=f"license-expiry:{lic.pk}:{lic.valid_to.isoformat()}",
                 message=(
                     f"{lic.radiologist.display_name}'s license {lic.number} in "
-                    f"{lic.jurisdiction.code} expires on {lic.valid_to:%Y-%m-%d}."
+                    f"{lic.jurisdiction.code} expires "
+                    f"{_ends(lic.valid_to, lic.valid_until_time, lic.jurisdiction.timezone)}."
                 ),
                 reading_group=lic.radiologist.reading_group,
             )
@@ -44,7 +52,7 @@ def credentials_alert_expiring(*, today: dt.date | None = None) -> int:
                 dedupe_key=f"privilege-expiry:{priv.pk}:{priv.valid_to.isoformat()}",
                 message=(
                     f"{priv.radiologist.display_name}'s privileges at {priv.facility.name} "
-                    f"expire on {priv.valid_to:%Y-%m-%d}."
+                    f"expire {_ends(priv.valid_to, priv.valid_until_time, priv.facility.timezone)}."
                 ),
                 reading_group=priv.radiologist.reading_group,
             )

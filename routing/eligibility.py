@@ -15,8 +15,6 @@ from enum import StrEnum
 from typing import NamedTuple
 
 GENERAL = "general"
-# However close the due time, each tier gets at least this long to claim.
-MIN_TIER_WAIT = dt.timedelta(seconds=15)
 
 
 class Reason(StrEnum):
@@ -55,12 +53,14 @@ REASON_TEXT = {
 
 
 class Credential(NamedTuple):
-    """A license (``key`` = jurisdiction code) or privilege (``key`` = facility id).
-    A named tuple: a batch of decisions reads thousands of them."""
+    """A license (``key`` = jurisdiction code) or privilege (``key`` = facility id),
+    valid from ``starts_at`` until ``ends_at`` (exclusive): its dates read as instants
+    in the jurisdiction's or facility's time zone (``network.validity``).  A named
+    tuple: a batch of decisions reads thousands of them."""
 
     key: str
-    valid_from: dt.date
-    valid_to: dt.date
+    starts_at: dt.datetime
+    ends_at: dt.datetime
     active: bool
     final_scope: bool = True  # licenses: final reads allowed (False: preliminary only)
 
@@ -71,7 +71,7 @@ class StudyFacts:
     facility_id: int
     jurisdiction: str
     priority: int
-    read_date: dt.date
+    read_at: dt.datetime  # credentials are judged at this instant
     subspecialties: frozenset[str]
     allow_general: bool = False
     allow_preliminary: bool = False
@@ -127,7 +127,7 @@ class Verdict(NamedTuple):
 def _credential_check(
     items: Iterable[Credential],
     key: str,
-    day: dt.date,
+    at: dt.datetime,
     *,
     missing: Reason,
     expired: Reason,
@@ -136,7 +136,7 @@ def _credential_check(
     matching = [c for c in items if c.key == key]
     if not matching:
         return None, missing
-    valid = [c for c in matching if c.active and c.valid_from <= day <= c.valid_to]
+    valid = [c for c in matching if c.active and c.starts_at <= at < c.ends_at]
     if valid:
         # Prefer a credential that allows final reads.
         return max(valid, key=lambda c: c.final_scope), None
@@ -184,13 +184,14 @@ def shift(study: StudyFacts, candidate: CandidateFacts) -> Finding:
 
 
 def credential(study: StudyFacts, candidate: CandidateFacts) -> Finding:
-    """The law and the contract: a license valid on the read date in the patient's
-    jurisdiction whose scope covers the read, and privileges valid at the facility."""
+    """The law and the contract: a license valid at the time of the read in the
+    patient's jurisdiction whose scope covers the read, and privileges valid at the
+    facility then."""
     reasons: list[Reason] = []
     license_, license_problem = _credential_check(
         candidate.licenses,
         study.jurisdiction,
-        study.read_date,
+        study.read_at,
         missing=Reason.NOT_LICENSED,
         expired=Reason.LICENSE_EXPIRED,
         inactive=Reason.LICENSE_NOT_ACTIVE,
@@ -208,7 +209,7 @@ def credential(study: StudyFacts, candidate: CandidateFacts) -> Finding:
     _, privilege_problem = _credential_check(
         candidate.privileges,
         str(study.facility_id),
-        study.read_date,
+        study.read_at,
         missing=Reason.NO_PRIVILEGE,
         expired=Reason.PRIVILEGE_EXPIRED,
         inactive=Reason.PRIVILEGE_NOT_ACTIVE,
@@ -316,24 +317,81 @@ SIGN = Policy("sign", (standing, credential))
 KEEP_OFFER = Policy("keep offer", (standing, shift, credential))
 
 
-def escalation_waits(
-    *, tier_wait: dt.timedelta, tiers_left: int, now: dt.datetime, due_at: dt.datetime
+# A study past its last widening is at risk once less than this share of its
+# turnaround target is left: with nobody eligible to take it then, it is unroutable.
+AT_RISK_SHARE = 0.25
+
+
+def escalation_wait(
+    *,
+    tier: int,
+    received_at: dt.datetime,
+    due_at: dt.datetime,
+    now: dt.datetime,
+    fractions: Sequence[float],
+    floor: dt.timedelta,
+    cap: dt.timedelta,
 ) -> dt.timedelta:
-    """How long to wait at this tier: the rule's wait, shortened so that every
-    remaining tier still gets an equal share of the time before the SLA is due."""
-    remaining = due_at - now
-    if remaining <= dt.timedelta(0):
-        return min(tier_wait, MIN_TIER_WAIT)
-    share = remaining / (max(tiers_left, 0) + 1)
-    return max(min(tier_wait, share), min(tier_wait, MIN_TIER_WAIT))
+    """How long a study waits at ``tier`` before its routing timer fires, from the
+    time left to its SLA.  The target is ``due_at - received_at``; the study widens
+    from tier k once ``fractions[k]`` of the target has passed since arrival.  Past
+    the last fraction (the widest tier) the timer re-judges the tier: when the SLA
+    turns at risk (``AT_RISK_SHARE`` of the target left), at the due time, then every
+    ``cap``.  Never shorter than ``floor`` (however late the study) nor longer than
+    ``cap`` (the priority's longest wait at one tier)."""
+    target = due_at - received_at
+    if tier < len(fractions):
+        wait = received_at + target * fractions[tier] - now
+    else:
+        marks = (due_at - target * AT_RISK_SHARE, due_at)
+        wait = next((m - now for m in marks if m > now), cap)
+    return min(max(wait, floor), cap)
 
 
-def effective_priority(*, priority: int, waited: dt.timedelta, age_step: dt.timedelta) -> float:
-    """A study's priority for ordering, aged by its wait so that a flood of urgent
-    work cannot starve routine studies without bound (one level per ``age_step``)."""
-    if age_step <= dt.timedelta(0):
-        return float(priority)
-    return max(priority - waited / age_step, 0.0)
+def sla_at_risk(
+    *,
+    received_at: dt.datetime,
+    due_at: dt.datetime,
+    now: dt.datetime,
+    fractions: Sequence[float],
+) -> bool:
+    """Past its last widening with at most ``AT_RISK_SHARE`` of the target left
+    (the moment ``escalation_wait`` re-judges the widest tier counts as at risk)."""
+    target = due_at - received_at
+    widest_since = received_at + target * (fractions[-1] if fractions else 0.0)
+    return now >= widest_since and due_at - now <= target * AT_RISK_SHARE
+
+
+def escalation_problems(
+    *, fractions: object, floor_seconds: int, caps: dict[str, int]
+) -> dict[str, str]:
+    """What is wrong with a rule's escalation settings, by field name (empty if
+    nothing): ``fractions`` two increasing numbers strictly between 0 and 1, one per
+    widening; the floor at least a second and no longer than any priority's cap
+    (``caps``: field name -> seconds)."""
+    problems: dict[str, str] = {}
+    numbers = (
+        fractions
+        if isinstance(fractions, list | tuple)
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in fractions)
+        else None
+    )
+    if numbers is None or len(numbers) != 2:
+        problems["escalate_fractions"] = "Two numbers: when to widen to tier 1 and to tier 2."
+    elif not all(0 < x < 1 for x in numbers) or not numbers[0] < numbers[1]:
+        problems["escalate_fractions"] = (
+            "Two increasing fractions of the turnaround target, each between 0 and 1 "
+            "(e.g. [0.25, 0.5])."
+        )
+    if floor_seconds < 1:
+        problems["min_tier_wait_seconds"] = "At least 1 second."
+    else:
+        over = sorted(name for name, cap in caps.items() if floor_seconds > cap)
+        if over:
+            problems["min_tier_wait_seconds"] = (
+                f"No longer than the longest wait at a tier ({', '.join(over)})."
+            )
+    return problems
 
 
 def tier_of(

@@ -8,11 +8,11 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import (
-    Count,
     Exists,
     OuterRef,
     Q,
     QuerySet,
+    Value,
 )
 from django.utils import timezone
 
@@ -26,6 +26,7 @@ from network.models import (
     Radiologist,
     Shift,
 )
+from network.validity import validity_window
 from routing.eligibility import (
     KEEP_OFFER,
     ROUTE,
@@ -47,7 +48,7 @@ from routing.rules import RuleKey, StudyKey, first_match
 from studies.models import Study
 from studies.states import StudyStatus
 from teleradiology.sql import in_ids, literal_rows
-from worklist.selectors import open_offers_of_offered_studies
+from worklist.selectors import open_offers_of_live_studies
 
 RECENT_WORK_WINDOW = dt.timedelta(hours=8)
 
@@ -168,7 +169,7 @@ def study_facts(*, study: Study, rule: RoutingRule, now: dt.datetime) -> StudyFa
         facility_id=study.facility_id,
         jurisdiction=study.patient_jurisdiction.code,
         priority=study.priority,
-        read_date=now.date(),
+        read_at=now,
         subspecialties=rule.required_subspecialties(),
         allow_general=rule.allow_general,
         # Once a preliminary read is signed, what is left to route is the final read:
@@ -194,15 +195,27 @@ def _tier_pools(facility_ids: list[int]) -> dict[int, dict[int, int]]:
 # facts, the one-reader facts and the operations page's reader load
 # (turnaround.operations), each filling the placeholders in its parameter style.
 SHIFT_UNDER_WAY = "sh.radiologist_id = r.id AND sh.starts_at <= {now} AND sh.ends_at > {now}"
+# Open claims are the reader's claimed or preliminary studies and the review cases
+# (second opinions, peer reviews) they have claimed and not answered: both fill the
+# workload cap.  The review table is named in SQL only (routing imports no later
+# stage); 'claimed' is review.models.ReviewStatus.CLAIMED, its one unfinished held
+# state (review_assigned_idx serves the count).
 OPEN_CLAIMS = (
-    "(SELECT COUNT(*) FROM studies_study st WHERE st.assigned_radiologist_id = r.id"
+    "((SELECT COUNT(*) FROM studies_study st WHERE st.assigned_radiologist_id = r.id"
     " AND st.status IN ({claimed}, {preliminary}))"
+    " + (SELECT COUNT(*) FROM review_reviewcase rc WHERE rc.assigned_radiologist_id = r.id"
+    " AND rc.status = 'claimed'))"
 )
+
+# Accepting cases: not paused, or paused by a pause that has run out (its end is on
+# the row, so the pause is over at that instant whatever the sweep that clears it,
+# network.pauses_end, has done yet).
+READER_AVAILABLE = "(r.is_available OR (r.paused_until IS NOT NULL AND r.paused_until <= {now}))"
 
 # Active, available, on shift, open claims, cap, with positional parameters from
 # ``reader_state_params``.
 READER_STATE_COLUMNS = f"""
-    r.is_active, r.is_available,
+    r.is_active, {READER_AVAILABLE} AS is_available,
     EXISTS (SELECT 1 FROM network_shift sh WHERE {SHIFT_UNDER_WAY}) AS on_shift,
     {OPEN_CLAIMS} AS open_claims,
     r.workload_cap""".format(now="%s", claimed="%s", preliminary="%s")  # noqa: S608 - placeholders
@@ -220,21 +233,36 @@ def reader_state_named_params(at: dt.datetime) -> dict[str, Any]:
 
 def reader_state_params(at: dt.datetime) -> list[Any]:
     now = connection.ops.adapt_datetimefield_value(at)
-    return [now, now, StudyStatus.CLAIMED.value, StudyStatus.PRELIMINARY.value]
+    return [now, now, now, StudyStatus.CLAIMED.value, StudyStatus.PRELIMINARY.value]
 
 
 def credential_from_row(
-    key: str, valid_from: Any, valid_to: Any, status: str, scope: str, *, is_license: bool
+    key: str,
+    valid_from: Any,
+    valid_to: Any,
+    until: Any,
+    zone_name: str,
+    status: str,
+    scope: str,
+    *,
+    is_license: bool,
 ) -> Credential:
-    """A license or privilege row read by hand-written SQL (SQLite gives dates as text)."""
-    convert = getattr(connection.ops, "convert_datefield_value", None)
-    if convert is not None:
-        valid_from = convert(valid_from, None, connection)
-        valid_to = convert(valid_to, None, connection)
+    """A license or privilege row read by hand-written SQL (SQLite gives dates and
+    times as text), with the time zone its dates are judged in (the jurisdiction's,
+    the facility's), as a credential valid between two instants."""
+    ops = connection.ops
+    convert_date = getattr(ops, "convert_datefield_value", None)
+    if convert_date is not None:
+        valid_from = convert_date(valid_from, None, connection)
+        valid_to = convert_date(valid_to, None, connection)
+    convert_time = getattr(ops, "convert_timefield_value", None)
+    if convert_time is not None and until is not None:
+        until = convert_time(until, None, connection)
+    starts_at, ends_at = validity_window(valid_from, valid_to, until, zone_name)
     return Credential(
         key=key,
-        valid_from=valid_from,
-        valid_to=valid_to,
+        starts_at=starts_at,
+        ends_at=ends_at,
         active=status == CredentialStatus.ACTIVE,
         final_scope=is_license and scope == License.Scope.FINAL,
     )
@@ -381,14 +409,16 @@ class _Readers:
                 WITH lp(radiologist_id, jurisdiction_id) AS ({lpairs}),
                 pp(facility_id, radiologist_id) AS ({ppairs})
                 SELECT 'l', lp.radiologist_id, CAST(lp.jurisdiction_id AS VARCHAR(20)),
-                    l.valid_from, l.valid_to, l.status, l.scope
+                    l.valid_from, l.valid_to, l.valid_until_time, j.timezone, l.status, l.scope
                 FROM lp {licenses}
+                JOIN network_jurisdiction j ON j.id = lp.jurisdiction_id
                 UNION ALL
                 SELECT 'p', pp.radiologist_id, CAST(pp.facility_id AS VARCHAR(20)),
-                    p.valid_from, p.valid_to, p.status, ''
+                    p.valid_from, p.valid_to, p.valid_until_time, f.timezone, p.status, ''
                 FROM pp {privileges}
+                JOIN network_facility f ON f.id = pp.facility_id
                 UNION ALL
-                SELECT 's', rs.radiologist_id, s.code, NULL, NULL, '', ''
+                SELECT 's', rs.radiologist_id, s.code, NULL, NULL, NULL, '', '', ''
                 FROM network_radiologist_subspecialties rs
                 JOIN network_subspecialty s ON s.id = rs.subspecialty_id
                 WHERE {subspecialty_readers}
@@ -397,14 +427,21 @@ class _Readers:
             )
             credentials = cursor.fetchall()
         code_of = {pk: code for code, pk in jurisdiction_ids.items()}
-        for kind, reader_id, key, valid_from, valid_to, status, scope in credentials:
+        for kind, reader_id, key, valid_from, valid_to, until, zone, status, scope in credentials:
             if kind == "s":
                 self.subspecialties[reader_id].add(str(key))
                 continue
             if kind == "l":
                 key = code_of[int(key)]  # licenses are judged by jurisdiction code
             credential = credential_from_row(
-                str(key), valid_from, valid_to, status, scope, is_license=kind == "l"
+                str(key),
+                valid_from,
+                valid_to,
+                until,
+                zone,
+                status,
+                scope,
+                is_license=kind == "l",
             )
             if kind == "l":
                 self.licenses[reader_id, key].append(credential)
@@ -496,20 +533,23 @@ def reader_facts(
             return None
         cursor.execute(
             """
-            SELECT 'l', l.valid_from, l.valid_to, l.status, l.scope
+            SELECT 'l', l.valid_from, l.valid_to, l.valid_until_time, j.timezone,
+                l.status, l.scope
             FROM network_license l
+            JOIN network_jurisdiction j ON j.id = l.jurisdiction_id
             WHERE l.radiologist_id = %s AND l.jurisdiction_id = %s
             UNION ALL
-            SELECT 'p', p.valid_from, p.valid_to, p.status, ''
+            SELECT 'p', p.valid_from, p.valid_to, p.valid_until_time, f.timezone, p.status, ''
             FROM network_facilityprivilege p
+            JOIN network_facility f ON f.id = p.facility_id
             WHERE p.radiologist_id = %s AND p.facility_id = %s
             UNION ALL
-            SELECT 's', NULL, NULL, s.code, ''
+            SELECT 's', NULL, NULL, NULL, '', s.code, ''
             FROM network_radiologist_subspecialties rs
             JOIN network_subspecialty s ON s.id = rs.subspecialty_id
             WHERE rs.radiologist_id = %s
             UNION ALL
-            SELECT 'r', NULL, NULL, s.code, ''
+            SELECT 'r', NULL, NULL, NULL, '', s.code, ''
             FROM routing_routingrule_subspecialties rr
             JOIN network_subspecialty s ON s.id = rr.subspecialty_id
             WHERE rr.routingrule_id = %s
@@ -529,7 +569,7 @@ def reader_facts(
     privileges: list[Credential] = []
     subspecialties: set[str] = set()
     required: set[str] = set()
-    for kind, valid_from, valid_to, status, scope in rows:
+    for kind, valid_from, valid_to, until, zone, status, scope in rows:
         if kind == "s":
             subspecialties.add(str(status))
         elif kind == "r":
@@ -537,7 +577,7 @@ def reader_facts(
         else:
             key = study.patient_jurisdiction.code if kind == "l" else str(study.facility_id)
             credential = credential_from_row(
-                key, valid_from, valid_to, status, scope, is_license=kind == "l"
+                key, valid_from, valid_to, until, zone, status, scope, is_license=kind == "l"
             )
             (licenses if kind == "l" else privileges).append(credential)
     facts = CandidateFacts(
@@ -694,12 +734,16 @@ def studies_unrouted(*, ready_before: dt.datetime, now: dt.datetime) -> QuerySet
     )
 
 
-def offers_no_longer_eligible(*, now: dt.datetime) -> list[tuple[int, int]]:
-    """(offer id, study id) of open offers on offered studies that the KEEP_OFFER
-    policy no longer keeps: the reader is inactive, off shift, or no longer holds
-    the license (with the scope the study's rule needs) or the privileges.  The
-    facts are gathered as for routing, in one batch for every open offer."""
-    rows = list(open_offers_of_offered_studies())
+def offers_no_longer_eligible(
+    *, now: dt.datetime, radiologist_ids: list[int] | None = None
+) -> list[tuple[int, int]]:
+    """(offer id, study id) of open offers, on worklists or held by a claim, that the
+    KEEP_OFFER policy no longer keeps: the reader is inactive, off shift, or no longer
+    holds the license (with the scope the study's rule needs, judged as the router
+    judges it) or the privileges.  Every open offer (the sweep), or only these
+    readers' (an eligibility change).  The facts are gathered as for routing, in one
+    batch for all the offers: a constant number of statements."""
+    rows = list(open_offers_of_live_studies(radiologist_ids=radiologist_ids))
     if not rows:
         return []
     studies = {
@@ -723,12 +767,14 @@ def offers_no_longer_eligible(*, now: dt.datetime) -> list[tuple[int, int]]:
         },
     )
     readers = {key: {c.radiologist_id: c for c in candidates} for key, candidates in facts.items()}
+    rules = {st.pk: study_rule(study=st) for st in studies.values()}
+    _rules_subspecialties_read([r for r in rules.values() if r is not None])
     lapsed = []
     study_facts_of: dict[int, StudyFacts | None] = {}
     for offer_id, study_id, reader_id in rows:
         study = studies[study_id]
         if study_id not in study_facts_of:
-            rule = study_rule(study=study)
+            rule = rules[study_id]
             study_facts_of[study_id] = (
                 study_facts(study=study, rule=rule, now=now) if rule is not None else None
             )
@@ -741,6 +787,21 @@ def offers_no_longer_eligible(*, now: dt.datetime) -> list[tuple[int, int]]:
     return lapsed
 
 
+def _rules_subspecialties_read(rules: list[RoutingRule]) -> None:
+    """Read the required subspecialties of these rule objects in one statement (each
+    would otherwise read its own when its study's facts are built)."""
+    unknown = [r for r in rules if r._required_codes is None]
+    if not unknown:
+        return
+    codes: dict[int, set[str]] = defaultdict(set)
+    for rule_id, code in RoutingRule.subspecialties.through.objects.filter(
+        routingrule_id__in={r.pk for r in unknown}
+    ).values_list("routingrule_id", "subspecialty__code"):
+        codes[rule_id].add(code)
+    for rule in unknown:
+        rule.required_subspecialties_known(frozenset(codes[rule.pk]))
+
+
 def decisions_for_study(*, study: Study) -> QuerySet[RoutingDecision]:
     return RoutingDecision.objects.filter(study=study).order_by("created_at", "id")
 
@@ -748,35 +809,70 @@ def decisions_for_study(*, study: Study) -> QuerySet[RoutingDecision]:
 def shift_coverage(
     *, facility: Facility, jurisdiction_code: str, at: dt.datetime
 ) -> dict[str, int]:
-    """How many of the group's readers are on shift, and of those how many hold a
-    currently valid license in the jurisdiction, and privileges at the facility too
-    (three counts in one query, for unroutable explanations)."""
-    today = at.date()
-    valid_license = Exists(
+    """How many of the group's active readers are on shift, and of those how many
+    hold a license valid at ``at`` in the jurisdiction, and privileges at the facility
+    too (for unroutable explanations).  Two statements: the readers on shift, and
+    their credentials there (validity judged in the jurisdiction's and facility's
+    time zones, as routing judges it)."""
+    on_shift = list(
+        Radiologist.objects.filter(
+            Exists(
+                Shift.objects.filter(radiologist=OuterRef("pk"), starts_at__lte=at, ends_at__gt=at)
+            ),
+            reading_group_id=facility.reading_group_id,
+            is_active=True,
+        ).values_list("pk", flat=True)
+    )
+    if not on_shift:
+        return {"on_shift": 0, "licensed": 0, "privileged": 0}
+    # A civil date anywhere is within a day of the UTC date: rows outside that band
+    # cannot be valid at ``at``; those inside are judged in their own time zone.
+    near = Q(
+        valid_from__lte=at.date() + dt.timedelta(days=1),
+        valid_to__gte=at.date() - dt.timedelta(days=1),
+    )
+    rows = (
         License.objects.filter(
-            radiologist=OuterRef("pk"),
+            near,
+            radiologist_id__in=on_shift,
             jurisdiction__code=jurisdiction_code,
             status=CredentialStatus.ACTIVE,
-            valid_from__lte=today,
-            valid_to__gte=today,
+        )
+        .order_by()
+        .values_list(
+            Value("l"),
+            "radiologist_id",
+            "valid_from",
+            "valid_to",
+            "valid_until_time",
+            "jurisdiction__timezone",
+        )
+        .union(
+            FacilityPrivilege.objects.filter(
+                near,
+                radiologist_id__in=on_shift,
+                facility=facility,
+                status=CredentialStatus.ACTIVE,
+            )
+            .order_by()
+            .values_list(
+                Value("p"),
+                "radiologist_id",
+                "valid_from",
+                "valid_to",
+                "valid_until_time",
+                "facility__timezone",
+            ),
+            all=True,
         )
     )
-    valid_privilege = Exists(
-        FacilityPrivilege.objects.filter(
-            radiologist=OuterRef("pk"),
-            facility=facility,
-            status=CredentialStatus.ACTIVE,
-            valid_from__lte=today,
-            valid_to__gte=today,
-        )
-    )
-    on_shift = Exists(
-        Shift.objects.filter(radiologist=OuterRef("pk"), starts_at__lte=at, ends_at__gt=at)
-    )
-    return Radiologist.objects.filter(
-        on_shift, reading_group_id=facility.reading_group_id, is_active=True
-    ).aggregate(
-        on_shift=Count("pk"),
-        licensed=Count("pk", filter=Q(valid_license)),
-        privileged=Count("pk", filter=Q(valid_license) & Q(valid_privilege)),
-    )
+    valid: dict[str, set[int]] = {"l": set(), "p": set()}
+    for kind, reader_id, valid_from, valid_to, until, zone_name in rows:
+        starts_at, ends_at = validity_window(valid_from, valid_to, until, zone_name)
+        if starts_at <= at < ends_at:
+            valid[kind].add(reader_id)
+    return {
+        "on_shift": len(on_shift),
+        "licensed": len(valid["l"]),
+        "privileged": len(valid["l"] & valid["p"]),
+    }

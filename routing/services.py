@@ -29,15 +29,23 @@ from studies.states import StudyStatus
 from teleradiology.audited import audited_delete, audited_save, related_set
 from teleradiology.queue import enqueue
 from worklist.selectors import (
+    readers_withdrawn_for,
     studies_with_open_offers,
     study_has_open_offer,
-    study_offered_readers,
+    study_open_offer_readers,
 )
 from worklist.services.offers import Opening, offers_open, offers_withdraw
 
 RoutingConfig = TypeVar("RoutingConfig", bound=models.Model)
 
 UNROUTABLE_RETRY = dt.timedelta(seconds=60)
+# Why offers are withdrawn (worklist_offer.withdrawn_reason).
+NOT_ACCEPTED = "not accepted in time"
+NO_LONGER_ELIGIBLE = "reader no longer eligible"
+# An auto-assigned reader who let the study time out, or declined it (the decline's
+# reason is "declined: ...", worklist.services.claims.study_decline), is never
+# auto-assigned that study again, across re-routes and unroutable retries.
+PASSED_ON = (NOT_ACCEPTED, "declined:")
 # A ready study with no routing decision after this long is routed by the sweep
 # (its route_study task was lost with a crashed worker or broker).
 ROUTE_GRACE = dt.timedelta(seconds=30)
@@ -160,6 +168,12 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
             st.patient_jurisdiction.code: st.patient_jurisdiction_id for st in studies
         },
     )
+    # Auto-assign skips the readers who let the study time out (or declined it): one
+    # read for the batch, only when an auto-assign rule is in it.
+    auto = [
+        st.pk for st, rule in matched if rule and rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN
+    ]
+    passed = readers_withdrawn_for(study_ids=auto, reasons=PASSED_ON) if auto else {}
     for study, rule in matched:
         if rule is None:
             decided[study.pk] = _mark_unroutable(
@@ -173,14 +187,15 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
             continue
         facts = selectors.study_facts(study=study, rule=rule, now=now)
         candidates = everyone[study.facility_id, facts.jurisdiction]
-        tier, verdicts, fresh = _widen(facts, candidates, tier=0)
+        skip = passed.get(study.pk, frozenset())
+        tier, verdicts, fresh = _widen(facts, candidates, tier=0, skip=skip)
         if not fresh:
             decided[study.pk] = _mark_unroutable(
                 study,
                 rule,
                 tier=tier,
                 now=now,
-                reason=unroutable_reason(study, verdicts, now=now),
+                reason=_nobody_left_reason(study, verdicts, now=now),
                 verdicts=verdicts,
             )
             continue
@@ -236,23 +251,55 @@ def _offer_from(
     outcome: str,
     skip: frozenset[int] = frozenset(),
 ) -> RoutingDecision | None:
-    """Offer at ``tier``, widening tier by tier until someone new is eligible."""
+    """Offer at ``tier``, widening tier by tier until someone not in ``skip`` is
+    eligible; unroutable if nobody is, up to the widest tier."""
     facts = selectors.study_facts(study=study, rule=rule, now=now)
-    # One gathering for every tier; each step looks at the tiers up to its own.
-    candidates = selectors.candidate_facts_many(
+    candidates = _candidates(study, facts, now=now)
+    tier, verdicts, fresh = _widen(facts, candidates, tier=tier, skip=skip)
+    if not fresh:
+        reason = _nobody_left_reason(study, verdicts, now=now)
+        return _mark_unroutable(study, rule, tier=tier, now=now, reason=reason, verdicts=verdicts)
+    return _offer_many([(study, rule, tier, verdicts, fresh)], now=now, outcome=outcome)[study.pk]
+
+
+def _candidates(study: Study, facts: StudyFacts, *, now: dt.datetime) -> list[CandidateFacts]:
+    """The facts of the study's plausible readers at every tier, in one gathering
+    (each step of ``_widen`` looks at the tiers up to its own)."""
+    return selectors.candidate_facts_many(
         [(study.facility, facts.jurisdiction)],
         max_tier=LAST_TIER,
         at=now,
         jurisdiction_ids={facts.jurisdiction: study.patient_jurisdiction_id},
     )[study.facility_id, facts.jurisdiction]
-    tier, verdicts, fresh = _widen(facts, candidates, tier=tier, skip=skip)
-    if not fresh:
-        if skip and outcome == RoutingDecision.Outcome.ESCALATED:
-            reason = "nobody claimed it in time at any tier"
-        else:
-            reason = unroutable_reason(study, verdicts, now=now)
-        return _mark_unroutable(study, rule, tier=tier, now=now, reason=reason, verdicts=verdicts)
-    return _offer_many([(study, rule, tier, verdicts, fresh)], now=now, outcome=outcome)[study.pk]
+
+
+def _tier_wait(study: Study, rule: RoutingRule, *, tier: int, now: dt.datetime) -> dt.timedelta:
+    """How long until the routing timer of a study offered at ``tier`` fires: an
+    auto-assignment's accept timeout, else the wait its SLA gives the tier
+    (``eligibility.escalation_wait`` over the rule's fractions, floor and cap)."""
+    if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
+        return dt.timedelta(seconds=rule.accept_timeout_seconds)
+    return eligibility.escalation_wait(
+        tier=tier,
+        received_at=study.received_at,
+        due_at=study.sla_due_at,
+        now=now,
+        fractions=rule.escalate_fractions,
+        floor=dt.timedelta(seconds=rule.min_tier_wait_seconds),
+        cap=rule.tier_wait(study.priority),
+    )
+
+
+def _nobody_left_reason(study: Study, verdicts: Sequence[Verdict], *, now: dt.datetime) -> str:
+    """Why nobody new can be offered the study: the eligible readers were all passed
+    over (auto-assigned and let it time out or declined), or ``unroutable_reason``."""
+    eligible = sum(1 for v in verdicts if v.eligible)
+    if eligible:
+        return (
+            f"each of the {eligible} eligible radiologist(s) on shift was auto-assigned it "
+            "and let it time out or declined it: assign it to a reader"
+        )
+    return unroutable_reason(study, verdicts, now=now)
 
 
 def _offer_many(
@@ -275,15 +322,7 @@ def _offer_many(
         openings.append(Opening(study, [v.radiologist_id for v in chosen], tier, rule.pk))
         if study.status == StudyStatus.READY:
             moving[study.pk] = f"rule '{rule.name}', {TIERS[tier].lower()} tier"
-        if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
-            wait = dt.timedelta(seconds=rule.accept_timeout_seconds)
-        else:
-            wait = eligibility.escalation_waits(
-                tier_wait=rule.tier_wait(study.priority),
-                tiers_left=LAST_TIER - tier,
-                now=now,
-                due_at=study.sla_due_at,
-            )
+        wait = _tier_wait(study, rule, tier=tier, now=now)
         routings.append(
             StudyRouting(
                 study=study,
@@ -451,35 +490,84 @@ def study_escalate(*, study_id: int, now: dt.datetime | None = None) -> RoutingD
                 verdicts=[],
                 reason="its routing rule was deleted",
             )
-        tried = study_offered_readers(study_id=study.pk)
         if rule.delivery == RoutingRule.Delivery.AUTO_ASSIGN:
-            offers_withdraw(study_id=study.pk, at=now, reason="not accepted in time")
+            offers_withdraw(study_id=study.pk, at=now, reason=NOT_ACCEPTED)
+            passed = readers_withdrawn_for(study_ids=[study.pk], reasons=PASSED_ON)
             return _offer_from(
                 study,
                 rule,
                 tier=routing.tier,
                 now=now,
-                skip=tried,
+                skip=passed.get(study.pk, frozenset()),
                 outcome=RoutingDecision.Outcome.ESCALATED,
             )
-        if routing.tier >= LAST_TIER:
-            # Offers stay open (someone may still claim); admins are told now.
-            return _mark_unroutable(
-                study,
-                rule,
-                tier=routing.tier,
-                now=now,
-                verdicts=[],
-                reason="nobody claimed it in time at any tier",
-            )
-        return _offer_from(
-            study,
-            rule,
-            tier=routing.tier + 1,
+        return _escalate_offer(study, rule, routing, now=now)
+
+
+def _escalate_offer(
+    study: Study, rule: RoutingRule, routing: StudyRouting, *, now: dt.datetime
+) -> RoutingDecision | None:
+    """The timer of a study on offer is due: judge it again with the facts routing
+    uses, up to the next tier (at the widest tier, that tier again).
+
+    Open offers whose readers KEEP_OFFER no longer keeps (off shift, a license
+    lapsed or cut to a scope the read does not allow, privileges gone) are
+    withdrawn; the readers eligible now (ROUTE) who have no open offer are offered
+    it, at the nearest tier from the next one where there are any.  If nobody new
+    is, the study stays where it is and its timer is re-armed while an eligible
+    reader holds an open offer, or while its remaining offers' readers (paused, at
+    their cap) may still take it and its SLA is not at risk; otherwise it is
+    unroutable, with a reason an admin can act on.  Never because timers ran out."""
+    facts = selectors.study_facts(study=study, rule=rule, now=now)
+    candidates = _candidates(study, facts, now=now)
+    by_id = {c.radiologist_id: c for c in candidates}
+    offered = study_open_offer_readers(study_id=study.pk)
+    # A reader the gathering did not find is off shift, or holds no license in the
+    # jurisdiction or no privilege at the facility: KEEP_OFFER fails them too.
+    lapsed = sorted(
+        r
+        for r in offered
+        if r not in by_id or not eligibility.KEEP_OFFER.judge(facts, by_id[r]).eligible
+    )
+    for reader_id in lapsed:
+        offers_withdraw(
+            study_id=study.pk, radiologist_id=reader_id, at=now, reason=NO_LONGER_ELIGIBLE
+        )
+    kept = offered - set(lapsed)
+    tier, verdicts, fresh = _widen(
+        facts, candidates, tier=min(routing.tier + 1, LAST_TIER), skip=kept
+    )
+    if fresh:
+        decision = _offer_many(
+            [(study, rule, tier, verdicts, fresh)],
             now=now,
-            skip=tried,
             outcome=RoutingDecision.Outcome.ESCALATED,
         )
+        return decision[study.pk]
+    at_risk = eligibility.sla_at_risk(
+        received_at=study.received_at,
+        due_at=study.sla_due_at,
+        now=now,
+        fractions=rule.escalate_fractions,
+    )
+    if any(v.eligible for v in verdicts) or (kept and not at_risk):
+        _routing_save(
+            StudyRouting(
+                study=study,
+                rule=rule,
+                tier=LAST_TIER,
+                relative_value=routing.relative_value,
+                next_escalation_at=now + _tier_wait(study, rule, tier=LAST_TIER, now=now),
+                unroutable_at=None,
+                unroutable_reason="",
+                decided_at=now,
+            )
+        )
+        return None
+    reason = unroutable_reason(study, verdicts, now=now)
+    if kept:
+        reason = f"SLA at risk and its offered readers cannot take it: {reason}"
+    return _mark_unroutable(study, rule, tier=LAST_TIER, now=now, reason=reason, verdicts=verdicts)
 
 
 def routing_config_save(
@@ -522,13 +610,14 @@ def routing_timer_clear(*, study_id: int) -> None:
 
 
 def routing_timer_restart(*, study: Study, at: dt.datetime) -> None:
-    """Give the readers a study is offered to a full tier wait from ``at`` (a claim
-    on it was released).  ``study`` is locked, its routing row joined."""
+    """Re-arm the timer of a study back on offer at ``at`` (a claim on it was
+    released): the wait its tier has from ``at`` as routing sets it (the SLA's, at
+    least the rule's floor; an auto-assignment's accept timeout).  ``study`` is
+    locked, its routing row joined."""
     routing = selectors.study_routing(study=study)
     if routing is not None and routing.rule is not None:
-        StudyRouting.objects.filter(study_id=study.pk).update(
-            next_escalation_at=at + routing.rule.tier_wait(study.priority)
-        )
+        wait = _tier_wait(study, routing.rule, tier=routing.tier, now=at)
+        StudyRouting.objects.filter(study_id=study.pk).update(next_escalation_at=at + wait)
 
 
 def routing_timer_due_now(*, study_id: int, at: dt.datetime) -> None:
@@ -618,23 +707,54 @@ def study_change_triage(
 
 def offers_withdraw_ineligible(*, now: dt.datetime | None = None) -> int:
     """Withdraw open offers whose reader is no longer eligible (off shift, license or
-    privilege lapsed, deactivated), and re-route studies left with no offer.  Runs on
-    a beat schedule of its own (OFFER_ELIGIBILITY_SWEEP_SECONDS)."""
+    privilege lapsed or narrowed, deactivated), and re-route studies left with no
+    offer.  Runs on a beat schedule of its own (OFFER_ELIGIBILITY_SWEEP_SECONDS): the
+    backstop for time passing (a validity or shift that ends by itself); a change made
+    through the network's services is judged at once (``readers_offers_recheck``)."""
     live = now is None  # beat: each re-route reads the clock when it holds its lock
     now = now or timezone.now()
-    rows = list(selectors.offers_no_longer_eligible(now=now))
+    rows = selectors.offers_no_longer_eligible(now=now)
+    return _offers_withdraw_and_reroute(
+        rows, at=now, reroute_at=None if live else now, reason="reader no longer eligible"
+    )
+
+
+def readers_offers_recheck(*, radiologist_ids: Sequence[int], at: dt.datetime) -> int:
+    """Judge these readers' open offers (on worklists or held by a claim) with the
+    KEEP_OFFER policy at ``at``, withdraw those it no longer keeps and re-route the
+    offered studies left with no open offer, in the caller's transaction: a license,
+    privilege, shift, standing or subspecialty change takes effect before its
+    service returns (the receiver of ``network.signals.eligibility_changed``).
+    Returns how many offers were withdrawn."""
+    ids = sorted(set(radiologist_ids))
+    if not ids:
+        return 0
+    with transaction.atomic():
+        rows = selectors.offers_no_longer_eligible(now=at, radiologist_ids=ids)
+        return _offers_withdraw_and_reroute(
+            rows,
+            at=at,
+            reroute_at=at,
+            reason="reader no longer eligible (credentials, shift or standing changed)",
+        )
+
+
+def _offers_withdraw_and_reroute(
+    rows: list[tuple[int, int]], *, at: dt.datetime, reroute_at: dt.datetime | None, reason: str
+) -> int:
+    """Withdraw the (offer id, study id) offers and re-route each offered study left
+    with no open offer (checked again under its lock: ``only_if_orphaned``; a claimed
+    study is left to its claim, whose release routes it if nobody is left)."""
     if not rows:
         return 0
-    withdrawn = offers_withdraw(
-        offer_ids=[pk for pk, _ in rows], at=now, reason="reader no longer eligible"
-    )
+    withdrawn = offers_withdraw(offer_ids=[pk for pk, _ in rows], at=at, reason=reason)
     studies = {study_id for _, study_id in rows}
     orphaned = studies - studies_with_open_offers(study_ids=studies)
     for study_id in sorted(orphaned):
         study_reroute(
             study_id=study_id,
             reason="its offered readers are no longer eligible",
-            now=None if live else now,
+            now=reroute_at,
             only_if_orphaned=True,
         )
     return withdrawn

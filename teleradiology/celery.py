@@ -69,6 +69,11 @@ app.conf.beat_schedule = {
         "schedule": settings.CRITICAL_OVERDUE_SWEEP_SECONDS,
     },
     "review-sweep": {"task": "review.reviews_sweep", "schedule": 60.0},
+    "network-rota-shifts": {
+        "task": "network.rota_shifts_generate",
+        "schedule": settings.ROTA_SWEEP_SECONDS,
+    },
+    "network-pauses-end": {"task": "network.pauses_end", "schedule": settings.PAUSE_SWEEP_SECONDS},
     "priors-fetches": {
         "task": "priors.prior_fetches_sweep",
         "schedule": settings.PRIORS_SWEEP_SECONDS,

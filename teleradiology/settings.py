@@ -478,6 +478,15 @@ ROUTING_SWEEP_SECONDS = env.float("ROUTING_SWEEP_SECONDS", default=5.0)
 # Open offers whose reader went off shift or lost a credential are withdrawn by
 # a sweep of its own, so the escalation sweep stays a small indexed read.
 OFFER_ELIGIBILITY_SWEEP_SECONDS = env.float("OFFER_ELIGIBILITY_SWEEP_SECONDS", default=30.0)
+# Weekly rotas: concrete shifts are generated this many days ahead, by beat every
+# ROTA_SWEEP_SECONDS (and at once when a rota or leave is saved); a reader's pause
+# that ran out is cleared by beat every PAUSE_SWEEP_SECONDS (eligibility already
+# reads a pause past its end as over).
+ROTA_HORIZON_DAYS = env.int("ROTA_HORIZON_DAYS", default=14)
+if not 1 <= ROTA_HORIZON_DAYS <= 366:
+    raise ImproperlyConfigured("ROTA_HORIZON_DAYS must be between 1 and 366.")
+ROTA_SWEEP_SECONDS = env.float("ROTA_SWEEP_SECONDS", default=3600.0)
+PAUSE_SWEEP_SECONDS = env.float("PAUSE_SWEEP_SECONDS", default=60.0)
 # A routing task routes its own study and up to this many minus one other ready
 # studies waiting for a decision, in one transaction (1 routes one study a task).
 ROUTING_BATCH_SIZE = env.int("ROUTING_BATCH_SIZE", default=32)

@@ -29,6 +29,8 @@ router.register("radiologists", network_api.RadiologistViewSet, basename="radiol
 router.register("licenses", network_api.LicenseViewSet, basename="license")
 router.register("privileges", network_api.FacilityPrivilegeViewSet, basename="privilege")
 router.register("shifts", network_api.ShiftViewSet, basename="shift")
+router.register("rotas", network_api.RotaViewSet, basename="rota")
+router.register("leaves", network_api.LeaveViewSet, basename="leave")
 router.register("jurisdictions", network_api.JurisdictionViewSet, basename="jurisdiction")
 router.register("regions", network_api.RegionViewSet, basename="region")
 router.register("subspecialties", network_api.SubspecialtyViewSet, basename="subspecialty")
@@ -57,6 +59,13 @@ urlpatterns = [
     path("dicomweb/", include("dicomweb.urls")),
     path("api/v1/", include(router.urls)),
     path("api/v1/me/", network_api.MeApi.as_view(), name="me"),
+    path("api/v1/me/pause/", network_api.MePauseApi.as_view(), name="me-pause"),
+    path("api/v1/me/resume/", network_api.MeResumeApi.as_view(), name="me-resume"),
+    path(
+        "api/v1/reading-groups/<id:reading_group_id>/",
+        network_api.ReadingGroupApi.as_view(),
+        name="reading-group",
+    ),
     path(
         "api/v1/facilities/<id:id>/checklist/",
         onboarding_api.ChecklistApi.as_view(),
@@ -138,6 +147,21 @@ urlpatterns = [
         name="peer-review-policy",
     ),
     path("api/v1/operations/", turnaround_api.OperationsApi.as_view(), name="operations"),
+    path(
+        "api/v1/operations/studies/<id:study_id>/readers/",
+        turnaround_api.ReassignChoicesApi.as_view(),
+        name="operations-reassign-choices",
+    ),
+    path(
+        "api/v1/operations/studies/<id:study_id>/reroute/",
+        turnaround_api.RerouteApi.as_view(),
+        name="operations-reroute-api",
+    ),
+    path(
+        "api/v1/operations/alerts/<id:alert_id>/acknowledge/",
+        turnaround_api.AlertAcknowledgeApi.as_view(),
+        name="operations-acknowledge-api",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's init script as a file: no inline script (CSP).
     path(

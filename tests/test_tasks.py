@@ -31,6 +31,8 @@ EXPECTED: dict[str, Options] = {
     "ingest.storage_usage_sweep": Options(3, 120, 180, False, NOT_RETRIED),
     "ingest.orphans_sweep": Options(3, 1800, 1900, False, NOT_RETRIED),
     "ingest.studies_dicom_json_build": Options(3, 300, 330, True, 600),
+    "network.pauses_end": Options(3, 50, 60, True, 600),
+    "network.rota_shifts_generate": Options(3, 300, 330, True, 600),
     "priors.study_priors_fetch": Options(3, 540, 600, True, 600),
     "priors.prior_fetches_sweep": Options(3, 50, 60, False, 600),
     "reporting.deliver_message": Options(5, 75, 90, True, 60),

@@ -1,4 +1,7 @@
-"""The turnaround API: a study's timeline and facility figures (JSON or CSV)."""
+"""The turnaround API: a study's timeline, facility figures (JSON or CSV), and the
+operations view with what admins do from it (the readers a study may be reassigned
+to, re-route, acknowledge an alert; reassign, triage and a reader's pause have their
+own endpoints under studies and radiologists)."""
 
 from __future__ import annotations
 
@@ -12,21 +15,25 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from alerts.services import alert_acknowledge
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Priority
 from studies.states import StudyStatus
-from teleradiology.api import client_ip
+from teleradiology.api import client_ip, request_actor
 from teleradiology.converters import MAX_ID
+from teleradiology.errors import Conflict
 from turnaround import operations, selectors
+from turnaround.services import study_reroute_by_admin
 
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
@@ -322,8 +329,14 @@ class ReaderLoadSerializer(serializers.Serializer[Any]):
     on_shift = serializers.BooleanField()
     shift_started_at = serializers.DateTimeField(allow_null=True)
     available = serializers.BooleanField()
+    paused_until = serializers.DateTimeField(
+        allow_null=True, help_text="when the reader's pause ends by itself"
+    )
+    pause_reason = serializers.CharField(allow_blank=True)
     workload_cap = serializers.IntegerField()
-    open_claims = serializers.IntegerField(help_text="claimed or preliminary now")
+    open_claims = serializers.IntegerField(
+        help_text="studies claimed or preliminary now, and review cases claimed, not answered"
+    )
     recent_claims = serializers.IntegerField(help_text="claimed in the work window")
     recent_work = serializers.FloatField(help_text="sum of relative values, work window")
     shift_work = serializers.FloatField(help_text="sum of relative values since shift start")
@@ -421,3 +434,98 @@ def operations_read_record(
         ip_address=client_ip(request),
         detail={"view": view},
     )
+
+
+# --- Acting on the operations view ---------------------------------------------
+class ReassignChoiceSerializer(serializers.Serializer[Any]):
+    radiologist = serializers.IntegerField(source="radiologist_id")
+    name = serializers.CharField()
+    eligible = serializers.BooleanField(help_text="may be handed the study now")
+    why_not = serializers.CharField(help_text="the claim policy's reasons; empty if eligible")
+    tier = serializers.CharField(source="tier_name", help_text="for the study's facility")
+    open_claims = serializers.IntegerField()
+    workload_cap = serializers.IntegerField()
+
+
+class ReassignChoicesSerializer(serializers.Serializer[Any]):
+    study = serializers.IntegerField()
+    reassignable = serializers.BooleanField(help_text="on offer or claimed")
+    readers = ReassignChoiceSerializer(many=True)
+
+
+class ReassignChoicesApi(APIView):
+    """The readers of the study's group an admin may reassign it to
+    (``POST /api/v1/studies/{id}/reassign/``): the eligible first, in routing's order,
+    then the others with the reasons the claim policy gives.  Group admins of the
+    study's group; 403 for others who see the study, 404 for the rest."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: ReassignChoicesSerializer})
+    def get(self, request: Request, study_id: int) -> Response:
+        study = operations.study_for_action(user=request.user, study_id=study_id)
+        with transaction.atomic():
+            audit_record(
+                actor=request.user,
+                action=AuditEvent.Action.READ,
+                obj=study,
+                patient_id=study.patient_id,
+                ip_address=client_ip(request),
+                detail={"view": "operations: reassign choices"},
+            )
+        body = {
+            "study": study.pk,
+            "reassignable": study.status in operations.REASSIGNABLE,
+            "readers": operations.reassign_choices(study=study, now=timezone.now()),
+        }
+        return Response(ReassignChoicesSerializer(body).data)
+
+
+class RerouteResultSerializer(serializers.Serializer[Any]):
+    study = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=StudyStatus.choices)
+
+
+class RerouteApi(APIView):
+    """Route a waiting study afresh (its open offers withdrawn, its rules applied
+    now); audited.  409 when it is no longer waiting for a reader."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: RerouteResultSerializer,
+            409: OpenApiResponse(description="The study is claimed or final."),
+        },
+    )
+    def post(self, request: Request, study_id: int) -> Response:
+        study = operations.study_for_action(user=request.user, study_id=study_id)
+        if not study_reroute_by_admin(
+            study=study, actor=request_actor(request), ip_address=client_ip(request)
+        ):
+            raise Conflict("The study is no longer waiting for a reader.", code="not_waiting")
+        study.refresh_from_db(fields=["status"])
+        return Response(RerouteResultSerializer({"study": study.pk, "status": study.status}).data)
+
+
+class AlertAcknowledgedSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    acknowledged_at = serializers.DateTimeField()
+
+
+class AlertAcknowledgeApi(APIView):
+    """Acknowledge an alert of a group the caller administers (it leaves the
+    operations view); audited.  400 when it was already acknowledged."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: AlertAcknowledgedSerializer})
+    def post(self, request: Request, alert_id: int) -> Response:
+        alert = operations.alert_for_action(user=request.user, alert_id=alert_id)
+        if alert.acknowledged_at is not None:
+            raise ValidationError({"detail": "That alert was already acknowledged."})
+        alert = alert_acknowledge(
+            alert=alert, acknowledged_at=timezone.now(), actor=request_actor(request)
+        )
+        return Response(AlertAcknowledgedSerializer(alert).data)

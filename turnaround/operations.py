@@ -46,11 +46,26 @@ from django.db.models import (
 )
 from rest_framework.exceptions import NotFound, PermissionDenied
 
+from access.selectors import study_get_visible, study_is_administered_by
 from alerts.models import Alert
-from network.models import Priority, ReadingGroup
-from network.selectors import AnyUser, reading_groups_administered
-from routing.models import TIERS, StudyRouting
-from routing.selectors import OPEN_CLAIMS, SHIFT_UNDER_WAY, reader_state_named_params
+from alerts.selectors import alert_is_administered_by, alert_list_visible
+from network.models import Priority, Radiologist, ReadingGroup
+from network.selectors import (
+    AnyUser,
+    radiologist_list_visible,
+    reading_groups_administered,
+)
+from routing.eligibility import CLAIM, REASON_TEXT
+from routing.models import LAST_TIER, TIERS, StudyRouting
+from routing.selectors import (
+    OPEN_CLAIMS,
+    READER_AVAILABLE,
+    SHIFT_UNDER_WAY,
+    candidate_facts,
+    reader_state_named_params,
+    study_facts,
+    study_rule,
+)
 from studies.models import Study
 from studies.states import StudyStatus
 from turnaround.expressions import SecondsBetween
@@ -161,6 +176,8 @@ class ReaderLoad:
     on_shift: bool
     shift_started_at: dt.datetime | None
     available: bool
+    paused_until: dt.datetime | None
+    pause_reason: str
     workload_cap: int
     open_claims: int
     recent_claims: int
@@ -208,10 +225,15 @@ LOAD_EARLIEST_SHIFT = """
     WHERE r.is_active AND r.reading_group_id IN ({groups})
         AND sh.starts_at <= %(now)s AND sh.ends_at > %(now)s"""
 
-# rd: the groups' active readers, each with their shift start and open claims.
+# rd: the groups' active readers, each with their shift start and open claims, and their
+# pause while it lasts (one that has run out is over, as routing judges it, before the
+# sweep clears it).
 LOAD_READERS = f"""
     rd AS (
-        SELECT r.id, r.display_name, r.reading_group_id, r.is_available, r.workload_cap,
+        SELECT r.id, r.display_name, r.reading_group_id,
+            {READER_AVAILABLE.format(**_NAMED)} AS is_available, r.workload_cap,
+            CASE WHEN r.paused_until > %(now)s THEN r.paused_until END AS paused_until,
+            CASE WHEN r.paused_until > %(now)s THEN r.pause_reason ELSE '' END AS pause_reason,
             {READER_SHIFT_AND_OPEN_CLAIMS.strip()}
         FROM network_radiologist r
         WHERE r.is_active AND r.reading_group_id IN ({{groups}})
@@ -251,7 +273,7 @@ LOAD_WORK = """
 LOAD_PER_READER = """
     loads AS (
         SELECT rw.id, rw.display_name, rw.reading_group_id, rw.shift_start,
-            rw.is_available, rw.workload_cap,
+            rw.is_available, rw.workload_cap, rw.paused_until, rw.pause_reason,
             CASE WHEN rw.shift_start IS NULL THEN 0 ELSE 1 END AS on_shift,
             rw.open_claims,
             COALESCE(w.recent_claims, 0) AS recent_claims,
@@ -260,16 +282,18 @@ LOAD_PER_READER = """
         FROM rw LEFT JOIN work w ON w.rid = rw.id
     )"""
 
-# The readers listed (on shift, holding a claim or claimed in the window), each with the
+# The readers listed (on shift, holding a claim, claimed in the window or paused, so that
+# an admin can resume them from the page), each with the
 # fairness aggregates of their group's on-shift readers: count, mean, mean of squares
 # and maximum of the shift's weighted work.
 LOAD_LISTED = """
     SELECT id, display_name, reading_group_id, shift_start, is_available, workload_cap,
+        paused_until, pause_reason,
         on_shift, open_claims, recent_claims, recent_work, shift_work,
         COUNT(*) OVER g AS n, AVG(shift_work) OVER g AS mean,
         AVG(shift_work * shift_work) OVER g AS mean_sq, MAX(shift_work) OVER g AS top
     FROM loads
-    WHERE on_shift = 1 OR open_claims > 0 OR recent_claims > 0
+    WHERE on_shift = 1 OR open_claims > 0 OR recent_claims > 0 OR paused_until IS NOT NULL
     WINDOW g AS (PARTITION BY reading_group_id, on_shift)
     ORDER BY reading_group_id, on_shift DESC, shift_work DESC, recent_work DESC,
         display_name, id"""
@@ -290,8 +314,8 @@ def _reader_load_sql(groups_sql: str) -> str:
 def reader_load(
     *, groups: list[ReadingGroup], now: dt.datetime
 ) -> tuple[list[ReaderLoad], list[Fairness]]:
-    """Each active reader of the groups who is on shift, holds a claim or claimed
-    something in the work window; and each group's fairness figure.
+    """Each active reader of the groups who is on shift, holds a claim, claimed
+    something in the work window or is paused; and each group's fairness figure.
 
     Two statements of the named parts above: LOAD_EARLIEST_SHIFT (the earliest start
     of a shift under way, a constant lower bound for the index ranges of LOAD_WORK),
@@ -332,6 +356,8 @@ def reader_load(
         shift_start,
         available,
         cap,
+        paused_until,
+        pause_reason,
         on_shift,
         open_claims,
         recent_claims,
@@ -350,6 +376,8 @@ def reader_load(
                 on_shift=bool(on_shift),
                 shift_started_at=_as_datetime(shift_start),
                 available=bool(available),
+                paused_until=_as_datetime(paused_until),
+                pause_reason=pause_reason or "",
                 workload_cap=cap,
                 open_claims=int(open_claims),
                 recent_claims=int(recent_claims),
@@ -432,4 +460,134 @@ def operations_snapshot(
         load=load,
         fairness=fairness,
         alerts=list(alerts_open(groups=groups)[:limit]),
+    )
+
+
+# --- What the page acts on ----------------------------------------------------
+# Each action names its object by id; these answer it only to an admin of the
+# object's group (a superuser: any).  Someone who cannot see the object at all (another
+# group's admin, facility staff of another facility) gets 404, so its existence does
+# not leak; someone who sees it but does not administer its group (its reader, its
+# facility's staff) gets 403.
+
+REASSIGNABLE = (S.OFFERED, S.CLAIMED)
+LIVE = (*UNCLAIMED, *OPEN_CLAIM)
+
+
+def study_for_action(*, user: AnyUser, study_id: int) -> Study:
+    """A study an admin acts on from the operations page (403/404 as above)."""
+    study = study_get_visible(user=user, study_id=study_id)
+    if not study_is_administered_by(user=user, study=study):
+        raise PermissionDenied("Only the group's admins act on its studies.")
+    return study
+
+
+def alert_for_action(*, user: AnyUser, alert_id: int) -> Alert:
+    """An alert an admin acknowledges from the page (403/404 as above)."""
+    alert = alert_list_visible(user=user).select_related("study").filter(pk=alert_id).first()
+    if alert is None:
+        raise NotFound("No such alert.")
+    if not alert_is_administered_by(user=user, alert=alert):
+        raise PermissionDenied("Only the group's admins acknowledge its alerts.")
+    return alert
+
+
+def reader_for_action(*, user: AnyUser, radiologist_id: int) -> Radiologist:
+    """A reader an admin pauses, resumes or looks at from the page (403/404 as above:
+    a reader sees themselves and is refused 403; they pause from their worklist)."""
+    reader = (
+        radiologist_list_visible(user=user)
+        .select_related("reading_group")
+        .filter(pk=radiologist_id)
+        .first()
+    )
+    if reader is None:
+        raise NotFound("No such radiologist.")
+    if not reading_groups_administered(user=user).filter(pk=reader.reading_group_id).exists():
+        raise PermissionDenied("Only the group's admins pause or resume its readers.")
+    return reader
+
+
+@dataclass(frozen=True)
+class ReassignChoice:
+    """One reader of the study's group in the reassign chooser."""
+
+    radiologist_id: int
+    name: str
+    eligible: bool
+    why_not: str  # the CLAIM policy's reasons, or why the reader cannot take it
+    tier_name: str
+    open_claims: int
+    workload_cap: int
+
+
+def reassign_choices(*, study: Study, now: dt.datetime) -> list[ReassignChoice]:
+    """The study's group's active readers for an admin's reassign, the eligible first
+    (in routing's ranking: nearer tier, subspecialty fit, final scope, least load) and
+    then the others with the reasons the CLAIM policy gives, the re-check
+    ``worklist.services.claims.study_reassign`` makes.  One batch of facts for all the
+    readers (``candidate_facts`` with their ids): a few statements, whatever their
+    number, not one ``why_not`` per reader."""
+    readers = list(
+        Radiologist.objects.filter(reading_group_id=study.facility.reading_group_id, is_active=True)
+        .order_by("pk")
+        .values_list("pk", "display_name")
+    )
+    holder = study.assigned_radiologist_id if study.status in OPEN_CLAIM else None
+    rule = study_rule(study=study)
+    if rule is None:
+        return [
+            ReassignChoice(pk, name, False, "no routing rule applies to this study", "", 0, 0)
+            for pk, name in readers
+        ]
+    facts = study_facts(study=study, rule=rule, now=now)
+    candidates = candidate_facts(
+        facility=study.facility,
+        jurisdiction_code=facts.jurisdiction,
+        max_tier=LAST_TIER,
+        at=now,
+        radiologist_ids=[pk for pk, _ in readers],
+    )
+    by_id = {c.radiologist_id: c for c in candidates}
+    choices = []
+    for verdict in CLAIM.decide(facts, candidates):
+        candidate = by_id[verdict.radiologist_id]
+        eligible = verdict.eligible and verdict.radiologist_id != holder
+        why = (
+            "holds this study now"
+            if verdict.radiologist_id == holder
+            else "; ".join(REASON_TEXT[r] for r in verdict.reasons)
+        )
+        choices.append(
+            ReassignChoice(
+                radiologist_id=verdict.radiologist_id,
+                name=verdict.name,
+                eligible=eligible,
+                why_not="" if eligible else why,
+                tier_name=TIERS.get(verdict.tier, ""),
+                open_claims=candidate.open_claims,
+                workload_cap=candidate.workload_cap,
+            )
+        )
+    # Stable: the eligible keep routing's rank, the others their tier and id.
+    return sorted(choices, key=lambda c: not c.eligible)
+
+
+def reassign_target(*, study: Study, radiologist_id: int | None) -> Radiologist | None:
+    """The reader a reassign names, if they read for the study's group: another
+    group's id answers as a missing one, so the field is no oracle of who reads where."""
+    if radiologist_id is None:
+        return None
+    return Radiologist.objects.filter(
+        pk=radiologist_id, reading_group_id=study.facility.reading_group_id
+    ).first()
+
+
+def reader_open_cases(*, radiologist: Radiologist) -> QuerySet[Study]:
+    """The studies a reader holds (claimed or preliminary), soonest due first: what an
+    admin moves to others when the reader is paused or overloaded."""
+    return (
+        Study.objects.filter(assigned_radiologist=radiologist, status__in=OPEN_CLAIM)
+        .select_related("facility")
+        .order_by("sla_due_at", "id")
     )

@@ -1,15 +1,21 @@
-"""Turnaround's writes: SLA warnings raised as alerts, once per study and threshold."""
+"""Turnaround's writes: SLA warnings raised as alerts, once per study and threshold; an
+admin's re-route from the operations page, audited."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
 from django.utils import timezone
 
 from alerts.models import Alert
 from alerts.services import alert_raise
+from audit.models import AuditEvent
+from audit.services import audit_record
 from network.models import Priority
+from routing.services import study_reroute
 from studies.models import Study
 from turnaround import selectors
 
@@ -57,3 +63,22 @@ def sla_warnings_raise(*, now: dt.datetime | None = None) -> list[Alert]:
             if alert is not None:
                 raised.append(alert)
     return raised
+
+
+def study_reroute_by_admin(*, study: Study, actor: User | None, ip_address: str | None) -> bool:
+    """An admin's re-route of a waiting study from the operations page: routing's
+    ``study_reroute`` (open offers withdrawn, the rules applied afresh) and the audit
+    event naming the admin, in one transaction.  False, and nothing written, when the
+    study is no longer waiting (claimed or final meanwhile)."""
+    with transaction.atomic():
+        rerouted = study_reroute(study_id=study.pk, reason="re-routed by a group admin")
+        if rerouted:
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.UPDATE,
+                obj=study,
+                patient_id=study.patient_id,
+                ip_address=ip_address,
+                detail={"rerouted": "from the operations page"},
+            )
+    return rerouted

@@ -1,8 +1,16 @@
 """Pages: the group admins' live operations page and the facility portal.
 
-Thin, as the worklist's: each view reads through a selector; htmx polls the
-operations panel every few seconds and swaps the portal's charts and table when
-a filter changes.
+Thin, as the worklist's: each view reads through a selector or acts through one
+service; htmx polls the operations panel every few seconds and swaps the portal's
+charts and table when a filter changes.
+
+The operations page acts: reassign, re-route or raise the priority of a study,
+acknowledge an alert, pause or resume a reader.  Each action is a POST (htmx sends the
+CSRF token from the page's ``hx-headers``) answered with a message for ``#messages``
+and the ``operations-changed`` event, on which every panel of the page refreshes at
+once; other open pages see the change at their next poll.  Choosers (the readers for a
+reassign, a pause's reason and length, a reader's cases) load outside the polled panel,
+so a refresh never closes them.
 """
 
 from __future__ import annotations
@@ -10,28 +18,40 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_http_methods, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.exceptions import NotFound, PermissionDenied
 
+from alerts.services import alert_acknowledge
 from audit.models import AuditEvent
-from audit.services import audit_record_many
+from audit.services import audit_record, audit_record_many
 from network.models import Priority
+from network.services import reader_pause, reader_resume
 from routing.models import TIERS
-from teleradiology.api import client_ip
+from routing.services import study_change_triage
+from studies.models import Study
+from teleradiology.api import client_ip, request_actor
 from teleradiology.converters import parse_id
+from teleradiology.errors import DomainError
 from turnaround import charts, operations, selectors
 from turnaround import metrics as turnaround_metrics
 from turnaround.api import TurnaroundQuerySerializer, operations_read_record
+from turnaround.services import study_reroute_by_admin
+from worklist.services.claims import study_reassign
 
 
 def _int_param(request: HttpRequest, name: str) -> int | None:
@@ -84,6 +104,18 @@ def _operations_context(request: HttpRequest) -> dict[str, Any]:
         "refresh_seconds": settings.OPERATIONS_REFRESH_SECONDS,
         "list_limit": settings.OPERATIONS_LIST_LIMIT,
         "at_risk_percent": round(snapshot.at_risk_fraction * 100),
+        **_action_vocabulary(),
+    }
+
+
+def _action_vocabulary() -> dict[str, Any]:
+    """What the action buttons are offered for: reassign a study on offer or claimed,
+    re-route a waiting one, raise a live one's priority (the label one level up)."""
+    return {
+        "reassignable": [str(s) for s in operations.REASSIGNABLE],
+        "waiting": [str(s) for s in operations.UNCLAIMED],
+        "live": [str(s) for s in operations.LIVE],
+        "priority_labels": {p: str(label) for p, label in Priority.choices},
     }
 
 
@@ -111,6 +143,236 @@ def operations_panel(request: HttpRequest) -> HttpResponse:
     except (PermissionDenied, NotFound) as refusal:
         return _refused(request, refusal, partial=True)
     return render(request, "turnaround/_operations_panel.html", context)
+
+
+# --- Acting from the operations page -------------------------------------------
+# What the pause form proposes (the group's limit if shorter).
+DEFAULT_PAUSE_MINUTES = 30
+
+
+class _Refused(Exception):
+    """An action the domain refuses (its message is shown on the page)."""
+
+
+def _study_name(study: Study) -> str:
+    return study.accession_number or f"study {study.pk}"
+
+
+def _acted(request: HttpRequest, message: str, *, refused: bool = False) -> HttpResponseBase:
+    """The answer to an action: for htmx, the message for ``#messages`` (and, when done,
+    the ``operations-changed`` event that refreshes the panel at once, and the chooser
+    closed); without htmx, the message on the page it redirects to."""
+    if not request.htmx:  # type: ignore[attr-defined]
+        (messages.error if refused else messages.success)(request, message)
+        return redirect("operations-page")
+    response = render(
+        request, "turnaround/_operations_result.html", {"message": message, "refused": refused}
+    )
+    if not refused:
+        response["HX-Trigger"] = "operations-changed"
+    return response
+
+
+def _act(request: HttpRequest, action: Callable[[], str]) -> HttpResponseBase:
+    """Run an action: the caller's selector refuses with 403/404 (before anything is
+    written); a refusal of the domain is shown with its message."""
+    try:
+        return _acted(request, action())
+    except (PermissionDenied, NotFound) as refusal:
+        status = 404 if isinstance(refusal, NotFound) else 403
+        return HttpResponse(str(refusal), status=status, content_type="text/plain")
+    except DomainError as refusal:
+        return _acted(request, refusal.message, refused=True)
+    except _Refused as refusal:
+        return _acted(request, str(refusal), refused=True)
+    except ValidationError as invalid:
+        return _acted(request, " ".join(invalid.messages), refused=True)
+
+
+def _fragment(
+    request: HttpRequest, build: Callable[[], dict[str, Any]], template: str
+) -> HttpResponse:
+    """A chooser loaded beside the panel; 403/404 as the actions."""
+    try:
+        context = build()
+    except (PermissionDenied, NotFound) as refusal:
+        return _refused(request, refusal, partial=True)
+    return render(request, template, context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def operations_reassign(request: HttpRequest, study_id: int) -> HttpResponseBase:
+    """GET: the chooser (the group's readers, the eligible first, the others disabled
+    with the reasons); POST ``radiologist``: hand the study to that reader."""
+    if request.method == "POST":
+        return _act(request, lambda: _reassign(request, study_id))
+
+    def build() -> dict[str, Any]:
+        study = operations.study_for_action(user=request.user, study_id=study_id)
+        # The chooser names the study (its accession number): a read of patient data.
+        with transaction.atomic():
+            audit_record(
+                actor=request.user,
+                action=AuditEvent.Action.READ,
+                obj=study,
+                patient_id=study.patient_id,
+                ip_address=client_ip(request),
+                detail={"view": "operations: reassign chooser"},
+            )
+        return {
+            "study": study,
+            "reassignable": study.status in operations.REASSIGNABLE,
+            "choices": operations.reassign_choices(study=study, now=timezone.now()),
+        }
+
+    return _fragment(request, build, "turnaround/_operations_reassign.html")
+
+
+def _reassign(request: HttpRequest, study_id: int) -> str:
+    study = operations.study_for_action(user=request.user, study_id=study_id)
+    target = operations.reassign_target(
+        study=study, radiologist_id=parse_id(request.POST.get("radiologist", ""))
+    )
+    if target is None:
+        raise _Refused("No such radiologist in this study's group.")
+    study_reassign(
+        study_id=study.pk, to=target, actor=request_actor(request), ip_address=client_ip(request)
+    )
+    return f"{_study_name(study)} reassigned to {target.display_name}."
+
+
+@login_required
+@require_POST
+def operations_reroute(request: HttpRequest, study_id: int) -> HttpResponseBase:
+    """Route a waiting study afresh: its open offers withdrawn, its rules applied now."""
+
+    def reroute() -> str:
+        study = operations.study_for_action(user=request.user, study_id=study_id)
+        done = study_reroute_by_admin(
+            study=study, actor=request_actor(request), ip_address=client_ip(request)
+        )
+        if not done:
+            raise _Refused(f"{_study_name(study)} is no longer waiting for a reader.")
+        return f"{_study_name(study)} re-routed."
+
+    return _act(request, reroute)
+
+
+@login_required
+@require_POST
+def operations_priority(request: HttpRequest, study_id: int) -> HttpResponseBase:
+    """Raise a live study's priority (``priority``: 1 STAT, 2 urgent); its due time is
+    recomputed and, if it is waiting, it is re-routed."""
+
+    def raise_priority() -> str:
+        study = operations.study_for_action(user=request.user, study_id=study_id)
+        wanted = parse_id(request.POST.get("priority", ""))
+        if wanted not in Priority.values:
+            raise _Refused("Choose a priority: 1 (STAT) or 2 (urgent).")
+        if study.status not in operations.LIVE:
+            raise _Refused(f"A {study.get_status_display().lower()} study keeps its priority.")
+        if wanted >= study.priority:
+            raise _Refused(f"{_study_name(study)} is already {study.get_priority_display()}.")
+        study_change_triage(
+            study_id=study.pk,
+            actor=request_actor(request),
+            priority=wanted,
+            ip_address=client_ip(request),
+        )
+        return f"{_study_name(study)} raised to {Priority(wanted).label}."
+
+    return _act(request, raise_priority)
+
+
+@login_required
+@require_POST
+def operations_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponseBase:
+    """Acknowledge an open alert of the admin's group."""
+
+    def acknowledge() -> str:
+        alert = operations.alert_for_action(user=request.user, alert_id=alert_id)
+        if alert.acknowledged_at is not None:
+            raise _Refused("That alert was already acknowledged.")
+        alert_acknowledge(alert=alert, acknowledged_at=timezone.now(), actor=request_actor(request))
+        return f"Alert acknowledged: {alert.get_kind_display()}."
+
+    return _act(request, acknowledge)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def operations_pause(request: HttpRequest, radiologist_id: int) -> HttpResponseBase:
+    """GET: the pause form (a reason, and minutes up to the group's limit); POST
+    ``reason`` and ``minutes``: pause the reader (their offers are held)."""
+    if request.method == "POST":
+
+        def pause() -> str:
+            reader = operations.reader_for_action(user=request.user, radiologist_id=radiologist_id)
+            minutes = parse_id(request.POST.get("minutes", ""))
+            if minutes is None:
+                raise _Refused("Say for how many minutes (a whole number).")
+            reader = reader_pause(
+                radiologist=reader,
+                actor=request_actor(request),
+                reason=request.POST.get("reason", ""),
+                minutes=minutes,
+                ip_address=client_ip(request),
+            )
+            until = timezone.localtime(reader.paused_until, dt.UTC).strftime("%H:%M UTC")
+            return f"{reader.display_name} paused until {until}."
+
+        return _act(request, pause)
+
+    def build() -> dict[str, Any]:
+        reader = operations.reader_for_action(user=request.user, radiologist_id=radiologist_id)
+        limit = reader.reading_group.max_pause_minutes
+        return {
+            "reader": reader,
+            "max_minutes": limit,
+            "default_minutes": min(DEFAULT_PAUSE_MINUTES, limit),
+        }
+
+    return _fragment(request, build, "turnaround/_operations_pause.html")
+
+
+@login_required
+@require_POST
+def operations_resume(request: HttpRequest, radiologist_id: int) -> HttpResponseBase:
+    """End a reader's pause now."""
+
+    def resume() -> str:
+        reader = operations.reader_for_action(user=request.user, radiologist_id=radiologist_id)
+        if reader.is_available and reader.paused_until is None:
+            raise _Refused(f"{reader.display_name} is not paused.")
+        reader_resume(
+            radiologist=reader, actor=request_actor(request), ip_address=client_ip(request)
+        )
+        return f"{reader.display_name} resumed."
+
+    return _act(request, resume)
+
+
+@login_required
+def operations_reader_cases(request: HttpRequest, radiologist_id: int) -> HttpResponse:
+    """The studies a reader holds, each with its actions (reassign, raise priority)."""
+
+    def build() -> dict[str, Any]:
+        reader = operations.reader_for_action(user=request.user, radiologist_id=radiologist_id)
+        cases = list(
+            operations.reader_open_cases(radiologist=reader)[: settings.OPERATIONS_LIST_LIMIT]
+        )
+        audit_record_many(
+            actor=request.user,
+            action=AuditEvent.Action.LIST,
+            object_type="studies.study",
+            items=[(str(s.pk), s.patient_id) for s in cases],
+            ip_address=client_ip(request),
+            detail={"view": "operations: a reader's cases", "radiologist": reader.pk},
+        )
+        return {"reader": reader, "cases": cases, **_action_vocabulary()}
+
+    return _fragment(request, build, "turnaround/_operations_cases.html")
 
 
 # --- Facility portal --------------------------------------------------------

@@ -22,9 +22,15 @@ import datetime as dt
 STAT = 1
 
 
+def rank_offset(*, priority: int, step: dt.timedelta) -> dt.timedelta:
+    """How far after its arrival a study of ``priority`` ranks: one step per level
+    below STAT (a set-based re-key adds it to ``received_at`` in the database)."""
+    return (priority - STAT) * step
+
+
 def rank_at(*, priority: int, received_at: dt.datetime, step: dt.timedelta) -> dt.datetime:
     """The fixed sort key of a study on a worklist (smaller first)."""
-    return received_at + (priority - STAT) * step
+    return received_at + rank_offset(priority=priority, step=step)
 
 
 def aged_priority(*, priority: int, waited: dt.timedelta, step: dt.timedelta) -> float:

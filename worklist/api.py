@@ -10,7 +10,7 @@ import django_filters
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import F, IntegerField, Q, QuerySet, Value
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.permissions import BasePermission, IsAuthenticated
@@ -82,6 +82,11 @@ class WorklistRowSerializer(serializers.ModelSerializer[Study]):
         read_only=True,
         help_text="The order's patient class (E emergency, I inpatient, O outpatient, ...).",
     )
+    next_case_only = serializers.BooleanField(
+        read_only=True,
+        default=False,
+        help_text='Taken with "next case" only: a claim of it by id answers 409 next_case_only.',
+    )
 
     class Meta:
         model = Study
@@ -109,6 +114,7 @@ class WorklistRowSerializer(serializers.ModelSerializer[Study]):
             "rule_name",
             "reason_for_exam",
             "patient_class",
+            "next_case_only",
         ]
 
     def get_seconds_to_due(self, study: Study) -> int:
@@ -197,6 +203,16 @@ class MyCaseRowSerializer(WorklistRowSerializer):
     """A worklist row under its own name: my cases are paged by number, the worklist by
     cursor, and the schema's two paginated envelopes must not share a name."""
 
+    late_images_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When I was last told that new images arrived for it since I claimed "
+        "it (null: none did).",
+    )
+
+    class Meta(WorklistRowSerializer.Meta):
+        fields = [*WorklistRowSerializer.Meta.fields, "late_images_at"]
+
 
 class MyCasesApi(generics.ListAPIView[Study]):
     """The studies I have claimed and not finalised; each row's patient is audited."""
@@ -233,13 +249,37 @@ class AssignmentSerializer(serializers.ModelSerializer[Study]):
         fields = ["id", "status", "assigned_radiologist", "claimed_at", "sla_due_at"]
 
 
+class RefusalSerializer(serializers.Serializer[Any]):
+    """A refusal: the reason to show, and its code (teleradiology.api)."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+CLAIM_REFUSALS = {
+    403: OpenApiResponse(
+        RefusalSerializer,
+        description="Not on my worklist (not_offered), or I may not read it now: "
+        "not_eligible or at_cap, with the reasons.",
+    ),
+    404: OpenApiResponse(description="No such study, or not one I may see."),
+    409: OpenApiResponse(
+        RefusalSerializer,
+        description="Claimed by another reader first (already_claimed), or its routing "
+        'rule hands it out with "next case" only (next_case_only): use POST '
+        "/api/v1/worklist/next/.",
+    ),
+}
+
+
 class ClaimApi(APIView):
-    """Claim a study on my worklist: 200 for exactly one caller, 409 for the others."""
+    """Claim a study on my worklist: 200 for exactly one caller, 409 for the others,
+    and 409 for every claim by id of a study its rule hands out by "next case" only."""
 
     permission_classes = [IsAuthenticated]
     throttle_scope = "claim"  # claim storms: API_THROTTLE_CLAIM
 
-    @extend_schema(request=None, responses=AssignmentSerializer)
+    @extend_schema(request=None, responses={200: AssignmentSerializer, **CLAIM_REFUSALS})
     def post(self, request: Request, study_id: int) -> Response:
         reader = _reader(request)
         with _unseen_is_not_found(request, study_id):  # 404 if not offered to me
@@ -337,7 +377,7 @@ class AcceptApi(APIView):
     permission_classes = [IsAuthenticated]
     throttle_scope = "claim"  # claim storms: API_THROTTLE_CLAIM
 
-    @extend_schema(request=None, responses=AssignmentSerializer)
+    @extend_schema(request=None, responses={200: AssignmentSerializer, **CLAIM_REFUSALS})
     def post(self, request: Request, study_id: int) -> Response:
         return ClaimApi().post(request, study_id)
 

@@ -23,33 +23,30 @@ from teleradiology.converters import MAX_ID
 from teleradiology.parsers import json_loads_bounded
 from worklist.selectors import WORKLIST_ORDER
 
-# The worklist order: priority, SLA due time, arrival, id (unique: a total order),
-# as the offer's copies annotated by worklist.selectors.worklist_for_reader.
+# The worklist order: the offer's aged-priority key (rank_at), priority, study id
+# (unique on a worklist: a total order), as annotated by
+# worklist.selectors.worklist_for_reader.
 KEYS = WORKLIST_ORDER
 
 
 def encode_cursor(study: Study) -> str:
     values = [
+        study.wl_rank.isoformat(),  # type: ignore[attr-defined]
         study.wl_priority,  # type: ignore[attr-defined]
-        study.wl_due.isoformat(),  # type: ignore[attr-defined]
-        study.wl_received.isoformat(),  # type: ignore[attr-defined]
         study.pk,
     ]
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[int, dt.datetime, dt.datetime, int]:
+def decode_cursor(cursor: str) -> tuple[dt.datetime, int, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         # Bounded: a cursor is the client's input, and deep JSON would recurse.
-        priority, due, received, pk = json_loads_bounded(base64.urlsafe_b64decode(padded))
-        decoded = (
-            int(priority),
-            dt.datetime.fromisoformat(due),
-            dt.datetime.fromisoformat(received),
-            int(pk),
-        )
-        if not (abs(decoded[0]) <= MAX_ID and 1 <= decoded[3] <= MAX_ID):
+        rank, priority, pk = json_loads_bounded(base64.urlsafe_b64decode(padded))
+        decoded = (dt.datetime.fromisoformat(rank), int(priority), int(pk))
+        if decoded[0].tzinfo is None:
+            raise ValueError("no time zone")  # the API gives out aware times only
+        if not (abs(decoded[1]) <= MAX_ID and 1 <= decoded[2] <= MAX_ID):
             raise ValueError("out of range")  # would reach the database as an overflow
         return decoded
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
@@ -58,20 +55,15 @@ def decode_cursor(cursor: str) -> tuple[int, dt.datetime, dt.datetime, int]:
 
 def after(cursor: str) -> RawSQL:
     """Rows strictly after the cursor in the worklist order, as one row-value
-    comparison on the offer's copies of the sort keys: the database walks the
-    worklist index from the cursor on instead of from the top of its priority.
+    comparison on the offer's sort keys: the database walks the worklist index
+    from the cursor on instead of from its top.
     (The worklist query joins worklist_offer once, under its table name.)"""
-    priority, due, received, pk = decode_cursor(cursor)
+    rank, priority, pk = decode_cursor(cursor)
     ops = connection.ops
     return RawSQL(
-        '("worklist_offer"."priority", "worklist_offer"."sla_due_at", '
-        '"worklist_offer"."received_at", "worklist_offer"."study_id") > (%s, %s, %s, %s)',
-        (
-            priority,
-            ops.adapt_datetimefield_value(due),
-            ops.adapt_datetimefield_value(received),
-            pk,
-        ),
+        '("worklist_offer"."rank_at", "worklist_offer"."priority", '
+        '"worklist_offer"."study_id") > (%s, %s, %s)',
+        (ops.adapt_datetimefield_value(rank), priority, pk),
         output_field=BooleanField(),
     )
 

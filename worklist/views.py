@@ -6,8 +6,11 @@ the worklist rows every few seconds and posts the claim buttons.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,10 +20,13 @@ from django_htmx.http import HttpResponseClientRedirect
 from rest_framework.exceptions import NotFound
 
 from access.selectors import patient_other_studies_visible, study_get_visible
+from alerts.models import Alert
+from alerts.selectors import alert_latest_to
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_many
 from network.models import Radiologist
 from network.selectors import radiologist_for_user, reader_presence, user_roles
+from network.services import reader_pause, reader_resume
 from routing.selectors import decisions_for_study, study_routing
 from studies.models import Study
 from studies.selectors import study_order
@@ -28,6 +34,7 @@ from teleradiology.api import client_ip, request_actor
 from teleradiology.errors import DomainError
 from worklist import selectors
 from worklist.services import claims as services
+from worklist.services.claims import claim_by_id_refused
 
 
 def _reader_or_none(request: HttpRequest) -> Radiologist | None:
@@ -63,17 +70,98 @@ def _rows(request: HttpRequest, reader: Radiologist) -> list[Study]:
     return rows
 
 
+# The lengths offered for a pause (minutes), up to the group's max_pause_minutes.
+PAUSE_CHOICES = (5, 10, 15, 30, 45, 60, 90, 120, 180, 240, 480, 720, 1440)
+PAUSE_DEFAULT = 15
+
+
+def _availability_context(reader: Radiologist, *, error: str = "") -> dict[str, Any]:
+    """What worklist/_availability.html shows: presence now, the pause lengths."""
+    limit = reader.reading_group.max_pause_minutes
+    choices = sorted({m for m in PAUSE_CHOICES if m <= limit} | {limit})
+    return {
+        "reader": reader,
+        "presence": reader_presence(radiologist=reader, at=timezone.now()),
+        "pause_choices": choices,
+        "pause_default": PAUSE_DEFAULT if PAUSE_DEFAULT in choices else choices[0],
+        "max_pause_minutes": limit,
+        "error": error,
+    }
+
+
 @login_required
 def worklist_page(request: HttpRequest) -> HttpResponse:
     reader = _reader_or_none(request)
     if reader is None:
         return render(request, "worklist/not_a_reader.html", status=403)
-    presence = reader_presence(radiologist=reader, at=timezone.now())
     return render(
         request,
         "worklist/worklist.html",
-        {"rows": _rows(request, reader), "presence": presence, "reader": reader},
+        {"rows": _rows(request, reader), **_availability_context(reader)},
     )
+
+
+@login_required
+def worklist_availability(request: HttpRequest) -> HttpResponse:
+    """The reader's presence and pause control, polled by htmx."""
+    reader = _reader_or_none(request)
+    if reader is None:
+        return HttpResponse(status=403)
+    return render(request, "worklist/_availability.html", _availability_context(reader))
+
+
+def _availability_answer(
+    request: HttpRequest, reader: Radiologist, *, error: str = "", done: str = ""
+) -> HttpResponse:
+    """htmx: the control again (with the refusal, if any); a plain form post: back to
+    the worklist with a message."""
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(
+            request, "worklist/_availability.html", _availability_context(reader, error=error)
+        )
+    if error:
+        messages.error(request, error)
+    elif done:
+        messages.info(request, done)
+    return redirect("worklist-page")
+
+
+@login_required
+@require_POST
+def pause(request: HttpRequest) -> HttpResponse:
+    """Pause myself (network.services.reader_pause): offers held, claims refused, until
+    the pause ends by itself or I resume."""
+    reader = _reader_or_none(request)
+    if reader is None:
+        return HttpResponse("Only readers pause.", status=403)
+    try:
+        minutes = int(request.POST.get("minutes", ""))
+    except ValueError:
+        return _availability_answer(request, reader, error="Choose how long to pause.")
+    try:
+        reader = reader_pause(
+            radiologist=reader,
+            actor=request_actor(request),
+            reason=request.POST.get("reason", ""),
+            minutes=minutes,
+            ip_address=client_ip(request),
+        )
+    except ValidationError as refusal:
+        return _availability_answer(request, reader, error=" ".join(refusal.messages))
+    return _availability_answer(request, reader, done="Paused.")
+
+
+@login_required
+@require_POST
+def resume(request: HttpRequest) -> HttpResponse:
+    """End my pause now (network.services.reader_resume)."""
+    reader = _reader_or_none(request)
+    if reader is None:
+        return HttpResponse("Only readers pause.", status=403)
+    reader = reader_resume(
+        radiologist=reader, actor=request_actor(request), ip_address=client_ip(request)
+    )
+    return _availability_answer(request, reader, done="Resumed: new studies are offered to you.")
 
 
 @login_required
@@ -197,6 +285,7 @@ def study_page(request: HttpRequest, study_id: int) -> HttpResponse:
         ip_address=client_ip(request),
     )
     reader = _reader_or_none(request)
+    is_holder = reader is not None and study.assigned_radiologist_id == reader.pk
     routing = study_routing(study=study)
     # The patient's other studies the user may open (their patient data is shown:
     # audited as a list, like the worklist).
@@ -222,7 +311,18 @@ def study_page(request: HttpRequest, study_id: int) -> HttpResponse:
             "series": list(selectors.series_for_study_page(study_id=study.pk)),
             "routing": routing,
             "decisions": decisions_for_study(study=study),
-            "is_holder": reader is not None and study.assigned_radiologist_id == reader.pk,
+            "is_holder": is_holder,
+            # Late images since the holder claimed it (their LATE_IMAGES alert).
+            "late_images": alert_latest_to(
+                user_id=reader.user_id,
+                kind=Alert.Kind.LATE_IMAGES,
+                study_id=study.pk,
+                since=study.claimed_at,
+            )
+            if reader is not None and is_holder
+            else None,
             "can_claim": reader is not None and study.status == "offered",
+            # Taken by "next case" only: no claim button here either.
+            "next_case_only": claim_by_id_refused(routing.rule if routing else None),
         },
     )

@@ -52,6 +52,8 @@ def enqueue(ids: Sequence[int], queue: str) -> tuple[float, dict[str, int]]:
 
 
 def phase_fault(ctx: Ctx) -> list[int]:
+    from routing.models import LAST_TIER
+
     args = ctx.args
     ctx.check_ingest("fault-test")
     n = args.fault_studies
@@ -63,12 +65,14 @@ def phase_fault(ctx: Ctx) -> list[int]:
     )
     saved = ctx.conn.execute(
         "SELECT id, wait_stat_seconds, wait_urgent_seconds, wait_routine_seconds, "
-        "accept_timeout_seconds FROM routing_routingrule"
+        "accept_timeout_seconds, min_tier_wait_seconds FROM routing_routingrule"
     ).fetchall()
+    # The waits are the longest at a tier (the SLA's fractions are minutes away for
+    # these fresh studies, so every tier waits the cap); the floor must not exceed it.
     ctx.conn.execute(
         "UPDATE routing_routingrule SET wait_stat_seconds = %s, "
         "wait_urgent_seconds = %s, wait_routine_seconds = %s, "
-        "accept_timeout_seconds = %s",
+        "accept_timeout_seconds = %s, min_tier_wait_seconds = 1",
         (wait_s, wait_s, wait_s, accept_s),
     )
     ids = insert_studies(ctx, ready_rows(ctx, n, "5"))
@@ -139,12 +143,17 @@ def phase_fault(ctx: Ctx) -> list[int]:
         )
 
         def settled() -> bool:
+            # The end of a study's chain: flagged unroutable (nobody eligible left; on
+            # an auto-assign rule, every eligible reader let it time out), or offered
+            # at the widest tier, where its timer judges that tier again and again.
             row = ctx.conn.execute(
                 "SELECT count(*) FILTER (WHERE r.study_id IS NOT NULL), "
-                "count(*) FILTER (WHERE r.unroutable_at IS NOT NULL) "
+                "count(*) FILTER (WHERE r.unroutable_at IS NOT NULL "
+                "  OR (r.tier = %s AND rr.delivery = 'offer' AND s.status = 'offered')) "
                 "FROM studies_study s LEFT JOIN routing_studyrouting r ON r.study_id = s.id "
+                "LEFT JOIN routing_routingrule rr ON rr.id = r.rule_id "
                 "WHERE s.id BETWEEN %s AND %s",
-                (first, last),
+                (LAST_TIER, first, last),
             ).fetchone()
             return bool(row[0] >= n and row[1] >= n)
 
@@ -183,12 +192,12 @@ def phase_fault(ctx: Ctx) -> list[int]:
                     "UPDATE network_shift SET ends_at = %s WHERE id = %s", (ends_at, shift_id)
                 )
         with contextlib.suppress(Exception):
-            for rid, a, b, c, d in saved:
+            for rid, a, b, c, d, floor in saved:
                 ctx.conn.execute(
                     "UPDATE routing_routingrule SET wait_stat_seconds = %s, "
                     "wait_urgent_seconds = %s, wait_routine_seconds = %s, "
-                    "accept_timeout_seconds = %s WHERE id = %s",
-                    (a, b, c, d, rid),
+                    "accept_timeout_seconds = %s, min_tier_wait_seconds = %s WHERE id = %s",
+                    (a, b, c, d, floor, rid),
                 )
     res["worker_a_log_problems"] = log_problems(log_a)
     res["worker_b_log_problems"] = log_problems(log_b, size_b)
@@ -329,6 +338,8 @@ def verify_fault(
     in_flight: set[int | None],
     leavers: dict[str, Any],
 ) -> dict[str, Any]:
+    from routing.models import LAST_TIER
+
     ids = list(ids)
     c = ctx.conn
     problems: list[str] = []
@@ -419,11 +430,14 @@ def verify_fault(
                 need = float(wait_s)
             if gap < need:
                 too_soon.append((sid, prev[2], d[2], round(gap, 3)))
+            # An escalation widens the tier, except at the widest tier, where the
+            # timer offers the study to readers newly eligible there.
             if (
                 d[2] == "escalated"
                 and prev[2] in ("offered", "escalated")
                 and delivery.get(d[4]) != "auto_assign"
                 and d[3] <= prev[3]
+                and not d[3] == prev[3] == LAST_TIER
             ):
                 bad_tier.append(sid)
         episodes_total += episodes

@@ -105,15 +105,22 @@ def phase_big_table(ctx: Ctx) -> None:
     # cancelled), so history puts nothing on a worklist.
     for k in range(args.offers_per_study):
         c.execute(
+            # rank_at as worklist.aging.rank_at: arrival plus (priority - 1) aging
+            # steps of the facility's group.
             """INSERT INTO worklist_offer (study_id, radiologist_id, tier, offered_at,
                                            priority, sla_due_at, received_at, facility_id,
-                                           withdrawn_at, withdrawn_reason)
+                                           rank_at, withdrawn_at, withdrawn_reason)
                SELECT s.id, (%(rads)s::bigint[])[1 + ((s.id * 7919 + %(k)s * 677)
                                                      %% array_length(%(rads)s::bigint[], 1))],
                       0, s.offered_at, s.priority, s.sla_due_at, s.received_at, s.facility_id,
+                      s.received_at + (s.priority - 1) * g.worklist_aging_minutes
+                                      * interval '1 minute',
                       GREATEST(s.offered_at, COALESCE(s.finalized_at, s.cancelled_at)),
                       'study reported final or cancelled'
-               FROM studies_study s WHERE s.id BETWEEN %(a)s AND %(b)s""",
+               FROM studies_study s
+               JOIN network_facility f ON f.id = s.facility_id
+               JOIN network_readinggroup g ON g.id = f.reading_group_id
+               WHERE s.id BETWEEN %(a)s AND %(b)s""",
             {"rads": rad_ids, "k": k, "a": before + 1, "b": after},
         )
     t_rows = time.monotonic() - t0
@@ -351,14 +358,14 @@ def sweep_plans(only: str = "") -> Any:
 
     from routing import selectors
     from routing.services import ROUTE_GRACE
-    from worklist.selectors import open_offers_of_offered_studies
+    from worklist.selectors import open_offers_of_live_studies
 
     now = timezone.now()
     due = selectors.escalations_due(now=now)[:200]
     orphans = selectors.studies_unrouted(ready_before=now - ROUTE_GRACE, now=now)[:200]
     # The withdraw sweep's one selection statement; its readers' facts are then read
     # as routing's batch reads them, and judged by the KEEP_OFFER policy in Python.
-    stale = open_offers_of_offered_studies()
+    stale = open_offers_of_live_studies()
     if only == "withdraw":
         return explain_analyze(stale)
     return {

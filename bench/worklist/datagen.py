@@ -15,7 +15,9 @@ What the app does to offers, and so what the history looks like:
   share of offers withdrawn along the way before that, for the reasons above);
 - escalation adds offers at the next tier and leaves the earlier ones open.
 - every offer carries copies of its study's worklist sort keys (priority, SLA
-  due time, arrival), its facility and the rule that made it.
+  due time, arrival, and the aged-priority key ``rank_at`` of the group's aging
+  step, as ``worklist.aging.rank_at`` computes it), its facility and the rule
+  that made it.
 
 Deterministic for a given seed (relative to the generation time).
 """
@@ -294,6 +296,7 @@ OFFER_FIELDS = [
     "priority",
     "sla_due_at",
     "received_at",
+    "rank_at",
     "facility_id",
     "rule_id",
     "held_at",
@@ -353,8 +356,10 @@ def load(
     """Generate and COPY the studies, their routing rows and their offers."""
     import time
 
+    from network.models import ReadingGroup
     from routing.models import StudyRouting
     from studies.models import Study
+    from worklist import aging
     from worklist.models import Offer
 
     rng = random.Random(shape.seed + 1)
@@ -479,6 +484,13 @@ def load(
             diff += 1
     hist_k = dict(zip(hist_offered, counts, strict=True))
     busy_p = min(1.0, shape.busy_history_share * shape.offers / max(1, len(hist_offered)))
+
+    # The offers' aged-priority key, as the app computes it (worklist.aging).
+    step = dt.timedelta(minutes=ReadingGroup.objects.get(pk=net.group_id).worklist_aging_minutes)
+
+    def rank_ts(received: float, priority: int) -> float:
+        at = dt.datetime.fromtimestamp(received, UTC)
+        return aging.rank_at(priority=priority, received_at=at, step=step).timestamp()
 
     # 3. One pass in arrival order: study rows to COPY, routing and offer rows to files.
     study_table = Table(Study, STUDY_FIELDS)
@@ -615,6 +627,7 @@ def load(
                 )
                 out.routing += 1
             lines = []
+            rank = stamp(rank_ts(received, priority)) if offers else ""
             # A claim holds the study's open offers (off the worklists until a
             # release); a final or a cancellation withdraws them.  So only offered
             # studies have offers on a worklist.
@@ -638,6 +651,7 @@ def load(
                             str(priority),
                             stamp(sla),
                             stamp(received),
+                            rank,
                             str(fac),
                             str(rule_id),
                             stamp(held),

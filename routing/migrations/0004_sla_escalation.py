@@ -4,6 +4,20 @@ import routing.models
 from django.db import migrations, models
 
 
+def sqlite_triggers_again(apps, schema_editor):
+    """SQLite rebuilds routing_routingrule to alter its constraint, which drops the
+    rules-version triggers of migration 0003 on that table: make them again."""
+    if schema_editor.connection.vendor != "sqlite":
+        return
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        name = f"routing_routingrule_rules_changed_{event.lower()}"
+        schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}")
+        schema_editor.execute(
+            f"CREATE TRIGGER {name} AFTER {event} ON routing_routingrule "
+            "BEGIN UPDATE network_readinggroup SET rules_version = random(); END"
+        )
+
+
 def new_caps(apps, schema_editor):
     """The per-priority waits are now the longest wait at a tier (the SLA decides
     the rest): rules still at the old fixed waits get the new caps."""
@@ -73,4 +87,5 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(new_caps, migrations.RunPython.noop),
+        migrations.RunPython(sqlite_triggers_again, migrations.RunPython.noop),
     ]

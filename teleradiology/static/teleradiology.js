@@ -69,7 +69,13 @@
     }
     if (event.target.closest("input, textarea, select, dialog")) return;
     if (event.key === "n") { const b = document.getElementById("next-case"); if (b) b.click(); }
-    if (event.key === "c") { const b = document.querySelector("button.claim"); if (b) b.click(); }
+    if (event.key === "c") {
+      // The top row's button (a "next case only" row has none: "c" picks no other
+      // row); on a study page, its own.
+      const top = document.querySelector("#worklist-body tr");
+      const b = (top || document).querySelector("button.claim");
+      if (b) b.click();
+    }
     if (event.key === "i") { const link = imagesLink(); if (link) openImages(link); }
   });
 })();

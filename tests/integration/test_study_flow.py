@@ -1,6 +1,7 @@
 """A study's whole way through the running system, with real processes only:
 dcmtk's storescu -> the DICOM listener -> beat's ready sweep -> a worker routes it ->
-escalation tier by tier -> unroutable alert to admins."""
+escalation tier by tier (timers from the SLA, capped for the test) -> the readers
+go off shift -> unroutable alert to admins (never because the timers ran out)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from alerts.models import Alert
 from ingest.synthetic import StudySpec, write_series
+from network.models import Shift
 from routing.models import RoutingDecision, RoutingRule
 from studies.models import Study
 from tests import factories as f
@@ -55,6 +57,7 @@ def test_ingest_ready_route_escalate_unroutable(transactional_db, tmp_path):
         wait_stat_seconds=2,
         wait_urgent_seconds=2,
         wait_routine_seconds=2,
+        min_tier_wait_seconds=1,
     )
     rule.subspecialties.set([f.subspecialty("neuro")])
 
@@ -73,6 +76,17 @@ def test_ingest_ready_route_escalate_unroutable(transactional_db, tmp_path):
         assert sent.returncode == 0, sent.stdout + sent.stderr
 
         deadline = time.monotonic() + 90
+        widest = False
+        while time.monotonic() < deadline and not widest:
+            widest = RoutingDecision.objects.filter(outcome="escalated", tier=2).exists()
+            time.sleep(0.5)
+        assert widest, worker.process.args
+        # At the widest tier the timer judges the tier again and again; eligible
+        # readers hold the study, so it is never unroutable...
+        time.sleep(5)
+        assert not Alert.objects.filter(kind="unroutable").exists()
+        # ...until nobody is left on shift.
+        Shift.objects.update(ends_at=timezone.now())
         alert = None
         while time.monotonic() < deadline and alert is None:
             alert = Alert.objects.filter(kind="unroutable").first()
@@ -85,11 +99,22 @@ def test_ingest_ready_route_escalate_unroutable(transactional_db, tmp_path):
 
     study = Study.objects.get(study_instance_uid=spec.study_uid)
     assert alert.study_id == study.pk
-    assert study.priority == 1 and study.status == "offered"
-    assert list(study.transitions.values_list("to_status", flat=True)) == ["ready", "offered"]
+    assert study.priority == 1 and study.status == "ready"
+    assert list(study.transitions.values_list("to_status", flat=True)) == [
+        "ready",
+        "offered",
+        "ready",
+    ]
     decisions = list(RoutingDecision.objects.filter(study=study).values_list("outcome", "tier"))
     assert decisions == [("offered", 0), ("escalated", 1), ("escalated", 2), ("unroutable", 2)]
-    assert set(
-        Offer.objects.filter(study=study).values_list("radiologist__user__username", flat=True)
-    ) == {"dr_local", "dr_regional", "dr_global"}
+    assert RoutingDecision.objects.filter(study=study).last().reason == (
+        "no radiologist of Flow group is on shift"
+    )
+    offers = Offer.objects.filter(study=study)
+    assert set(offers.values_list("radiologist__user__username", flat=True)) == {
+        "dr_local",
+        "dr_regional",
+        "dr_global",
+    }
+    assert set(offers.values_list("withdrawn_reason", flat=True)) == {"reader no longer eligible"}
     assert Alert.objects.filter(kind="unroutable", study=study).count() == 1

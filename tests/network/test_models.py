@@ -87,13 +87,36 @@ def test_license_status_is_checked_in_the_database():
         type(lic).objects.filter(pk=lic.pk).update(status="bogus")
 
 
-def test_license_validity_on_a_date():
-    lic = f.LicenseFactory(valid_from=dt.date(2026, 1, 1), valid_to=dt.date(2026, 12, 31))
-    assert lic.is_valid_on(dt.date(2026, 6, 1))
-    assert lic.is_valid_on(dt.date(2026, 12, 31))
-    assert not lic.is_valid_on(dt.date(2027, 1, 1))
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.UTC)
+
+
+def test_license_validity_runs_through_its_last_day_in_the_jurisdictions_zone():
+    # US-TX: America/Chicago (CST, UTC-6, in December).
+    texas = f.JurisdictionFactory(code="US-TX", timezone="America/Chicago")
+    lic = f.LicenseFactory(
+        jurisdiction=texas, valid_from=dt.date(2026, 1, 1), valid_to=dt.date(2026, 12, 31)
+    )
+    assert not lic.is_valid_at(utc(2026, 1, 1, 5, 59))  # 23:59 on 31 December in Chicago
+    assert lic.is_valid_at(utc(2026, 1, 1, 6, 0))
+    assert lic.is_valid_at(utc(2027, 1, 1, 5, 59))  # 23:59 on its last day there
+    assert not lic.is_valid_at(utc(2027, 1, 1, 6, 0))
     lic.status = "suspended"
-    assert not lic.is_valid_on(dt.date(2026, 6, 1))
+    assert not lic.is_valid_at(utc(2026, 6, 1, 12))
+
+
+def test_a_privilege_may_end_at_a_time_of_day_in_the_facilitys_zone():
+    facility = f.FacilityFactory(timezone="Australia/Sydney")
+    priv = f.PrivilegeFactory(
+        facility=facility,
+        valid_from=dt.date(2026, 1, 1),
+        valid_to=dt.date(2026, 12, 6),
+        valid_until_time=dt.time(17, 30),
+    )
+    # 17:30 AEDT (UTC+11) on 6 December is 06:30 UTC.
+    assert priv.valid_window()[1] == utc(2026, 12, 6, 6, 30)
+    assert priv.is_valid_at(utc(2026, 12, 6, 6, 29))
+    assert not priv.is_valid_at(utc(2026, 12, 6, 6, 30))
 
 
 def test_shift_must_end_after_it_starts():

@@ -15,11 +15,10 @@ from routing.eligibility import (
     Credential,
     Reason,
     StudyFacts,
-    effective_priority,
-    escalation_waits,
 )
 
 DAY = dt.date(2026, 6, 1)
+READ_AT = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
 LONG_AGO, FAR_AHEAD = dt.date(2020, 1, 1), dt.date(2030, 1, 1)
 
 STUDY = StudyFacts(
@@ -27,17 +26,25 @@ STUDY = StudyFacts(
     facility_id=7,
     jurisdiction="US-TX",
     priority=1,
-    read_date=DAY,
+    read_at=READ_AT,
     subspecialties=frozenset({"neuro"}),
 )
 
 
+def days(frm: dt.date, to: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """Whole UTC days from ``frm`` through ``to`` (the zones are the selectors' part)."""
+    return (
+        dt.datetime.combine(frm, dt.time(0), tzinfo=dt.UTC),
+        dt.datetime.combine(to + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC),
+    )
+
+
 def lic(key="US-TX", *, frm=LONG_AGO, to=FAR_AHEAD, active=True, final=True):
-    return Credential(key=key, valid_from=frm, valid_to=to, active=active, final_scope=final)
+    return Credential(key, *days(frm, to), active=active, final_scope=final)
 
 
 def priv(key="7", *, frm=LONG_AGO, to=FAR_AHEAD, active=True):
-    return Credential(key=key, valid_from=frm, valid_to=to, active=active)
+    return Credential(key, *days(frm, to), active=active)
 
 
 READER = CandidateFacts(
@@ -147,38 +154,17 @@ def test_recent_work_spreads_load():
     assert [v.radiologist_id for v in ROUTE.decide(STUDY, [tired, rested])] == [1, 2]
 
 
-def test_escalation_wait_leaves_time_for_the_remaining_tiers():
-    now = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
-    rule_wait = dt.timedelta(minutes=30)
-    # Plenty of time: the rule's wait.
-    assert (
-        escalation_waits(
-            tier_wait=rule_wait, tiers_left=2, now=now, due_at=now + dt.timedelta(hours=24)
-        )
-        == rule_wait
-    )
-    # 30 minutes to the due time and two tiers left: a third each.
-    assert escalation_waits(
-        tier_wait=rule_wait, tiers_left=2, now=now, due_at=now + dt.timedelta(minutes=30)
-    ) == dt.timedelta(minutes=10)
-    # Already overdue: a short, bounded wait, never zero.
-    assert escalation_waits(
-        tier_wait=rule_wait, tiers_left=1, now=now, due_at=now - dt.timedelta(minutes=5)
-    ) == dt.timedelta(seconds=15)
-
-
-def test_effective_priority_ages_with_the_wait():
-    step = dt.timedelta(hours=1)
-    assert effective_priority(priority=3, waited=dt.timedelta(0), age_step=step) == 3
-    assert effective_priority(priority=3, waited=dt.timedelta(hours=2), age_step=step) == 1
-    assert effective_priority(priority=3, waited=dt.timedelta(hours=9), age_step=step) == 0
-
-
+# Hypothesis takes naive bounds and attaches the zone it is given.
+instants = st.datetimes(
+    dt.datetime(2025, 1, 1),  # noqa: DTZ001
+    dt.datetime(2027, 1, 1),  # noqa: DTZ001
+    timezones=st.just(dt.UTC),
+)
 credentials = st.builds(
     Credential,
     key=st.sampled_from(["US-TX", "US-NY", "7", "8"]),
-    valid_from=st.dates(dt.date(2025, 1, 1), dt.date(2027, 1, 1)),
-    valid_to=st.dates(dt.date(2025, 1, 1), dt.date(2027, 1, 1)),
+    starts_at=instants,
+    ends_at=instants,
     active=st.booleans(),
     final_scope=st.booleans(),
 )
@@ -203,7 +189,11 @@ studies = st.builds(
     facility_id=st.sampled_from([7, 8]),
     jurisdiction=st.sampled_from(["US-TX", "US-NY"]),
     priority=st.integers(1, 3),
-    read_date=st.dates(dt.date(2025, 6, 1), dt.date(2026, 12, 1)),
+    read_at=st.datetimes(
+        dt.datetime(2025, 6, 1),  # noqa: DTZ001
+        dt.datetime(2026, 12, 1),  # noqa: DTZ001
+        timezones=st.just(dt.UTC),
+    ),
     subspecialties=st.frozensets(st.sampled_from(["neuro", "msk", "body"]), min_size=1),
     allow_general=st.booleans(),
     allow_preliminary=st.booleans(),
@@ -218,16 +208,16 @@ def test_no_eligible_verdict_ever_breaks_a_hard_rule(study, pool):
         if not verdict.eligible:
             assert verdict.reasons
             continue
-        day = study.read_date
+        at = study.read_at
         licenses = [
             x
             for x in c.licenses
-            if x.key == study.jurisdiction and x.active and x.valid_from <= day <= x.valid_to
+            if x.key == study.jurisdiction and x.active and x.starts_at <= at < x.ends_at
         ]
         privileges = [
             x
             for x in c.privileges
-            if x.key == str(study.facility_id) and x.active and x.valid_from <= day <= x.valid_to
+            if x.key == str(study.facility_id) and x.active and x.starts_at <= at < x.ends_at
         ]
         assert c.active and c.available and c.on_shift
         assert licenses and privileges

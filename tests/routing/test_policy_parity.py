@@ -50,7 +50,7 @@ def old_judge(study: StudyFacts, candidate: CandidateFacts) -> Verdict:
     license_, license_problem = _credential_check(
         candidate.licenses,
         study.jurisdiction,
-        study.read_date,
+        study.read_at,
         missing=Reason.NOT_LICENSED,
         expired=Reason.LICENSE_EXPIRED,
         inactive=Reason.LICENSE_NOT_ACTIVE,
@@ -69,7 +69,7 @@ def old_judge(study: StudyFacts, candidate: CandidateFacts) -> Verdict:
     _, privilege_problem = _credential_check(
         candidate.privileges,
         str(study.facility_id),
-        study.read_date,
+        study.read_at,
         missing=Reason.NO_PRIVILEGE,
         expired=Reason.PRIVILEGE_EXPIRED,
         inactive=Reason.PRIVILEGE_NOT_ACTIVE,
@@ -135,10 +135,10 @@ def old_keep_offer(facts: StudyFacts, candidate: CandidateFacts) -> bool:
     """offers_no_longer_eligible's condition before the policy, negated, plus the
     license's scope (the query ignored it; the policy withdraws an offer its
     reader could not claim for that reason)."""
-    day = facts.read_date
+    at = facts.read_at
 
     def valid(items: tuple[Credential, ...], key: str) -> list[Credential]:
-        return [c for c in items if c.key == key and c.active and c.valid_from <= day <= c.valid_to]
+        return [c for c in items if c.key == key and c.active and c.starts_at <= at < c.ends_at]
 
     licenses = valid(candidate.licenses, facts.jurisdiction)
     return (
@@ -152,16 +152,22 @@ def old_keep_offer(facts: StudyFacts, candidate: CandidateFacts) -> bool:
 
 # -- facts ----------------------------------------------------------------------
 
-DAYS = st.dates(dt.date(2026, 5, 1), dt.date(2026, 7, 1))
+# Instants to the minute over two months: a credential's validity and the read's
+# time (the selectors turn dates in a time zone into instants; network.validity).
+INSTANTS = st.datetimes(
+    dt.datetime(2026, 5, 1),  # noqa: DTZ001 - hypothesis takes naive bounds
+    dt.datetime(2026, 7, 1),  # noqa: DTZ001
+    timezones=st.just(dt.UTC),
+).map(lambda t: t.replace(second=0, microsecond=0))
 
 
 @st.composite
 def credentials(draw: st.DrawFn, keys: list[str], *, license_: bool) -> Credential:
-    start = draw(DAYS)
+    start = draw(INSTANTS)
     return Credential(
         key=draw(st.sampled_from(keys)),
-        valid_from=start,
-        valid_to=start + dt.timedelta(days=draw(st.integers(-3, 40))),
+        starts_at=start,
+        ends_at=start + dt.timedelta(minutes=draw(st.integers(-3 * 1440, 40 * 1440))),
         active=draw(st.booleans()),
         final_scope=draw(st.booleans()) if license_ else True,
     )
@@ -173,7 +179,7 @@ studies = st.builds(
     facility_id=st.sampled_from([7, 8]),
     jurisdiction=st.sampled_from(["US-TX", "US-NY"]),
     priority=st.integers(1, 3),
-    read_date=DAYS,
+    read_at=INSTANTS,
     subspecialties=st.frozensets(st.sampled_from(["neuro", "msk", "body"]), max_size=2),
     allow_general=st.booleans(),
     allow_preliminary=st.booleans(),

@@ -26,7 +26,7 @@ from alerts.services import alert_raise
 from ingest.models import QuarantinedObject
 from ingest.storage import FileSystemStorage
 from ingest.synthetic import StudySpec
-from network.models import Facility, Radiologist, ReadingGroup
+from network.models import Facility, Leave, Radiologist, ReadingGroup, Rota
 from network.services import facility_staff_grant, reading_group_admin_grant
 from reporting.models import FacilityEndpoint, Macro, Report, ReportTemplate
 from reporting.services.critical import critical_communication_record
@@ -125,6 +125,18 @@ def _reader(group: ReadingGroup, facility: Facility, name: str) -> Radiologist:
         radiologist=reader,
         starts_at=now - dt.timedelta(hours=4),
         ends_at=now + dt.timedelta(hours=8),
+    )
+    # A weekly rota and leave (no shifts generated from them: the fixture's shift
+    # above is the one that matters).
+    Rota.objects.create(
+        radiologist=reader,
+        weekday=6,
+        starts_at=dt.time(22),
+        ends_at=dt.time(6),
+        valid_from=dt.date(2099, 1, 1),
+    )
+    Leave.objects.create(
+        radiologist=reader, starts_on=dt.date(2099, 2, 1), ends_on=dt.date(2099, 2, 7)
     )
     return reader
 
@@ -425,6 +437,8 @@ def router_objects(t: Tenant) -> dict[str, Any]:
         "license": reader.licenses.first(),
         "privilege": reader.privileges.first(),
         "shift": reader.shifts.first(),
+        "rota": reader.rotas.first(),
+        "leave": reader.leaves.first(),
         "jurisdiction": t.facility.jurisdiction,
         "region": t.facility.region,
         "subspecialty": reader.subspecialties.first(),
@@ -542,6 +556,8 @@ def make_picker(t: Tenant) -> Any:
             "frames": "1",
             "frame": "1",
             "tag": "7FE00010",
+            "radiologist_id": t.reader.pk,
+            "alert_id": t.alert.pk,
         }
         if route.name == "admin:view_on_site":
             if name == "content_type_id":

@@ -244,7 +244,7 @@ def test_page_and_its_live_panel(
         panel = client.get("/operations/panel/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'hx-trigger="every 5s"' in html
+    assert 'hx-trigger="every 5s, operations-changed from:body"' in html
     assert f'data-study="{risky.pk}"' in html and f'data-study="{theirs.pk}"' not in html
     assert "coefficient of variation" in html
     assert panel.status_code == 200

@@ -4,6 +4,8 @@ Claims lock the study row (``SELECT ... FOR UPDATE``) and move it through the st
 machine, which refuses a second ``offered -> claimed``; "next case" takes the top
 of the worklist with ``SKIP LOCKED`` so concurrent callers get different studies.
 Eligibility is checked again at claim time: a license may have lapsed since the offer.
+A study whose rule is "next case only" is taken through "next case" (or assigned by
+a group admin), never claimed by id: readers do not pick their cases from the list.
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ from alerts.services import alert_raise
 from audit.models import AuditEvent
 from audit.services import audit_record
 from network.models import Radiologist
-from routing.eligibility import CLAIM, REASON_TEXT, Reason, Verdict
+from routing.eligibility import CLAIM, KEEP_OFFER, REASON_TEXT, Policy, Reason, Verdict
+from routing.models import RoutingRule
 from routing.selectors import reader_facts, study_facts, study_routing, study_rule
 from routing.services import (
     routing_timer_clear,
     routing_timer_due_now,
     routing_timer_restart,
     study_escalate,
+    study_reroute,
 )
 from studies.models import Study
 from studies.services import study_claim_hand_over, study_transition
 from studies.states import StudyStatus
 from teleradiology.errors import Conflict, NotPermitted
 from worklist.models import Offer
-from worklist.selectors import claim_candidates, study_is_offered_to
+from worklist.selectors import claim_candidates, study_has_open_offer, study_is_offered_to
 from worklist.services.offers import offer_open, offers_hold, offers_restore, offers_withdraw
 
 
@@ -54,10 +58,28 @@ def _claim_refusal(
     return _eligibility_refusal(study, radiologist, now)
 
 
-def _claim_verdict(study: Study, radiologist: Radiologist, now: dt.datetime) -> Verdict | None:
-    """The CLAIM policy's verdict on the reader for the study now (eligibility and
+def claim_by_id_refused(rule: RoutingRule | None) -> bool:
+    """Whether the rule's studies are handed out by "next case" only, so that a claim
+    by id is refused.  An auto-assigned study is offered to one reader, who accepts
+    it by id: that is no pick from a list, so only offer delivery is restricted."""
+    return rule is not None and rule.next_case_only and rule.delivery == RoutingRule.Delivery.OFFER
+
+
+def _next_case_only() -> Conflict:
+    return Conflict(
+        'Studies of this kind are taken with "Next case" only: use "Next case" to '
+        "get the top of your worklist.",
+        code="next_case_only",
+    )
+
+
+def _verdict(
+    policy: Policy, study: Study, radiologist: Radiologist, now: dt.datetime
+) -> Verdict | None:
+    """The policy's verdict on the reader for the study now (eligibility and
     reasons, as routing judges them), from the study's own routing rule (joined to
-    the locked study by the callers) and two statements of the reader's facts."""
+    the locked study by the callers) and two statements of the reader's facts; None
+    with no rule, or for a reader who does not read for the study's group."""
     rule = study_rule(study=study)
     if rule is None:
         return None
@@ -66,7 +88,12 @@ def _claim_verdict(study: Study, radiologist: Radiologist, now: dt.datetime) -> 
         return None
     reader, required = found
     rule.required_subspecialties_known(required)
-    return CLAIM.judge(study_facts(study=study, rule=rule, now=now), reader)
+    return policy.judge(study_facts(study=study, rule=rule, now=now), reader)
+
+
+def _claim_verdict(study: Study, radiologist: Radiologist, now: dt.datetime) -> Verdict | None:
+    """The CLAIM policy's verdict on the reader for the study now."""
+    return _verdict(CLAIM, study, radiologist, now)
 
 
 def _eligibility_refusal(
@@ -129,7 +156,8 @@ def study_claim(
     actor: User | None = None,
     ip_address: str | None = None,
 ) -> Study:
-    """Claim an offered study for ``radiologist``; the loser of a race gets Conflict."""
+    """Claim an offered study for ``radiologist``; the loser of a race gets Conflict,
+    and so does every claim by id of a next-case-only study on the reader's list."""
     now = timezone.now()
     with transaction.atomic():
         # Whether it is offered to the reader, its routing rule and what the
@@ -146,6 +174,11 @@ def study_claim(
             )
             .get(pk=study_id)
         )
+        # Checked on the locked row whatever its state, so that the answer does not
+        # depend on who won a race: such a study is never claimed by id.  Only for a
+        # study on the reader's list (a study they were never offered says so).
+        if study.offered_to_reader and claim_by_id_refused(study_rule(study=study)):
+            raise _next_case_only()
         return _claim_locked(
             study,
             radiologist,
@@ -202,16 +235,27 @@ def study_release(
     actor: User | None = None,
     ip_address: str | None = None,
 ) -> Study:
-    """Give a claimed study back: it returns to the worklists it was offered on."""
+    """Give a claimed study back: it returns to the worklists it was offered on,
+    except the releaser's own if they may no longer keep it (KEEP_OFFER: off shift,
+    a credential lapsed); left on nobody's worklist, it is routed afresh, in the
+    same transaction."""
     if not reason.strip():
         raise NotPermitted("Say why you release the study.", code="reason_required")
     now = timezone.now()
     with transaction.atomic():
         # The routing row and its rule come with the locked study (one statement), and
-        # its facility, whose reading group the audit event names.
+        # its facility, whose reading group the audit event names, and what the
+        # releaser's re-check reads.
         study = (
             Study.objects.select_for_update(of=("self",))
-            .select_related("routing__rule", "facility")
+            .select_related("routing__rule", "facility", "patient_jurisdiction")
+            .annotate(
+                releaser_offered=Exists(
+                    Offer.objects.filter(
+                        study=OuterRef("pk"), radiologist=radiologist, withdrawn_at__isnull=True
+                    )
+                )
+            )
             .get(pk=study_id)
         )
         if study.status != StudyStatus.CLAIMED or study.assigned_radiologist_id != radiologist.pk:
@@ -228,8 +272,36 @@ def study_release(
             ip_address=ip_address,
             reason=f"released: {reason}",
         )
-        # The escalation clock restarts: the offered readers get a full tier wait.
-        routing_timer_restart(study=study, at=now)
+        # The releaser's offer is judged now, before it is back on their worklist: they
+        # release because something changed, often their own standing (a shift ending,
+        # a credential lapsing).  The other readers' restored offers are judged by the
+        # offer sweep, as every offered study's are, now that the study is offered.
+        keep = _verdict(KEEP_OFFER, study, radiologist, now)
+        kept = study.releaser_offered and keep is not None and keep.eligible
+        if study.releaser_offered and not kept:
+            why = (
+                "; ".join(REASON_TEXT[r] for r in keep.reasons)
+                if keep is not None
+                else "not a reader of the study under its rule"
+            )
+            offers_withdraw(
+                study_id=study.pk,
+                radiologist_id=radiologist.pk,
+                at=now,
+                reason=f"released by a reader who may no longer keep it: {why}"[:200],
+            )
+        # The releaser's kept offer is open; else look for anyone else's.
+        if kept or study_has_open_offer(study_id=study.pk):
+            # The escalation clock restarts: the offered readers get a full tier wait.
+            routing_timer_restart(study=study, at=now)
+        else:
+            study_reroute(
+                study_id=study.pk,
+                reason="released, and nobody is left with an offer of it",
+                now=now,
+                only_if_orphaned=True,
+            )
+            released.refresh_from_db()
     return released
 
 

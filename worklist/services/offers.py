@@ -13,7 +13,12 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from django.db import transaction
+from django.db.models import F
+
+from network.models import Facility, Priority
 from studies.models import Study
+from worklist import aging
 from worklist.models import Offer
 
 
@@ -79,3 +84,22 @@ def offers_restore(*, study_id: int) -> None:
     Offer.objects.filter(
         study_id=study_id, withdrawn_at__isnull=True, held_at__isnull=False
     ).update(held_at=None)
+
+
+def offers_rerank(*, reading_group_id: int, step: dt.timedelta) -> int:
+    """Re-key the open offers (held or not) of the group's studies for a new aging
+    step, so every worklist keeps ordering by aged priority under the group's current
+    step: one set-based UPDATE per priority.  Returns how many were re-keyed.
+
+    Withdrawn offers keep the key they had: nothing orders them any more.  An offer
+    a routing transaction makes concurrently, from the step it read before this
+    commits, keeps the old key until the study is offered again (its wait is still
+    bounded, by the old step)."""
+    facilities = Facility.objects.filter(reading_group_id=reading_group_id).values("pk")
+    rekeyed = 0
+    with transaction.atomic():
+        for priority in Priority.values:
+            rekeyed += Offer.objects.filter(
+                facility_id__in=facilities, priority=priority, withdrawn_at__isnull=True
+            ).update(rank_at=F("received_at") + aging.rank_offset(priority=priority, step=step))
+    return rekeyed

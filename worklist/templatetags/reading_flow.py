@@ -16,8 +16,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from network.models import Priority
 from studies.models import Study
 from studies.states import TERMINAL_STATES
+from worklist import aging
 
 register = template.Library()
 
@@ -127,6 +129,27 @@ def waited(since: dt.datetime | None) -> str:
     if since is None:
         return ""
     return span_text((timezone.now() - since).total_seconds())
+
+
+@register.filter
+def ranked_as(study: Study) -> str:
+    """On a worklist row, the priority the study now ranks with after waiting (aging,
+    worklist.aging), when that is more urgent than its own: "ranked as STAT".  From
+    the row's key alone: its aging step is the key's offset over the levels below
+    STAT (a STAT study never ranks higher than its own)."""
+    key: dt.datetime | None = getattr(study, "wl_rank", None)
+    if key is None or study.priority <= aging.STAT:
+        return ""
+    step = (key - study.received_at) / (study.priority - aging.STAT)
+    if step <= dt.timedelta(0):
+        return ""
+    aged = aging.aged_priority(
+        priority=study.priority, waited=timezone.now() - study.received_at, step=step
+    )
+    level = max(aging.STAT, math.ceil(aged))
+    if level >= study.priority:
+        return ""
+    return f"ranked as {Priority(level).label}"
 
 
 def age_text(born: dt.date | None, on: dt.date) -> str:

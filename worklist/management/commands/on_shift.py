@@ -41,7 +41,9 @@ class Command(BaseCommand):
             found = True
             presence = reader_presence(radiologist=reader, at=now)
             ends = presence.shift_ends_at
-            state = "available" if reader.is_available else "UNAVAILABLE (paused)"
+            state = "available" if presence.is_available else "UNAVAILABLE (paused)"
+            if presence.paused_until is not None:
+                state += f" until {presence.paused_until:%H:%M} UTC"
             self.stdout.write(
                 f"\n{reader.user.username:<16} {reader.display_name} "
                 f"({reader.reading_group.name}); shift ends "
