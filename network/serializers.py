@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Q
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from network.models import (
@@ -355,9 +356,36 @@ class RadiologistSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
         return fields
 
 
+LOCAL_TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?")
+
+
+@extend_schema_field(
+    {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$", "example": "08:00"}
+)
+class LocalTimeField(serializers.TimeField):
+    """A time of day on a local clock (``HH:MM`` or ``HH:MM:SS``), with no offset: the
+    zone is the reader's, the jurisdiction's or the facility's, never the caller's.  An
+    offset is refused rather than dropped."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if not isinstance(value, str) or not LOCAL_TIME.fullmatch(value.strip()):
+            self.fail("invalid", format="HH:MM or HH:MM:SS (a local time, no offset)")
+        return super().to_internal_value(value.strip())
+
+
+UNTIL_TIME_HELP = (
+    "Ends at this local time (HH:MM) on its last day, in the {zone}'s time zone "
+    "(null: at the end of that day)."
+)
+
+
 class LicenseSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[License]):
     jurisdiction = serializers.SlugRelatedField(
         slug_field="code", queryset=Jurisdiction.objects.all()
+    )
+
+    valid_until_time = LocalTimeField(
+        required=False, allow_null=True, help_text=UNTIL_TIME_HELP.format(zone="jurisdiction")
     )
 
     class Meta:
@@ -381,6 +409,10 @@ class LicenseSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Li
 class FacilityPrivilegeSerializer(
     ScopedRelatedFieldsMixin, serializers.ModelSerializer[FacilityPrivilege]
 ):
+    valid_until_time = LocalTimeField(
+        required=False, allow_null=True, help_text=UNTIL_TIME_HELP.format(zone="facility")
+    )
+
     class Meta:
         model = FacilityPrivilege
         fields = [
@@ -411,15 +443,16 @@ class ShiftSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Shif
 
 
 class RotaSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerializer[Rota]):
+    starts_at = LocalTimeField(help_text="Local time in the reader's time zone (HH:MM).")
+    ends_at = LocalTimeField(
+        help_text="Local time (HH:MM); at or before the start: the next day (overnight)."
+    )
+
     class Meta:
         model = Rota
         fields = ["id", "radiologist", "weekday", "starts_at", "ends_at", "valid_from", "valid_to"]
         extra_kwargs = {
             "weekday": {"help_text": "0 Monday ... 6 Sunday, in the reader's time zone."},
-            "starts_at": {"help_text": "Local time in the reader's time zone (HH:MM)."},
-            "ends_at": {
-                "help_text": "Local time; at or before the start: the next day (overnight)."
-            },
             "valid_from": {"help_text": "First day (local) a shift is generated on."},
             "valid_to": {"help_text": "Last day (local) a shift starts on; null: open-ended."},
         }

@@ -26,7 +26,7 @@ from network.selectors import radiologist_for_user
 from routing.selectors import rules_requiring
 from studies.models import Study
 from teleradiology.api import client_ip, request_actor
-from teleradiology.errors import DomainError
+from teleradiology.errors import DomainError, NotPermitted
 from worklist import selectors
 from worklist.pagination import WorklistKeysetPagination
 from worklist.services import claims as services
@@ -42,7 +42,7 @@ class IsRadiologist(BasePermission):
 def _reader(request: Request) -> Radiologist:
     reader = radiologist_for_user(user=request.user)
     if reader is None:
-        raise PermissionDenied("Only radiologists claim studies.")
+        raise NotPermitted("Only radiologists claim studies.", code="not_a_reader")
     return reader
 
 

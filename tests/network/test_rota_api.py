@@ -197,3 +197,36 @@ def test_leave_through_the_api_removes_and_restores_the_shifts(
     assert backwards.status_code == 400
     assert client.delete(f"/api/v1/leaves/{response.json()['id']}/").status_code == 204
     assert len(generated(reader)) == 2
+
+
+@pytest.mark.parametrize("value", ["08:00+01:00", "08:00Z", "8am", "24:00", "08:00:00.5-05:00"])
+def test_a_local_time_with_an_offset_or_in_another_form_is_refused_naming_the_field(
+    api: Any, group_admin: Any, reader: Radiologist, value: str
+) -> None:
+    """A rota's times are on the reader's clock: an offset would be silently dropped,
+    so it is refused (found by schemathesis: "06:38:50+01:55" was stored as 06:38:50)."""
+    response = api(group_admin).post(
+        "/api/v1/rotas/", rota_body(reader, starts_at=value), format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert "starts_at" in response.json()
+    assert not Rota.objects.exists()
+
+
+def test_a_license_end_time_round_trips_as_a_local_time(
+    api: Any, group_admin: Any, reader: Radiologist
+) -> None:
+    license_ = f.LicenseFactory(radiologist=reader)
+    client = api(group_admin)
+    response = client.patch(
+        f"/api/v1/licenses/{license_.pk}/", {"valid_until_time": "17:30"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["valid_until_time"] == "17:30:00"
+    refused = client.patch(
+        f"/api/v1/licenses/{license_.pk}/", {"valid_until_time": "17:30+02:00"}, format="json"
+    )
+    assert refused.status_code == 400
+    assert "valid_until_time" in refused.json()
+    license_.refresh_from_db()
+    assert license_.valid_until_time == dt.time(17, 30)
