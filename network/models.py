@@ -571,3 +571,30 @@ class Leave(models.Model):
 
     def __str__(self) -> str:
         return f"{self.radiologist} away {self.starts_on}-{self.ends_on}"
+
+
+class ReaderVersion(models.Model):
+    """One version of a reader's eligibility facts, append-only: everything the
+    eligibility policy reads of a reader except their open work (standing, pause,
+    cap, home region, subspecialties, licenses, privileges, current and future
+    shifts), in force from ``recorded_at`` until the reader's next version.  Written
+    by ``network.history.reader_versions_record`` whenever a change is saved through
+    network's services (the ``eligibility_changed`` signal), so "who was eligible
+    at 03:12 on the 4th" has one answer (the rule simulator replays against it)."""
+
+    radiologist = models.ForeignKey(Radiologist, on_delete=models.CASCADE, related_name="+")
+    reading_group = models.ForeignKey(ReadingGroup, on_delete=models.CASCADE, related_name="+")
+    recorded_at = models.DateTimeField()
+    facts = models.JSONField()
+
+    class Meta:
+        ordering = ["radiologist", "recorded_at", "id"]
+        indexes = [
+            models.Index(fields=["reading_group", "recorded_at"], name="readerversion_group_idx"),
+            models.Index(
+                fields=["radiologist", "-recorded_at"], name="readerversion_latest_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reader {self.radiologist_id} as of {self.recorded_at:%Y-%m-%d %H:%M}"

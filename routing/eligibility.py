@@ -9,6 +9,7 @@ eligible.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -292,6 +293,45 @@ class Policy:
             (v for v in verdicts if not v.eligible), key=lambda v: (v.tier, v.radiologist_id)
         )
         return ranked + excluded
+
+
+def widen(
+    policy: Policy,
+    facts: StudyFacts,
+    candidates: Sequence[CandidateFacts],
+    *,
+    tier: int,
+    last_tier: int,
+    skip: frozenset[int] = frozenset(),
+) -> tuple[int, list[Verdict], list[Verdict]]:
+    """From ``tier``, widen tier by tier until someone new is eligible: the tier
+    reached, the verdicts up to it, and the eligible readers not in ``skip``.  The
+    one widening step of live routing and of the rule simulator.
+
+    Only the candidates up to the tier are judged: most studies are offered at the
+    nearest tier, and since the ranking puts nearer tiers first, the verdicts up to
+    a tier are the same as those of a decision over every tier."""
+    while True:
+        verdicts = policy.decide(facts, [c for c in candidates if c.tier <= tier])
+        fresh = [v for v in verdicts if v.eligible and v.radiologist_id not in skip]
+        if fresh or tier >= last_tier:
+            return tier, verdicts, fresh
+        tier += 1
+
+
+_LICENSE_PROBLEMS = frozenset(
+    {Reason.NOT_LICENSED, Reason.LICENSE_EXPIRED, Reason.LICENSE_NOT_ACTIVE}
+)
+
+
+def unroutable_summary(verdicts: Sequence[Verdict], *, jurisdiction: str) -> str:
+    """Why nobody judged can take the study, in a sentence an admin can act on
+    (``verdicts`` not empty), e.g. 'no radiologist licensed in US-TX is on shift'."""
+    if all(_LICENSE_PROBLEMS & set(v.reasons) for v in verdicts):
+        return f"no radiologist licensed in {jurisdiction} is on shift"
+    counts = Counter(r for v in verdicts for r in v.reasons)
+    detail = ", ".join(f"{n} {REASON_TEXT[r]}" for r, n in counts.most_common(4))
+    return f"no eligible radiologist on shift ({len(verdicts)} considered: {detail})"
 
 
 # Presence is two checks: a paused reader keeps their offers (see KEEP_OFFER).

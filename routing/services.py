@@ -8,7 +8,6 @@ Locks are taken in one order everywhere: the study row, then its routing row.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -21,7 +20,7 @@ from django.utils import timezone
 from alerts.models import Alert
 from alerts.services import alert_raise
 from routing import eligibility, selectors
-from routing.eligibility import CandidateFacts, Reason, StudyFacts, Verdict
+from routing.eligibility import CandidateFacts, StudyFacts, Verdict
 from routing.models import LAST_TIER, TIERS, RoutingDecision, RoutingRule, StudyRouting
 from studies.models import Study
 from studies.services import studies_transition_locked, study_transition, study_triage_set
@@ -228,18 +227,10 @@ def _widen(
     tier: int,
     skip: frozenset[int] = frozenset(),
 ) -> tuple[int, list[Verdict], list[Verdict]]:
-    """From ``tier``, widen tier by tier until someone new is eligible: the tier
-    reached, the verdicts up to it, and the eligible readers not in ``skip``.
-
-    Only the candidates up to the tier are judged: most studies are offered at the
-    nearest tier, and since the ranking puts nearer tiers first, the verdicts up to
-    a tier are the same as those of a decision over every tier."""
-    while True:
-        verdicts = eligibility.ROUTE.decide(facts, [c for c in candidates if c.tier <= tier])
-        fresh = [v for v in verdicts if v.eligible and v.radiologist_id not in skip]
-        if fresh or tier >= LAST_TIER:
-            return tier, verdicts, fresh
-        tier += 1
+    """``eligibility.widen`` with the routing policy, up to the widest tier."""
+    return eligibility.widen(
+        eligibility.ROUTE, facts, candidates, tier=tier, last_tier=LAST_TIER, skip=skip
+    )
 
 
 def _offer_from(
@@ -378,17 +369,7 @@ def unroutable_reason(study: Study, verdicts: Sequence[Verdict], *, now: dt.date
             f"no radiologist licensed in {jurisdiction} with privileges at "
             f"{study.facility.name} is on shift"
         )
-    licensed = [
-        v
-        for v in verdicts
-        if not {Reason.NOT_LICENSED, Reason.LICENSE_EXPIRED, Reason.LICENSE_NOT_ACTIVE}
-        & set(v.reasons)
-    ]
-    if not licensed:
-        return f"no radiologist licensed in {jurisdiction} is on shift"
-    counts = Counter(r for v in verdicts for r in v.reasons)
-    detail = ", ".join(f"{n} {eligibility.REASON_TEXT[r]}" for r, n in counts.most_common(4))
-    return f"no eligible radiologist on shift ({len(verdicts)} considered: {detail})"
+    return eligibility.unroutable_summary(verdicts, jurisdiction=jurisdiction)
 
 
 def _mark_unroutable(

@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "onboarding",  # a facility's checklist and connection tests for its group admins
     "health",
     "review",
+    "simulation",  # draft rule sets replayed over past studies, then published
     "dicomweb",  # DICOMweb over the stored studies (PS3.18)
     "viewer",  # the OHIF image viewer, served prebuilt at /viewer/
     "demo",  # demo data (seed_demo), importing every app above
