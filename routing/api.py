@@ -90,6 +90,7 @@ class RoutingRuleSerializer(ScopedRelatedFieldsMixin, serializers.ModelSerialize
             "accept_timeout_seconds",
             "next_case_only",
             "escalate_fractions",
+            "widest_tier",
             "min_tier_wait_seconds",
             "wait_stat_seconds",
             "wait_urgent_seconds",

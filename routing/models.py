@@ -105,6 +105,12 @@ class RoutingRule(models.Model):
         help_text="Fractions of the turnaround target at which to widen to the regional "
         "and the global tier (two increasing numbers between 0 and 1).",
     )
+    widest_tier = models.PositiveSmallIntegerField(
+        choices=list(TIERS.items()),
+        default=LAST_TIER,
+        help_text="The widest tier the study may be offered at: 0 keeps it with the "
+        "hyperlocal readers, 1 never takes it beyond the region, 2 may go global.",
+    )
     min_tier_wait_seconds = models.PositiveIntegerField(
         default=60, help_text="The shortest wait at a tier, however little time is left."
     )
@@ -138,6 +144,9 @@ class RoutingRule(models.Model):
                 ),
                 name="rule_timers_positive",
             ),
+            models.CheckConstraint(
+                condition=Q(widest_tier__lte=LAST_TIER), name="rule_widest_tier_valid"
+            ),
             models.CheckConstraint(condition=Q(relative_value__gt=0), name="rule_rvu_positive"),
         ]
 
@@ -156,6 +165,11 @@ class RoutingRule(models.Model):
     def required_subspecialties_known(self, codes: frozenset[str]) -> None:
         """Record codes read in bulk by a selector, sparing a query per rule."""
         self._required_codes = codes
+
+    def widening_fractions(self) -> list[float]:
+        """The fractions of the target at which the study widens, up to the widest
+        tier the rule allows (none for a rule that keeps studies hyperlocal)."""
+        return list(self.escalate_fractions)[: self.widest_tier]
 
     def tier_wait(self, priority: int) -> dt.timedelta:
         seconds = {

@@ -187,7 +187,7 @@ def _route_many(studies: list[Study], *, now: dt.datetime) -> dict[int, RoutingD
         facts = selectors.study_facts(study=study, rule=rule, now=now)
         candidates = everyone[study.facility_id, facts.jurisdiction]
         skip = passed.get(study.pk, frozenset())
-        tier, verdicts, fresh = _widen(facts, candidates, tier=0, skip=skip)
+        tier, verdicts, fresh = _widen(facts, candidates, tier=0, rule=rule, skip=skip)
         if not fresh:
             decided[study.pk] = _mark_unroutable(
                 study,
@@ -225,11 +225,17 @@ def _widen(
     candidates: list[CandidateFacts],
     *,
     tier: int,
+    rule: RoutingRule,
     skip: frozenset[int] = frozenset(),
 ) -> tuple[int, list[Verdict], list[Verdict]]:
-    """``eligibility.widen`` with the routing policy, up to the widest tier."""
+    """``eligibility.widen`` with the routing policy, up to the rule's widest tier."""
     return eligibility.widen(
-        eligibility.ROUTE, facts, candidates, tier=tier, last_tier=LAST_TIER, skip=skip
+        eligibility.ROUTE,
+        facts,
+        candidates,
+        tier=min(tier, rule.widest_tier),
+        last_tier=rule.widest_tier,
+        skip=skip,
     )
 
 
@@ -246,7 +252,7 @@ def _offer_from(
     eligible; unroutable if nobody is, up to the widest tier."""
     facts = selectors.study_facts(study=study, rule=rule, now=now)
     candidates = _candidates(study, facts, now=now)
-    tier, verdicts, fresh = _widen(facts, candidates, tier=tier, skip=skip)
+    tier, verdicts, fresh = _widen(facts, candidates, tier=tier, rule=rule, skip=skip)
     if not fresh:
         reason = _nobody_left_reason(study, verdicts, now=now)
         return _mark_unroutable(study, rule, tier=tier, now=now, reason=reason, verdicts=verdicts)
@@ -275,7 +281,7 @@ def _tier_wait(study: Study, rule: RoutingRule, *, tier: int, now: dt.datetime) 
         received_at=study.received_at,
         due_at=study.sla_due_at,
         now=now,
-        fractions=rule.escalate_fractions,
+        fractions=rule.widening_fractions(),
         floor=dt.timedelta(seconds=rule.min_tier_wait_seconds),
         cap=rule.tier_wait(study.priority),
     )
@@ -515,8 +521,9 @@ def _escalate_offer(
             study_id=study.pk, radiologist_id=reader_id, at=now, reason=NO_LONGER_ELIGIBLE
         )
     kept = offered - set(lapsed)
+    widest = rule.widest_tier
     tier, verdicts, fresh = _widen(
-        facts, candidates, tier=min(routing.tier + 1, LAST_TIER), skip=kept
+        facts, candidates, tier=min(routing.tier + 1, widest), rule=rule, skip=kept
     )
     if fresh:
         decision = _offer_many(
@@ -529,16 +536,16 @@ def _escalate_offer(
         received_at=study.received_at,
         due_at=study.sla_due_at,
         now=now,
-        fractions=rule.escalate_fractions,
+        fractions=rule.widening_fractions(),
     )
     if any(v.eligible for v in verdicts) or (kept and not at_risk):
         _routing_save(
             StudyRouting(
                 study=study,
                 rule=rule,
-                tier=LAST_TIER,
+                tier=widest,
                 relative_value=routing.relative_value,
-                next_escalation_at=now + _tier_wait(study, rule, tier=LAST_TIER, now=now),
+                next_escalation_at=now + _tier_wait(study, rule, tier=widest, now=now),
                 unroutable_at=None,
                 unroutable_reason="",
                 decided_at=now,
@@ -548,7 +555,7 @@ def _escalate_offer(
     reason = unroutable_reason(study, verdicts, now=now)
     if kept:
         reason = f"SLA at risk and its offered readers cannot take it: {reason}"
-    return _mark_unroutable(study, rule, tier=LAST_TIER, now=now, reason=reason, verdicts=verdicts)
+    return _mark_unroutable(study, rule, tier=widest, now=now, reason=reason, verdicts=verdicts)
 
 
 def routing_config_save(

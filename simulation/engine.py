@@ -36,7 +36,8 @@ class SimRule:
     relative_value: float
     auto_assign: bool
     accept_timeout: dt.timedelta
-    escalate_fractions: tuple[float, ...]
+    escalate_fractions: tuple[float, ...]  # only those up to the widest tier
+    widest_tier: int  # the widest tier it may be offered at (0-2)
     min_tier_wait: dt.timedelta
     tier_waits: Mapping[int, dt.timedelta]  # the longest wait at one tier, by priority
 

@@ -41,6 +41,7 @@ RULE_FIELDS = (
     "accept_timeout_seconds",
     "next_case_only",
     "escalate_fractions",
+    "widest_tier",
     "min_tier_wait_seconds",
     "wait_stat_seconds",
     "wait_urgent_seconds",
@@ -92,7 +93,12 @@ def sim_rule(rule: dict[str, Any], *, key_id: int) -> SimRule:
         relative_value=float(rule["relative_value"]),
         auto_assign=rule["delivery"] == RoutingRule.Delivery.AUTO_ASSIGN,
         accept_timeout=dt.timedelta(seconds=int(rule["accept_timeout_seconds"])),
-        escalate_fractions=tuple(float(x) for x in rule["escalate_fractions"]),
+        # Only the widenings up to the widest tier the rule allows (as live:
+        # RoutingRule.widening_fractions).
+        escalate_fractions=tuple(
+            float(x) for x in rule["escalate_fractions"][: int(rule["widest_tier"])]
+        ),
+        widest_tier=int(rule["widest_tier"]),
         min_tier_wait=dt.timedelta(seconds=int(rule["min_tier_wait_seconds"])),
         tier_waits={
             Priority.STAT: dt.timedelta(seconds=int(rule["wait_stat_seconds"])),

@@ -7,7 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from accounts.models import User
+from django.contrib.auth.models import User
+
 from network.models import ReadingGroup
 from simulation.models import RoutingDraft, SimulationRun
 

@@ -493,3 +493,34 @@ def test_the_admin_form_refuses_bad_escalation_settings_on_their_fields():
     assert list(form.errors) == ["min_tier_wait_seconds"]
     form = form_class(data={"escalate_fractions": "[0.25, 0.5]", **good})
     assert form.is_valid(), form.errors
+
+
+def test_a_rule_kept_within_the_region_never_goes_global(three_tiers, facility_a, sla_rule):
+    # widest_tier = 1: the urgent study widens to the regional readers at 25 % of
+    # its target, is then judged again at that tier (at risk, due, hourly), and the
+    # global reader is never offered it.
+    RoutingRule.objects.filter(pk=sla_rule.pk).update(widest_tier=1)
+    study = a_study(facility_a, priority=2)
+    with time_machine.travel(NOW, tick=False):
+        study_route(study_id=study.pk)
+    assert timer(study) == (0, NOW + 30 * MIN)
+    for due in (30 * MIN, 90 * MIN, 120 * MIN, 180 * MIN):
+        sweep_at(NOW + due)
+        assert open_offers(study) == {"dr_local", "dr_regional"}
+    assert timer(study)[0] == 1
+    assert StudyRouting.objects.get(study=study).unroutable_at is None
+
+
+def test_a_hyperlocal_rule_with_nobody_local_is_unroutable_not_offered_wider(
+    group_a, facility_a, regions, sla_rule
+):
+    long_reader(group_a, facility_a, name="dr_regional", region=regions["regional"])
+    RoutingRule.objects.filter(pk=sla_rule.pk).update(widest_tier=0)
+    study = a_study(facility_a, priority=2)
+    with time_machine.travel(NOW, tick=False):
+        study_route(study_id=study.pk)
+    routing = StudyRouting.objects.get(study=study)
+    assert routing.unroutable_at is not None and open_offers(study) == set()
+    RoutingRule.objects.filter(pk=sla_rule.pk).update(widest_tier=2)
+    sweep_at(NOW + 2 * MIN)  # the unroutable retry, under the widened rule
+    assert open_offers(study) == {"dr_regional"}
