@@ -591,9 +591,7 @@ class ReaderVersion(models.Model):
         ordering = ["radiologist", "recorded_at", "id"]
         indexes = [
             models.Index(fields=["reading_group", "recorded_at"], name="readerversion_group_idx"),
-            models.Index(
-                fields=["radiologist", "-recorded_at"], name="readerversion_latest_idx"
-            ),
+            models.Index(fields=["radiologist", "-recorded_at"], name="readerversion_latest_idx"),
         ]
 
     def __str__(self) -> str:
