@@ -3,7 +3,9 @@ three other countries, thirty readers around the clock, and a login per role.
 
 Idempotent: every row is found by a natural key before it is created, so a
 second run changes nothing.  Manual shifts cover yesterday and today; weekly rotas
-generate the days ahead.
+generate the days ahead; the 60 days of finished history before have shifts on the
+rotas' pattern and the readers' eligibility history (``network.ReaderVersion``), so
+the rule simulator can replay them.
 """
 
 from __future__ import annotations
@@ -407,6 +409,8 @@ def seed_demo(*, now: dt.datetime | None = None) -> dict[str, int]:
         _seed_rota(reader, index=index, today=today)
 
     _seed_leave(today=today)
+    _seed_past_shifts(readers, today=today)
+    _seed_reader_history(readers, now=now)
     for group in groups.values():
         seed_demo_rules(group)
     report_templates_seed()
@@ -535,6 +539,123 @@ def _seed_leave(*, today: dt.date) -> None:
             reason="Conference",
         ),
     )
+
+
+def _past_window_start(today: dt.date) -> dt.datetime:
+    """Midnight UTC of the first of the HISTORY_DAYS days before the manual shifts:
+    before the first history study of every facility, whatever its time zone."""
+    first = today - dt.timedelta(days=SHIFT_DAYS_BEFORE + HISTORY_DAYS)
+    return dt.datetime.combine(first, dt.time(0), tzinfo=dt.UTC)
+
+
+def _seed_past_shifts(readers: list[Radiologist], *, today: dt.date) -> None:
+    """Shifts over the HISTORY_DAYS days before the manual ones, on each reader's
+    weekly rota pattern (its local times, on each past local day: the band moves by
+    an hour of UTC across a daylight-saving change, as a real rota's does), so a
+    replay of the history finds the readers on shift as they were.  Written in bulk
+    as manual shifts (the rotas are valid from tomorrow); a slot that would overlap a
+    shift the reader has already is left out, so a second run adds nothing."""
+    since = _past_window_start(today)
+    until = dt.datetime.combine(
+        today - dt.timedelta(days=SHIFT_DAYS_BEFORE), dt.time(0), tzinfo=dt.UTC
+    )
+    reader_ids = [r.pk for r in readers]
+    rotas: dict[int, list[Rota]] = {pk: [] for pk in reader_ids}
+    for rota in Rota.objects.filter(radiologist_id__in=reader_ids).order_by("pk"):
+        rotas[rota.radiologist_id].append(rota)
+    taken: dict[int, list[tuple[dt.datetime, dt.datetime]]] = {pk: [] for pk in reader_ids}
+    for reader_id, starts_at, ends_at in Shift.objects.filter(
+        radiologist_id__in=reader_ids,
+        starts_at__lt=until + dt.timedelta(days=2),
+        ends_at__gt=since - dt.timedelta(days=2),
+    ).values_list("radiologist_id", "starts_at", "ends_at"):
+        taken[reader_id].append((starts_at, ends_at))
+    new: list[Shift] = []
+    for reader in readers:
+        zone = ZoneInfo(reader.timezone)
+        by_weekday = {r.weekday: r for r in rotas[reader.pk]}
+        first = since.astimezone(zone).date() - dt.timedelta(days=1)
+        for offset in range((until.astimezone(zone).date() - first).days + 1):
+            this_day = first + dt.timedelta(days=offset)
+            slot = by_weekday.get(this_day.weekday())
+            if slot is None:
+                continue
+            end_day = this_day + dt.timedelta(days=0 if slot.ends_at > slot.starts_at else 1)
+            starts = dt.datetime.combine(this_day, slot.starts_at, tzinfo=zone).astimezone(dt.UTC)
+            ends = dt.datetime.combine(end_day, slot.ends_at, tzinfo=zone).astimezone(dt.UTC)
+            if ends <= since or starts >= until or ends <= starts:
+                continue
+            if any(starts < e and s < ends for s, e in taken[reader.pk]):
+                continue
+            taken[reader.pk].append((starts, ends))
+            new.append(Shift(radiologist=reader, starts_at=starts, ends_at=ends))
+    Shift.objects.bulk_create(new, batch_size=1000)
+
+
+# Backdated changes of the readers' facts during the history, so a replay of it meets
+# what a real network has: a license suspended for a week three weeks ago (the reader
+# is not offered that state's studies meanwhile), and a reader paused one afternoon.
+SUSPENDED_LICENSE_READER, SUSPENDED_DAYS_AGO, SUSPENDED_DAYS = "dr.chen", 21, 7
+PAUSED_READER, PAUSED_DAYS_AGO, PAUSED_AT_UTC, PAUSED_HOURS = "dr.mbeki", 10, 19, 4
+
+
+def _seed_reader_history(readers: list[Radiologist], *, now: dt.datetime) -> None:
+    """The readers' eligibility history (``network.ReaderVersion``) over the seeded
+    days: a first version of each reader just before the history window (their facts
+    then, the past shifts included: a version holds the shifts not ended when it is
+    recorded), then the backdated changes above, each as versions in order with the
+    facts as they were then; the live rows are put back as they were, so the tables
+    say what is true now.  Readers with a version from before the window already are
+    left alone, so a second run writes nothing."""
+    from network.history import reader_versions_record
+    from network.models import ReaderVersion
+
+    first_at = _past_window_start(now.date()) - dt.timedelta(minutes=1)
+    missing = [
+        r.pk
+        for r in readers
+        if not ReaderVersion.objects.filter(radiologist=r, recorded_at__lte=first_at).exists()
+    ]
+    if not missing:
+        return
+    reader_versions_record(radiologist_ids=missing, at=first_at)
+    day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    suspended = (
+        License.objects.filter(
+            radiologist__user__username=SUSPENDED_LICENSE_READER,
+            radiologist_id__in=missing,
+            status=CredentialStatus.ACTIVE,
+            valid_to__gt=now.date(),
+        )
+        .order_by("jurisdiction__code")
+        .first()
+    )
+    if suspended is not None:
+        starts = day - dt.timedelta(days=SUSPENDED_DAYS_AGO) + dt.timedelta(hours=15)
+        License.objects.filter(pk=suspended.pk).update(status=CredentialStatus.SUSPENDED)
+        reader_versions_record(radiologist_ids=[suspended.radiologist_id], at=starts)
+        License.objects.filter(pk=suspended.pk).update(status=suspended.status)
+        reader_versions_record(
+            radiologist_ids=[suspended.radiologist_id],
+            at=starts + dt.timedelta(days=SUSPENDED_DAYS),
+        )
+
+    paused = Radiologist.objects.filter(
+        user__username=PAUSED_READER, pk__in=missing, is_available=True
+    ).first()
+    if paused is not None:
+        starts = day - dt.timedelta(days=PAUSED_DAYS_AGO) + dt.timedelta(hours=PAUSED_AT_UTC)
+        ends = starts + dt.timedelta(hours=PAUSED_HOURS)
+        live = Radiologist.objects.filter(pk=paused.pk)
+        live.update(is_available=False, paused_until=ends, pause_reason="Family matter")
+        reader_versions_record(radiologist_ids=[paused.pk], at=starts)
+        live.update(
+            is_available=paused.is_available,
+            paused_until=paused.paused_until,
+            pause_reason=paused.pause_reason,
+        )
+        reader_versions_record(radiologist_ids=[paused.pk], at=ends)
 
 
 def _seed_studies(facilities: list[Facility], *, now: dt.datetime) -> None:

@@ -71,9 +71,18 @@ def network_object_save(
     return saved
 
 
-# What of a reader decides eligibility (network.signals.eligibility_changed); the
-# rows of licenses, privileges and shifts decide it whatever changes in them.
-_READER_ELIGIBILITY_FIELDS = ("is_active", "is_available", "paused_until", "reading_group_id")
+# What of a reader decides eligibility (network.signals.eligibility_changed), or is
+# kept in its history (network.history: the cap, home region and name too); the rows
+# of licenses, privileges and shifts decide it whatever changes in them.
+_READER_ELIGIBILITY_FIELDS = (
+    "is_active",
+    "is_available",
+    "paused_until",
+    "reading_group_id",
+    "workload_cap",
+    "home_region_id",
+    "display_name",
+)
 
 
 def _readers_concerned(instance: models.Model, before: dict[str, Any] | None) -> list[int]:
@@ -90,14 +99,12 @@ def _readers_concerned(instance: models.Model, before: dict[str, Any] | None) ->
         ):
             return [instance.pk]
         return []
-    # A facility's privileges are judged in its time zone, and its readers are its group's.
-    if (
-        isinstance(instance, Facility)
-        and before is not None
-        and (
-            before.get("timezone") != instance.timezone
-            or before.get("reading_group_id") != instance.reading_group_id
-        )
+    # A facility's privileges are judged in its time zone, and its readers are its
+    # group's; deleted, it takes its privileges with it.
+    if isinstance(instance, Facility) and (
+        before is None
+        or before.get("timezone") != instance.timezone
+        or before.get("reading_group_id") != instance.reading_group_id
     ):
         return list(
             FacilityPrivilege.objects.filter(facility_id=instance.pk).values_list(
@@ -329,6 +336,10 @@ def _privileges_grant_periods(
     FacilityPrivilege.objects.bulk_update(
         result.extended, ["valid_from", "valid_to", "valid_until_time"]
     )
+    eligibility_changed_send(
+        radiologist_ids=[row.radiologist_id for row in (*result.created, *result.extended)],
+        at=timezone.now(),
+    )
     label = FacilityPrivilege._meta.label_lower
     group_id = facility.reading_group_id
     # The same events as the single-row API's audited_save, one INSERT per kind.
@@ -489,7 +500,9 @@ def reader_pause(
         locked.is_available = False
         locked.paused_until = now + dt.timedelta(minutes=minutes)
         locked.pause_reason = reason[:200]
-        return audited_save(actor=actor, instance=locked, before=before, ip_address=ip_address)
+        saved = audited_save(actor=actor, instance=locked, before=before, ip_address=ip_address)
+        eligibility_changed_send(radiologist_ids=[saved.pk], at=now)
+        return saved
 
 
 def reader_resume(
@@ -504,14 +517,20 @@ def reader_resume(
         locked.is_available = True
         locked.paused_until = None
         locked.pause_reason = ""
-        return audited_save(actor=actor, instance=locked, before=before, ip_address=ip_address)
+        saved = audited_save(actor=actor, instance=locked, before=before, ip_address=ip_address)
+        eligibility_changed_send(radiologist_ids=[saved.pk], at=timezone.now())
+        return saved
 
 
 def pauses_end(*, now: dt.datetime) -> list[int]:
     """End every pause whose time is up (``paused_until`` at or before ``now``), so the
     row says what eligibility already judged (a pause over is available); each reader
     audited as ``reader_resume`` audits, rows a concurrent change holds are left to the
-    next sweep.  Returns the ids of the readers whose pause ended."""
+    next sweep.  Returns the ids of the readers whose pause ended.
+
+    Sends no ``eligibility_changed``: nobody's eligibility changes here (a pause is
+    over at ``paused_until`` whether or not this has run, and the readers' history
+    already says so: network.history reads a pause run out as none)."""
     with transaction.atomic():
         ended = list(
             Radiologist.objects.select_for_update(no_key=True, skip_locked=True)

@@ -2,9 +2,11 @@
 
 ``eligibility_changed`` is sent synchronously, inside the transaction of the change,
 with the ids of the readers whose eligibility may have changed (a license, privilege,
-shift, pause, subspecialty or standing): routing listens, withdraws the offers the
-change makes ineligible and re-routes what is left with nobody, in that same
-transaction (routing.apps connects the receiver).
+shift, pause, subspecialty, standing, cap or home region): routing listens, withdraws
+the offers the change makes ineligible and re-routes what is left with nobody, in
+that same transaction (routing.apps connects the receiver); and the network appends
+a version of each reader's facts to their history (network.history, connected in
+network.apps), in that transaction too.
 
 ``aging_changed`` is sent, inside the transaction of the change, when a reading
 group's aging step (``ReadingGroup.worklist_aging_minutes``) changes: worklist

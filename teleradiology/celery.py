@@ -78,6 +78,7 @@ app.conf.beat_schedule = {
         "task": "priors.prior_fetches_sweep",
         "schedule": settings.PRIORS_SWEEP_SECONDS,
     },
+    "simulation-runs-recover": {"task": "simulation.runs_recover", "schedule": 60.0},
 }
 
 

@@ -16,6 +16,7 @@ from reporting.api.reports import ReportViewSet, StudyReportApi
 from reporting.api.templates import ReportTemplateViewSet
 from review import api as review_api
 from routing.api import RoutingRuleViewSet, StudyRoutingApi, StudyTriageApi
+from simulation import api as simulation_api
 from studies.api import OrderViewSet, StudyViewSet
 from teleradiology.converters import IdRouter
 from teleradiology.keepalive import session_keepalive
@@ -45,12 +46,19 @@ router.register("reports", ReportViewSet, basename="report")
 router.register("me/macros", MacroViewSet, basename="macro")
 router.register("second-opinions", review_api.SecondOpinionViewSet, basename="second-opinion")
 router.register("peer-reviews", review_api.PeerReviewViewSet, basename="peer-review")
+router.register(
+    "routing-simulations/drafts", simulation_api.DraftViewSet, basename="routing-simulation-draft"
+)
+router.register(
+    "routing-simulations/runs", simulation_api.RunViewSet, basename="routing-simulation-run"
+)
 
 urlpatterns = [
     path("", include("worklist.urls")),
     path("", include("reporting.urls")),
     path("", include("turnaround.urls")),
     path("", include("onboarding.urls")),
+    path("routing/simulations/", include("simulation.urls")),
     path("viewer/", include("viewer.urls")),
     # Sign-in (password, second factor, lockout), sign-out, security settings, API
     # tokens; also the admin's and the browsable API's sign-in (before their own).

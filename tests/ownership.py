@@ -44,6 +44,7 @@ OUR_APPS = frozenset(
         "reporting",
         "review",
         "routing",
+        "simulation",
         "studies",
         "turnaround",
         "worklist",

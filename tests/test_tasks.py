@@ -46,6 +46,8 @@ EXPECTED: dict[str, Options] = {
     "routing.routing_sweep": Options(3, 50, 60, False, 600),
     "routing.offers_withdraw_ineligible": Options(3, 50, 60, False, 600),
     "routing.credentials_alert_expiring": Options(3, 120, 180, False, NOT_RETRIED),
+    "simulation.simulation_run": Options(3, 1800, 1860, True, 600),
+    "simulation.runs_recover": Options(3, 50, 60, False, 600),
     "turnaround.sla_warnings_sweep": Options(3, 25, 30, True, 600),
     "worklist.claims_release_stale": Options(3, 50, 60, False, 600),
 }

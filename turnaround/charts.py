@@ -1,12 +1,14 @@
 """Charts as inline SVG, drawn on the server: no JavaScript, no build, no CDN.
 
 Pure functions from numbers to an SVG string.  Every piece of text is escaped
-here, so a caller may mark the result safe.  Two kinds:
+here, so a caller may mark the result safe.  Three kinds:
 
 - ``line_chart``: one or more series over the same labels (turnaround over time);
   a missing value (None) breaks the line rather than dropping to zero;
 - ``bar_chart``: one value per label (compliance by priority, volume by hour),
-  with an optional reference line (a target).
+  with an optional reference line (a target);
+- ``grouped_bar_chart``: several series side by side per label (the simulator's
+  live and draft replays).
 
 The y axis starts at 0 and ends at a "nice" number (1, 2, 2.5 or 5 times a power
 of ten) at or above the largest value, ticked evenly (``nice_ticks``).
@@ -290,5 +292,82 @@ def bar_chart(
                 f'<text class="reference-label" x="{width - RIGHT}" y="{y - 4:.1f}" '
                 f'text-anchor="end" font-size="11" fill="#b00020">{escape(reference_label)}</text>'
             )
+    parts.append(tail)
+    return "".join(parts)
+
+
+def grouped_bar_chart(
+    *,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    title: str,
+    unit: str = "",
+    value_format: Formatter = _number,
+    max_value: float | None = None,
+    width: int = 640,
+    height: int = 260,
+    empty_message: str = "No data in this range.",
+    show_values: bool = True,
+    max_labels: int = 24,
+) -> str:
+    """Bars side by side per label, one per series (live beside draft, say), with a
+    legend; a missing value draws no bar.  The axis as ``bar_chart``'s."""
+    for s in series:
+        if len(s.values) != len(labels):
+            raise ValueError(f"series {s.name!r} has {len(s.values)} values for {len(labels)}")
+    present = [v for s in series for v in s.values if v is not None]
+    head, tail = _frame(
+        width=width,
+        height=height,
+        title=title,
+        description="; ".join(
+            f"{s.name}: "
+            + ", ".join(
+                f"{label}: {'n/a' if v is None else value_format(v)}"
+                for label, v in zip(labels, s.values, strict=True)
+            )
+            for s in series
+        ),
+        kind="bar-chart grouped",
+        extra=f' data-bars="{len(present)}"',
+    )
+    top = max_value if max_value is not None else max(present, default=0.0)
+    ticks = nice_ticks(top) if max_value is None else [max_value * i / 5 for i in range(6)]
+    parts = [head, *_y_axis(ticks, width=width, height=height, unit=unit, fmt=value_format)]
+    plot_w = width - LEFT - RIGHT
+    slot = plot_w / max(len(labels), 1)
+    bar_w = max(2.0, slot * 0.8 / max(len(series), 1))
+    xs = [LEFT + slot * (i + 0.5) for i in range(len(labels))]
+    parts += _x_labels(labels, xs, height=height, max_labels=max_labels)
+    # Zeros are figures here (nothing escalated, offered at once): empty means none.
+    if not present:
+        parts.append(_empty(width, height, empty_message))
+    base = _y(0, ticks[-1], height)
+    for k, s in enumerate(series):
+        css = escape(s.css_class)
+        offset = (k - (len(series) - 1) / 2) * bar_w
+        for label, x, value in zip(labels, xs, s.values, strict=True):
+            if value is None:
+                continue
+            y = _y(min(value, ticks[-1]), ticks[-1], height)
+            text = escape(value_format(value) + (" " + unit if unit and unit != "%" else unit))
+            parts.append(
+                f'<rect class="bar {css}" fill="{colour(s.css_class)}" '
+                f'x="{x + offset - bar_w / 2:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
+                f'height="{base - y:.1f}"><title>{escape(s.name)}, {escape(label)}: {text}'
+                "</title></rect>"
+            )
+            if show_values:
+                parts.append(
+                    f'<text class="value" x="{x + offset:.1f}" y="{y - 4:.1f}" '
+                    f'text-anchor="middle" font-size="10" fill="#1d2330">{text}</text>'
+                )
+    for i, s in enumerate(series):
+        x = width - RIGHT - 130 * (len(series) - i)
+        parts.append(
+            f'<rect class="legend {escape(s.css_class)}" x="{x}" y="2" width="10" height="10" '
+            f'fill="{colour(s.css_class)}"/>'
+            f'<text x="{x + 14}" y="11" font-size="11" fill="#1d2330">{escape(s.name)}</text>'
+        )
     parts.append(tail)
     return "".join(parts)

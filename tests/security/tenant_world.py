@@ -93,6 +93,8 @@ class Tenant:
     peer_review: ReviewCase
     objects: dict[str, Any] = field(default_factory=dict)
     hl7_message: Any = None  # an HL7 order as received (orders.Hl7Message)
+    routing_draft: Any = None  # a draft of its rules (simulation.RoutingDraft)
+    simulation_run: Any = None  # a finished replay of that draft (simulation.SimulationRun)
 
     @property
     def markers(self) -> list[str]:
@@ -354,6 +356,7 @@ def build_tenant(
         peer_review=peer_review,
     )
     tenant.hl7_message = _hl7_message(tenant, offered_patient, now)
+    tenant.routing_draft, tenant.simulation_run = _simulation_rows(tenant, now)
     _accounts_rows(tenant)
     return tenant
 
@@ -424,6 +427,33 @@ def build_world(storage: FileSystemStorage, folder: Path) -> tuple[Tenant, Tenan
     return a, b
 
 
+def _simulation_rows(t: Tenant, now: dt.datetime) -> tuple[Any, Any]:
+    """A draft of the tenant's rules and a finished run of it whose sample names one
+    of its studies (what another group's people must never see)."""
+    from simulation.models import RoutingDraft, SimulationRun
+    from simulation.selectors import live_rules_as_draft
+
+    draft = RoutingDraft.objects.create(
+        reading_group=t.group,
+        name=f"Draft {t.label}",
+        rules=live_rules_as_draft(reading_group_id=t.group.pk),
+    )
+    run = SimulationRun.objects.create(
+        draft=draft,
+        reading_group=t.group,
+        window_start=now - dt.timedelta(days=7),
+        window_end=now,
+        status=SimulationRun.Status.DONE,
+        result={
+            "elsewhere": {
+                "count": 1,
+                "sample": [{"study_id": t.final_study.pk, "label": t.final_study.accession_number}],
+            }
+        },
+    )
+    return draft, run
+
+
 # --- Filling URL parameters with a tenant's objects ------------------------------
 def router_objects(t: Tenant) -> dict[str, Any]:
     """The object behind each API router basename, for tenant ``t``.  Reference data
@@ -454,6 +484,8 @@ def router_objects(t: Tenant) -> dict[str, Any]:
         "macro": t.macro,
         "second-opinion": t.second_opinion,
         "peer-review": t.peer_review,
+        "routing-simulation-draft": t.routing_draft,
+        "routing-simulation-run": t.simulation_run,
     }
 
 
@@ -558,6 +590,9 @@ def make_picker(t: Tenant) -> Any:
             "tag": "7FE00010",
             "radiologist_id": t.reader.pk,
             "alert_id": t.alert.pk,
+            "draft_id": t.routing_draft.pk,
+            "run_id": t.simulation_run.pk,
+            "index": 0,
         }
         if route.name == "admin:view_on_site":
             if name == "content_type_id":

@@ -78,6 +78,7 @@ def b_markers(b: Tenant) -> list[str]:
         b.reader.display_name,
         b.rule.name,
         b.pool.name,
+        b.routing_draft.name,
         b.template.code,
         b.macro.name,
         b.final_study.study_instance_uid,

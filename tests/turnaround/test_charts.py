@@ -142,3 +142,45 @@ def test_output_is_deterministic() -> None:
         return charts.bar_chart(labels=["a", "b"], values=[1.5, 3], title="T")
 
     assert make() == make()
+
+
+def test_grouped_bars_stand_side_by_side_per_label_with_a_legend() -> None:
+    svg = charts.grouped_bar_chart(
+        labels=["Hyperlocal", "Regional", "Global"],
+        series=[
+            charts.Series("live", [40, 10, None]),
+            charts.Series("draft", [20, 30, 5], "series-1"),
+        ],
+        title="First offer by tier",
+        unit="studies",
+    )
+    root = parse(svg)
+    assert root.get("data-bars") == "5"
+    live = [b for b in bars(root) if "series-0" in b.get("class", "")]
+    draft = [b for b in bars(root) if "series-1" in b.get("class", "")]
+    assert len(live) == 2 and len(draft) == 3
+    # Per label the live bar stands left of the draft's, and heights follow values.
+    for left, right in zip(live, draft, strict=False):
+        assert float(left.get("x")) < float(right.get("x"))
+    assert float(live[0].get("height")) == pytest.approx(2 * float(draft[0].get("height")))
+    assert float(draft[1].get("height")) == pytest.approx(3 * float(live[1].get("height")))
+    # Bars of the next label start right of the previous label's.
+    assert float(live[1].get("x")) > float(draft[0].get("x"))
+    legend = [e for e in root.iter() if "legend" in e.get("class", "")]
+    assert [e.get("fill") for e in legend] == [
+        charts.PALETTE["series-0"],
+        charts.PALETTE["series-1"],
+    ]
+    with pytest.raises(ValueError):
+        charts.grouped_bar_chart(labels=["a"], series=[charts.Series("m", [1, 2])], title="T")
+
+
+def test_grouped_bars_of_zero_are_figures_and_no_values_say_so() -> None:
+    zeros = charts.grouped_bar_chart(
+        labels=["STAT"], series=[charts.Series("live", [0.0])], title="T", empty_message="None"
+    )
+    assert "None" not in zeros and parse(zeros).get("data-bars") == "1"
+    missing = charts.grouped_bar_chart(
+        labels=["STAT"], series=[charts.Series("live", [None])], title="T", empty_message="None"
+    )
+    assert "None" in missing and parse(missing).get("data-bars") == "0"

@@ -1,0 +1,1 @@
+"""The rule simulator benchmark (``python -m bench.simulator``)."""
