@@ -1,6 +1,5 @@
-"""Drafts (create, save, delete, publish) and runs (request, execute, recover).
-
-INTERFACE (laid by the lead; helpers implement the bodies)."""
+"""Drafts (create, save, delete, publish) and runs (request, execute, recover), and
+the audited read of what a finished run names."""
 
 from __future__ import annotations
 
